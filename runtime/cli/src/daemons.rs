@@ -1,0 +1,229 @@
+//! The daemons this binary becomes when started under their own name (argv[0]):
+//! `gcs_server`, `raylet`. `ray start` launches them; they read the cluster token
+//! from the environment, never from their command line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use ray_common::config::RayConfig;
+use ray_common::rpc::Security;
+use ray_common::{NodeId, process};
+use ray_raylet::detect::{self, ResourceOverrides};
+use tokio_util::sync::CancellationToken;
+
+/// Flags of the GCS daemon.
+#[derive(Debug, Parser)]
+#[command(name = "gcs_server", about = "Ray's Global Control Service (started by `ray start --head`)")]
+pub struct GcsArgs {
+    #[arg(long, default_value_t = ray_gcs::DEFAULT_PORT)]
+    port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    #[arg(long = "session-name")]
+    session_name: String,
+    #[arg(long = "ready-file")]
+    ready_file: Option<PathBuf>,
+}
+
+/// Flags of the raylet daemon.
+#[derive(Debug, Parser)]
+#[command(name = "raylet", about = "Ray's per-node daemon (started by `ray start`)")]
+pub struct RayletArgs {
+    #[arg(long = "node-id")]
+    node_id: String,
+    #[arg(long = "gcs-address")]
+    gcs_address: String,
+    #[arg(long = "node-ip-address")]
+    node_ip_address: IpAddr,
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    #[arg(long = "num-cpus", value_parser = crate::args::parse_quantity)]
+    num_cpus: Option<f64>,
+    #[arg(long = "num-gpus", value_parser = crate::args::parse_quantity)]
+    num_gpus: Option<f64>,
+    #[arg(long, value_parser = crate::args::parse_bytes)]
+    memory: Option<u64>,
+    #[arg(long = "object-store-memory", value_parser = crate::args::parse_bytes)]
+    object_store_memory: Option<u64>,
+    /// Custom resources as JSON.
+    #[arg(long, value_parser = crate::args::parse_resources_flag)]
+    resources: Option<BTreeMap<String, f64>>,
+    /// Labels as JSON.
+    #[arg(long, value_parser = crate::args::parse_labels)]
+    labels: Option<BTreeMap<String, String>>,
+    #[arg(long)]
+    head: bool,
+    #[arg(long = "session-dir", default_value = "")]
+    session_dir: String,
+    #[arg(long = "instance-id", default_value = "")]
+    instance_id: String,
+    #[arg(long = "node-type", default_value = "")]
+    node_type: String,
+    #[arg(long = "ready-file")]
+    ready_file: Option<PathBuf>,
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+        }
+        token.cancel();
+    });
+}
+
+fn common_setup(name: &'static str) -> Result<(RayConfig, Security), i32> {
+    process::set_process_name(name);
+    ray_common::logging::init(name);
+    let config = RayConfig::from_env().map_err(|e| {
+        tracing::error!("{e}");
+        2
+    })?;
+    let security = Security::from_env().map_err(|e| {
+        tracing::error!("{e}");
+        2
+    })?;
+    if let Some(w) = security.auth.disabled_warning() {
+        tracing::warn!("{w}");
+    }
+    Ok((config, security))
+}
+
+/// Runs the GCS until SIGTERM. Returns the exit code.
+pub fn gcs_main(args: GcsArgs) -> i32 {
+    let (config, security) = match common_setup("gcs_server") {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        let opts = ray_gcs::GcsOptions {
+            bind: args.bind,
+            port: args.port,
+            session_name: args.session_name,
+            ready_file: args.ready_file,
+            config,
+            security,
+        };
+        let running = match ray_gcs::start(opts, shutdown).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("GCS failed to start: {e}");
+                return 1;
+            }
+        };
+        match running.done.await {
+            Ok(Ok(())) => {
+                tracing::info!("GCS stopped");
+                0
+            }
+            Ok(Err(e)) => {
+                tracing::error!("GCS failed: {e}");
+                1
+            }
+            Err(e) => {
+                tracing::error!("GCS task failed: {e}");
+                1
+            }
+        }
+    })
+}
+
+/// Runs a raylet until SIGTERM, drain-and-terminate, or a fatal error.
+pub fn raylet_main(args: RayletArgs) -> i32 {
+    let (config, security) = match common_setup("raylet") {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let node_id = match NodeId::parse(&args.node_id) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("--node-id: {e}");
+            return 2;
+        }
+    };
+    let overrides = ResourceOverrides {
+        num_cpus: args.num_cpus,
+        num_gpus: args.num_gpus,
+        memory: args.memory,
+        object_store_memory: args.object_store_memory,
+        custom: args.resources.unwrap_or_default(),
+    };
+    let detected = detect::detect();
+    let mut resources = detect::resolve(&detected, &overrides);
+    // Ray's implicit resources: one per node IP, and a marker on the head.
+    resources.set(format!("node:{}", args.node_ip_address), ray_common::FixedPoint::from_int(1));
+    if args.head {
+        resources.set("node:__internal_head__", ray_common::FixedPoint::from_int(1));
+    }
+    let mut labels: HashMap<String, String> = args.labels.unwrap_or_default().into_iter().collect();
+    if let Some(t) = detected.gpus.first().and_then(|g| detect::accelerator_type(&g.name))
+        && resources.has_gpu()
+    {
+        labels.entry("ray.io/accelerator-type".into()).or_insert(t);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        let opts = ray_raylet::RayletOptions {
+            node_id,
+            gcs_address: args.gcs_address,
+            node_ip: args.node_ip_address,
+            port: args.port,
+            resources,
+            labels,
+            is_head: args.head,
+            session_dir: args.session_dir,
+            instance_id: args.instance_id,
+            node_type_name: args.node_type,
+            ready_file: args.ready_file,
+            config,
+            security,
+        };
+        let running = match ray_raylet::start(opts, shutdown).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("raylet failed to start: {e}");
+                return 1;
+            }
+        };
+        match running.wait().await {
+            ray_raylet::ExitReason::Requested => {
+                tracing::info!("raylet stopped");
+                0
+            }
+            ray_raylet::ExitReason::Fatal(why) => {
+                tracing::error!("raylet stopped: {why}");
+                1
+            }
+        }
+    })
+}

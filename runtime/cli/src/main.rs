@@ -1,0 +1,50 @@
+//! The `ray` executable. Under its own name it is the command-line tool; started
+//! as `gcs_server` or `raylet` (argv[0]) it is that daemon, so one binary carries
+//! the whole runtime.
+
+mod address;
+mod args;
+mod auth_cmd;
+mod daemons;
+mod spawn;
+mod start;
+mod status;
+mod stop;
+
+use clap::Parser;
+
+fn main() {
+    let argv0 = std::env::args_os()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let code = match argv0.as_str() {
+        "gcs_server" => daemons::gcs_main(daemons::GcsArgs::parse()),
+        "raylet" => daemons::raylet_main(daemons::RayletArgs::parse()),
+        _ => cli_main(),
+    };
+    std::process::exit(code);
+}
+
+fn cli_main() -> i32 {
+    let cli = args::Cli::parse();
+    // The CLI talks to people on stdout/stderr; its own tracing only shows problems.
+    if std::env::var_os(ray_common::logging::ENV_LOG_LEVEL).is_none() {
+        // SAFETY: single-threaded at this point; nothing else reads the environment yet.
+        unsafe { std::env::set_var(ray_common::logging::ENV_LOG_LEVEL, "warn") };
+    }
+    ray_common::logging::init("ray");
+    let result = match cli.command {
+        args::Command::Start(a) => start::run(a),
+        args::Command::Stop(a) => stop::run(a),
+        args::Command::Status(a) => status::run(a),
+        args::Command::GetAuthToken(a) => auth_cmd::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! `ray start`: a head node (GCS + raylet [+ autoscaler]) or a node joining one.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ray_common::NodeId;
+use ray_common::config::RayConfig;
+use ray_common::gcs_client::{GcsClient, GcsConnectError};
+use ray_common::rpc::Security;
+use ray_common::session::{self, Session};
+
+use crate::address::{detect_node_ip, join_host_port, local_ip_towards, resolve_gcs_address};
+use crate::args::StartArgs;
+use crate::spawn::{Launched, Launcher};
+
+/// How long a daemon may take to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Processes started so far; killed again if a later step fails.
+struct Started(Vec<Launched>);
+
+impl Started {
+    fn abort(&mut self) {
+        while let Some(mut p) = self.0.pop() {
+            p.kill();
+        }
+    }
+}
+
+/// Entry point.
+pub fn run(a: StartArgs) -> Result<()> {
+    if a.head {
+        start_head(a)
+    } else if a.address.is_some() {
+        start_worker(a)
+    } else {
+        bail!("`--address` is a required flag unless starting a head node with `--head`.")
+    }
+}
+
+fn child_env(security: &Security) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        security.child_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    env.extend(RayConfig::env_overrides());
+    env
+}
+
+fn raylet_args(a: &StartArgs, node_id: &NodeId, gcs: &str, ip: IpAddr, head: bool, session: &Session) -> Vec<String> {
+    let mut v = vec![
+        "--node-id".to_string(),
+        node_id.to_string(),
+        "--gcs-address".into(),
+        gcs.to_string(),
+        "--node-ip-address".into(),
+        ip.to_string(),
+        "--port".into(),
+        a.node_manager_port.to_string(),
+        "--session-dir".into(),
+        session.dir().display().to_string(),
+    ];
+    if let Some(n) = a.num_cpus {
+        v.extend(["--num-cpus".into(), n.to_string()]);
+    }
+    if let Some(n) = a.num_gpus {
+        v.extend(["--num-gpus".into(), n.to_string()]);
+    }
+    if let Some(n) = a.memory {
+        v.extend(["--memory".into(), n.to_string()]);
+    }
+    if let Some(n) = a.object_store_memory {
+        v.extend(["--object-store-memory".into(), n.to_string()]);
+    }
+    if let Some(r) = &a.resources {
+        v.extend(["--resources".into(), serde_json::to_string(r).unwrap_or_default()]);
+    }
+    if let Some(l) = &a.labels {
+        v.extend(["--labels".into(), serde_json::to_string(l).unwrap_or_default()]);
+    }
+    if head {
+        v.push("--head".into());
+    }
+    v
+}
+
+/// Refuses a port that a running cluster or another program holds, with a message
+/// that names which.
+fn check_port_free(ip: IpAddr, port: u16, security: &Security, rt: &tokio::runtime::Runtime) -> Result<()> {
+    if port == 0 {
+        return Ok(());
+    }
+    let addr = SocketAddr::new(ip, port);
+    match TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let target = join_host_port(ip, port);
+            let probe = rt.block_on(GcsClient::connect(&target, security, Duration::from_secs(2)));
+            match probe {
+                Ok((_, info)) => bail!(
+                    "Ray is trying to start at {target}, but is already running at {target} (session {}). \
+                     Please specify a different port using the `--port` flag of `ray start`, or stop the running \
+                     cluster with `ray stop`.",
+                    info.session_name
+                ),
+                Err(GcsConnectError::Call(m)) if m.contains("token") => bail!(
+                    "Ray is trying to start at {target}, but a Ray cluster with a different cluster token is already \
+                     running there. Please specify a different port using the `--port` flag."
+                ),
+                Err(_) => bail!("--port {port}: {target} is already in use by another program"),
+            }
+        }
+        Err(e) => bail!("--node-ip-address {ip}: cannot listen on {addr}: {e}"),
+    }
+}
+
+fn start_head(a: StartArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (security, created) = Security::from_env_or_create_token()?;
+    if let Some(path) = created {
+        println!("Generated a new cluster token and saved it to {} (mode 0600).", path.display());
+    }
+    if let Some(w) = security.auth.disabled_warning() {
+        eprintln!("{w}");
+    }
+    let ip = a.node_ip_address.unwrap_or_else(detect_node_ip);
+    let port = a.port.unwrap_or(ray_gcs::DEFAULT_PORT);
+    let root = session::temp_root(a.temp_dir.as_deref());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    check_port_free(ip, port, &security, &rt)?;
+
+    let session = Session::create(&root, &session::new_session_name())?;
+    let launcher = Launcher { session: &session, env: child_env(&security) };
+    println!("Local node IP: {ip}");
+    let mut started = Started(Vec::new());
+    let result = (|| -> Result<String> {
+        let ready = launcher.ready_file("gcs");
+        let args = vec![
+            "--port".to_string(),
+            port.to_string(),
+            "--bind".into(),
+            ip.to_string(),
+            "--session-name".into(),
+            session.name().to_string(),
+            "--ready-file".into(),
+            ready.display().to_string(),
+        ];
+        started.0.push(launcher.spawn("gcs_server", "gcs_server", &args)?);
+        let info = started.0.last_mut().map(|g| g.wait_ready(&ready, READY_TIMEOUT)).transpose()?.unwrap_or_default();
+        let gcs_port = info["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| anyhow!("the GCS did not report its port"))?;
+        let gcs_addr = join_host_port(ip, gcs_port);
+        tracing::debug!(elapsed = ?t0.elapsed(), "GCS ready");
+
+        let node_id = NodeId::random();
+        let ready = launcher.ready_file("raylet");
+        let mut args = raylet_args(&a, &node_id, &gcs_addr, ip, true, &session);
+        args.extend(["--ready-file".into(), ready.display().to_string()]);
+        started.0.push(launcher.spawn("raylet", "raylet", &args)?);
+        started.0.last_mut().map(|r| r.wait_ready(&ready, READY_TIMEOUT)).transpose()?;
+        Ok(gcs_addr)
+    })();
+    let gcs_addr = match result {
+        Ok(a) => a,
+        Err(e) => {
+            started.abort();
+            return Err(e);
+        }
+    };
+    if let Some(old) = session::read_current_cluster(&root)
+        && old != gcs_addr
+    {
+        println!("Overwriting previous Ray address ({old}). `ray.init(address=\"auto\")` on this node will now connect to the new instance at {gcs_addr}.");
+    }
+    session::write_current_cluster(&root, &gcs_addr)?;
+
+    println!();
+    println!("--------------------");
+    println!("Ray runtime started.");
+    println!("--------------------");
+    println!();
+    println!("Next steps");
+    println!("  To add another node to this Ray cluster, run");
+    println!("    ray start --address='{gcs_addr}'");
+    println!();
+    println!("  To connect to this Ray cluster:");
+    println!("    import ray");
+    println!("    ray.init()");
+    println!();
+    println!("  To terminate the Ray runtime, run");
+    println!("    ray stop");
+    println!();
+    println!("  To view the status of the cluster, use");
+    println!("    ray status");
+    println!();
+    println!("  Logs: {}", session.logs_dir().display());
+    tracing::debug!(elapsed = ?t0.elapsed(), "head started");
+    if a.block {
+        block(started.0);
+    }
+    Ok(())
+}
+
+fn start_worker(a: StartArgs) -> Result<()> {
+    if a.port.is_some() {
+        bail!("`--port` should only be specified when starting head node with `--head`.");
+    }
+    if a.autoscaling_config.is_some() {
+        bail!("`--autoscaling-config` should only be specified when starting head node with `--head`.");
+    }
+    let security = Security::from_env()?;
+    if let Some(w) = security.auth.disabled_warning() {
+        eprintln!("{w}");
+    }
+    let root = session::temp_root(a.temp_dir.as_deref());
+    let gcs_addr = resolve_gcs_address(a.address.as_deref(), &root)?;
+    let config = RayConfig::from_env().map_err(|e| anyhow!(e))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let timeout = config.gcs_connect_timeout().min(Duration::from_secs(10));
+    let (_, info) = rt.block_on(GcsClient::connect(&gcs_addr, &security, timeout)).map_err(|e| match e {
+        GcsConnectError::Call(m) => anyhow!("cannot join the cluster at {gcs_addr}: {m}"),
+        GcsConnectError::Connect(c) => anyhow!(
+            "cannot join the cluster at {gcs_addr}: {c}. Check that the head node is running (`ray start --head`) \
+             and that --address is right."
+        ),
+    })?;
+    let ip = a.node_ip_address.or_else(|| local_ip_towards(&gcs_addr)).unwrap_or_else(detect_node_ip);
+    let session = Session::open(&root, &info.session_name).context("cannot create the session folder")?;
+    let launcher = Launcher { session: &session, env: child_env(&security) };
+    println!("Local node IP: {ip}");
+    let node_id = NodeId::random();
+    let ready = launcher.ready_file("raylet");
+    let mut args = raylet_args(&a, &node_id, &gcs_addr, ip, false, &session);
+    args.extend(["--ready-file".into(), ready.display().to_string()]);
+    let mut started = Started(vec![launcher.spawn("raylet", "raylet", &args)?]);
+    if let Err(e) = started.0[0].wait_ready(&ready, READY_TIMEOUT) {
+        started.abort();
+        return Err(e);
+    }
+    session::write_current_cluster(&root, &gcs_addr)?;
+    println!();
+    println!("--------------------");
+    println!("Ray runtime started.");
+    println!("--------------------");
+    println!();
+    println!("To terminate the Ray runtime, run");
+    println!("  ray stop");
+    if a.block {
+        block(started.0);
+    }
+    Ok(())
+}
+
+/// `--block`: stay up until a signal or until a daemon exits; then stop the rest.
+fn block(mut procs: Vec<Launched>) -> ! {
+    println!();
+    println!("--block");
+    println!("  This command will now block forever until terminated by a signal.");
+    println!("  Running subprocesses are monitored and a message will be printed if any of them terminate unexpectedly.");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let _ = signal_flag(sig, stop.clone());
+    }
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // Raylets (and the autoscaler) first, the GCS last, as `ray stop` does.
+            while let Some(mut p) = procs.pop() {
+                p.terminate(Duration::from_secs(5));
+            }
+            std::process::exit(0);
+        }
+        for i in 0..procs.len() {
+            if let Ok(Some(status)) = procs[i].child.try_wait() {
+                eprintln!("Some Ray subprocesses exited unexpectedly:");
+                eprintln!("  {} [exit code={}]", procs[i].name, status.code().unwrap_or(-1));
+                eprintln!("{}", crate::spawn::log_tail(&procs[i].log, 20));
+                eprintln!("Remaining processes will be killed.");
+                let mut gone = procs.remove(i);
+                gone.kill();
+                while let Some(mut p) = procs.pop() {
+                    p.kill();
+                }
+                std::process::exit(1);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn signal_flag(sig: i32, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    use std::sync::OnceLock;
+    static FLAG: OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> = OnceLock::new();
+    let _ = FLAG.set(flag);
+    extern "C" fn on_signal(_: i32) {
+        if let Some(f) = FLAG.get() {
+            f.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    // SAFETY: the handler only performs an atomic store, which is async-signal-safe.
+    let rc = unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    if rc == libc::SIG_ERR { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}

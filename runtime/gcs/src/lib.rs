@@ -1,0 +1,196 @@
+//! The Global Control Service: the cluster's metadata server on the head node.
+//!
+//! It keeps the node table (with active health checks), each node's resources and
+//! queued demand, an internal key-value store with namespaces, and the autoscaler
+//! state (demand, request_resources constraint, the autoscaler's own report), and
+//! streams every change to subscribers.
+
+pub mod health;
+pub mod services;
+pub mod state;
+pub mod storage;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ray_common::config::RayConfig;
+use ray_common::rpc::{self, Security};
+use ray_common::time::now_ms;
+use ray_proto::rpc::ChangeEvent;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{Change, ClusterState};
+use crate::storage::{InMemoryStore, StoreClient};
+
+/// The GCS's default port (Ray's).
+pub const DEFAULT_PORT: u16 = 6379;
+
+/// How the GCS is started.
+#[derive(Debug, Clone)]
+pub struct GcsOptions {
+    /// Address to listen on (the head's node IP; 127.0.0.1 for a local cluster).
+    pub bind: IpAddr,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// Name of the cluster's session.
+    pub session_name: String,
+    /// When set, `{"port": N}` is written here once the server listens.
+    pub ready_file: Option<PathBuf>,
+    /// Tunables.
+    pub config: RayConfig,
+    /// Token and TLS.
+    pub security: Security,
+}
+
+/// Why the GCS could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GcsError {
+    /// The port is taken or the address is not ours.
+    #[error("{0}")]
+    Bind(std::io::Error),
+    /// TLS set-up failed.
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+    /// The server stopped with an error.
+    #[error("server error: {0}")]
+    Serve(String),
+    /// The ready file could not be written.
+    #[error("cannot write the ready file {0:?}: {1}")]
+    ReadyFile(PathBuf, std::io::Error),
+}
+
+/// State shared by every service of one GCS.
+pub struct Gcs {
+    state: Mutex<ClusterState>,
+    events: broadcast::Sender<ChangeEvent>,
+    store: Arc<dyn StoreClient>,
+    config: RayConfig,
+    security: Security,
+    health: health::HealthChecker,
+    shutdown: CancellationToken,
+    started_ms: u64,
+}
+
+impl Gcs {
+    /// A GCS over the given store.
+    pub fn new(
+        session_name: String,
+        config: RayConfig,
+        security: Security,
+        store: Arc<dyn StoreClient>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(Self {
+            state: Mutex::new(ClusterState::new(session_name)),
+            events,
+            store,
+            config,
+            security,
+            health: health::HealthChecker::default(),
+            shutdown,
+            started_ms: now_ms(),
+        })
+    }
+
+    /// Locks the cluster state. Never held across an await.
+    pub fn state(&self) -> MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the state and publishes the change it reports.
+    pub fn change<R>(&self, f: impl FnOnce(&mut ClusterState) -> (R, Option<Change>)) -> R {
+        let (r, event) = {
+            let mut st = self.state();
+            let (r, change) = f(&mut st);
+            let event = change.map(|(channel, node)| ChangeEvent { channel: channel as i32, version: st.version(), node });
+            (r, event)
+        };
+        if let Some(e) = event {
+            // No subscriber is fine.
+            let _ = self.events.send(e);
+        }
+        r
+    }
+
+    /// Subscribes to changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.events.subscribe()
+    }
+
+    /// The storage behind the tables.
+    pub fn store(&self) -> &Arc<dyn StoreClient> {
+        &self.store
+    }
+
+    /// Tunables.
+    pub fn config(&self) -> &RayConfig {
+        &self.config
+    }
+
+    /// Token and TLS settings (for calls to raylets).
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// Cancelled when the GCS shuts down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// When the GCS started.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// The health checker.
+    pub fn health(&self) -> &health::HealthChecker {
+        &self.health
+    }
+}
+
+/// A GCS that is listening.
+pub struct RunningGcs {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The shared state (for in-process tests and tools).
+    pub gcs: Arc<Gcs>,
+    /// Resolves when the server has stopped.
+    pub done: tokio::task::JoinHandle<Result<(), GcsError>>,
+}
+
+/// Binds, writes the ready file and serves until `shutdown` is cancelled.
+pub async fn start(opts: GcsOptions, shutdown: CancellationToken) -> Result<RunningGcs, GcsError> {
+    let listener = rpc::bind(SocketAddr::new(opts.bind, opts.port)).await.map_err(GcsError::Bind)?;
+    let addr = listener.local_addr().map_err(GcsError::Bind)?;
+    let gcs = Gcs::new(
+        opts.session_name.clone(),
+        opts.config.clone(),
+        opts.security.clone(),
+        Arc::new(InMemoryStore::new()),
+        shutdown.clone(),
+    );
+    let router = services::router(&gcs, &opts.security).map_err(|e| GcsError::Tls(rpc::error_chain(&e)))?;
+    let incoming = rpc::bounded_incoming(listener, opts.config.max_connections);
+    if let Some(path) = &opts.ready_file {
+        let body = serde_json::json!({ "port": addr.port(), "session_name": opts.session_name }).to_string();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| GcsError::ReadyFile(path.clone(), e))?;
+    }
+    tracing::info!(%addr, session = %opts.session_name, auth = opts.security.auth.token.is_some(), tls = opts.security.tls.is_some(), "GCS listening");
+    let stop = shutdown.clone();
+    let g = gcs.clone();
+    let done = tokio::spawn(async move {
+        let r = router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+            .map_err(|e| GcsError::Serve(rpc::error_chain(&e)));
+        g.health.stop_all();
+        r
+    });
+    Ok(RunningGcs { addr, gcs, done })
+}

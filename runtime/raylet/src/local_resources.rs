@@ -1,0 +1,185 @@
+//! The node's own resource accounting: total, available, what is queued by shape,
+//! and whether it is idle or draining. The scheduler and worker pool acquire and
+//! release through this; the reporter reads snapshots of it.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ray_common::ResourceSet;
+use ray_proto::rpc::ResourceDemand;
+use ray_proto::rpc::autoscaler::DrainNodeReason;
+
+/// Queued requests of one shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DemandCount {
+    /// Could run here now, waiting for a worker.
+    pub ready: u64,
+    /// Fits the cluster, waiting for busy resources.
+    pub backlog: u64,
+    /// No node of the cluster can run it.
+    pub infeasible: u64,
+}
+
+/// An accepted drain request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drain {
+    /// Why.
+    pub reason: DrainNodeReason,
+    /// The caller's words.
+    pub message: String,
+}
+
+/// Resource accounting of one node.
+#[derive(Debug)]
+pub struct LocalResources {
+    total: ResourceSet,
+    available: ResourceSet,
+    demand: BTreeMap<ResourceSet, DemandCount>,
+    idle_since: Option<Instant>,
+    drain: Option<Drain>,
+}
+
+impl LocalResources {
+    /// A node with everything free.
+    pub fn new(total: ResourceSet) -> Self {
+        Self { available: total.clone(), total, demand: BTreeMap::new(), idle_since: Some(Instant::now()), drain: None }
+    }
+
+    /// Total resources.
+    pub fn total(&self) -> &ResourceSet {
+        &self.total
+    }
+
+    /// Free resources.
+    pub fn available(&self) -> &ResourceSet {
+        &self.available
+    }
+
+    /// Takes `req` if it is free and the node is not draining.
+    pub fn try_acquire(&mut self, req: &ResourceSet) -> bool {
+        if self.drain.is_some() || !req.is_subset_of(&self.available) {
+            return false;
+        }
+        self.available.subtract(req);
+        self.update_idle();
+        true
+    }
+
+    /// Gives `req` back.
+    pub fn release(&mut self, req: &ResourceSet) {
+        self.available.add(req);
+        // Never exceed the total, whatever a buggy caller does.
+        let capped: ResourceSet =
+            self.available.iter().map(|(k, v)| (k.to_string(), v.min(self.total.get(k)))).collect();
+        self.available = capped;
+        self.update_idle();
+    }
+
+    /// Replaces the queued demand of one shape.
+    pub fn set_demand(&mut self, shape: ResourceSet, count: DemandCount) {
+        if count == DemandCount::default() {
+            self.demand.remove(&shape);
+        } else {
+            self.demand.insert(shape, count);
+        }
+        self.update_idle();
+    }
+
+    fn update_idle(&mut self) {
+        let idle = self.available == self.total && self.demand.is_empty();
+        match (idle, self.idle_since) {
+            (true, None) => self.idle_since = Some(Instant::now()),
+            (false, Some(_)) => self.idle_since = None,
+            _ => {}
+        }
+    }
+
+    /// Milliseconds idle, at least 1 when idle; 0 when busy.
+    pub fn idle_duration_ms(&self) -> u64 {
+        self.idle_since.map(|t| (t.elapsed().as_millis() as u64).max(1)).unwrap_or(0)
+    }
+
+    /// True when nothing is leased or queued.
+    pub fn is_idle(&self) -> bool {
+        self.idle_since.is_some()
+    }
+
+    /// Demand by shape, as reported to the GCS.
+    pub fn demand_report(&self) -> Vec<ResourceDemand> {
+        self.demand
+            .iter()
+            .map(|(shape, c)| ResourceDemand {
+                shape: shape.to_f64_map(),
+                num_ready_requests_queued: c.ready,
+                backlog_size: c.backlog,
+                num_infeasible_requests_queued: c.infeasible,
+            })
+            .collect()
+    }
+
+    /// Handles a drain request: idle termination is refused while work runs or waits;
+    /// preemption is always accepted.
+    pub fn drain(&mut self, reason: DrainNodeReason, message: String) -> Result<(), String> {
+        if reason == DrainNodeReason::IdleTermination && !self.is_idle() {
+            let used: ResourceSet = self
+                .total
+                .iter()
+                .map(|(k, v)| (k.to_string(), v - self.available.get(k)))
+                .collect();
+            return Err(format!(
+                "The node to be idle terminated is no longer idle ({used} in use, {} request shapes queued).",
+                self.demand.len()
+            ));
+        }
+        self.drain = Some(Drain { reason, message });
+        Ok(())
+    }
+
+    /// The accepted drain, if any.
+    pub fn drain_state(&self) -> Option<&Drain> {
+        self.drain.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ray_common::FixedPoint;
+
+    fn cpus(n: i64) -> ResourceSet {
+        [("CPU".to_string(), FixedPoint::from_int(n))].into_iter().collect()
+    }
+
+    #[test]
+    fn acquire_release_tracks_idleness() {
+        let mut r = LocalResources::new(cpus(2));
+        assert!(r.is_idle() && r.idle_duration_ms() >= 1);
+        assert!(r.try_acquire(&cpus(2)));
+        assert!(!r.try_acquire(&cpus(1)));
+        assert!(!r.is_idle() && r.idle_duration_ms() == 0);
+        r.release(&cpus(2));
+        assert!(r.is_idle());
+        r.release(&cpus(5));
+        assert_eq!(r.available(), &cpus(2), "release never exceeds the total");
+    }
+
+    #[test]
+    fn idle_drain_refused_while_busy_and_blocks_new_work() {
+        let mut r = LocalResources::new(cpus(2));
+        assert!(r.try_acquire(&cpus(1)));
+        assert!(r.drain(DrainNodeReason::IdleTermination, "idle".into()).is_err());
+        r.release(&cpus(1));
+        r.set_demand(cpus(1), DemandCount { backlog: 1, ..Default::default() });
+        assert!(r.drain(DrainNodeReason::IdleTermination, "idle".into()).is_err());
+        r.set_demand(cpus(1), DemandCount::default());
+        assert!(r.drain(DrainNodeReason::IdleTermination, "idle".into()).is_ok());
+        assert!(!r.try_acquire(&cpus(1)), "a draining node takes no new work");
+    }
+
+    #[test]
+    fn preemption_drain_is_always_accepted() {
+        let mut r = LocalResources::new(cpus(2));
+        assert!(r.try_acquire(&cpus(1)));
+        assert!(r.drain(DrainNodeReason::Preemption, "spot".into()).is_ok());
+    }
+}
