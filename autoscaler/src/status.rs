@@ -105,7 +105,7 @@ pub fn format_status(reply: &GetClusterStatusReply, now: DateTime<Local>, verbos
     let mut launching: Vec<(String, u64)> = Vec::new();
     for p in &auto.pending_instance_requests {
         match launching.iter_mut().find(|(t, _)| *t == p.ray_node_type_name) {
-            Some((_, c)) => *c += p.count,
+            Some((_, c)) => *c = c.saturating_add(p.count),
             None => launching.push((p.ray_node_type_name.clone(), p.count)),
         }
     }

@@ -46,19 +46,19 @@ pub struct StartArgs {
     #[arg(long = "node-manager-port", default_value_t = 0)]
     pub node_manager_port: u16,
     /// Number of CPUs this node offers (default: detected).
-    #[arg(long = "num-cpus", value_parser = parse_quantity)]
+    #[arg(long = "num-cpus", value_parser = parse_quantity, allow_negative_numbers = true)]
     pub num_cpus: Option<f64>,
     /// Number of GPUs this node offers (default: detected with nvidia-smi).
-    #[arg(long = "num-gpus", value_parser = parse_quantity)]
+    #[arg(long = "num-gpus", value_parser = parse_quantity, allow_negative_numbers = true)]
     pub num_gpus: Option<f64>,
     /// Custom resources as a JSON object, e.g. '{"A": 1}'.
     #[arg(long, value_parser = parse_resources_flag)]
     pub resources: Option<BTreeMap<String, f64>>,
     /// Bytes of memory offered to tasks (default: 70% of available memory less the object store).
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, value_parser = parse_bytes, allow_negative_numbers = true)]
     pub memory: Option<u64>,
     /// Bytes of shared memory for the object store (default: 30% of available memory).
-    #[arg(long = "object-store-memory", value_parser = parse_bytes)]
+    #[arg(long = "object-store-memory", value_parser = parse_bytes, allow_negative_numbers = true)]
     pub object_store_memory: Option<u64>,
     /// Node labels as "key1=value1,key2=value2" (or a JSON object).
     #[arg(long, value_parser = parse_labels)]

@@ -87,6 +87,7 @@ pub fn cancel_on_signals(token: CancellationToken) {
 
 fn common_setup(name: &'static str) -> Result<(RayConfig, Security), i32> {
     process::set_process_name(name);
+    process::raise_fd_limit();
     ray_common::logging::init(name);
     let config = RayConfig::from_env().map_err(|e| {
         tracing::error!("{e}");

@@ -29,11 +29,7 @@ fn main() {
 fn cli_main() -> i32 {
     let cli = args::Cli::parse();
     // The CLI talks to people on stdout/stderr; its own tracing only shows problems.
-    if std::env::var_os(ray_common::logging::ENV_LOG_LEVEL).is_none() {
-        // SAFETY: single-threaded at this point; nothing else reads the environment yet.
-        unsafe { std::env::set_var(ray_common::logging::ENV_LOG_LEVEL, "warn") };
-    }
-    ray_common::logging::init("ray");
+    ray_common::logging::init_with_default("ray", "warn");
     let result = match cli.command {
         args::Command::Start(a) => start::run(a),
         args::Command::Stop(a) => stop::run(a),

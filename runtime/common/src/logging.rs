@@ -15,10 +15,15 @@ pub const ENV_LOG_LEVEL: &str = "RAY_BACKEND_LOG_LEVEL";
 /// Installs the global subscriber. `component` names the process in every line.
 /// Safe to call twice (the second call does nothing).
 pub fn init(component: &'static str) {
+    init_with_default(component, "info,h2=warn,hyper=warn,tower=warn");
+}
+
+/// Like [`init`], with another default level (the CLI shows only problems).
+pub fn init_with_default(component: &'static str, default: &str) {
     let filter = std::env::var(ENV_LOG_LEVEL)
         .ok()
         .and_then(|l| EnvFilter::try_new(l).ok())
-        .unwrap_or_else(|| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+        .unwrap_or_else(|| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

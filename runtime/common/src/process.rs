@@ -82,6 +82,19 @@ pub fn set_parent_death_signal(sig: i32) -> std::io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
+/// Raises the open-file limit to its hard maximum (a GCS serves a connection per
+/// node; the usual soft limit of 1024 is too low for large clusters).
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// The path of the running executable.
 pub fn current_exe() -> std::io::Result<std::path::PathBuf> {
     std::env::current_exe()

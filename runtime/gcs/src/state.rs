@@ -327,11 +327,14 @@ impl ClusterState {
                 }
                 let n = d.num_ready_requests_queued.saturating_add(d.backlog_size);
                 let inf = d.num_infeasible_requests_queued;
-                if n + inf > 0 {
-                    *demand.entry(shape.clone()).or_default() += n.saturating_add(inf);
+                let total = n.saturating_add(inf);
+                if total > 0 {
+                    let e = demand.entry(shape.clone()).or_default();
+                    *e = e.saturating_add(total);
                 }
                 if inf > 0 {
-                    *infeasible.entry(shape).or_default() += inf;
+                    let e = infeasible.entry(shape).or_default();
+                    *e = e.saturating_add(inf);
                 }
             }
             for g in &e.gang_demand {
