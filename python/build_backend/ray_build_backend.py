@@ -19,6 +19,9 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 _DATA = os.path.join(_ROOT, "build", "wheel-data", "scripts")
 # maturin checks the data folder exists even when only writing metadata.
 os.makedirs(_DATA, exist_ok=True)
+# maturin's PEP 517 hooks run the `maturin` executable from PATH; make sure the one
+# installed next to this interpreter is found even in a venv that is not activated.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
 def _build_ray_executable():

@@ -1,10 +1,15 @@
 //! `ray._raylet`: the native core of the `ray` Python package.
 
+mod gcs;
+mod runtime;
+
 use pyo3::prelude::*;
 
 /// The native module.
 #[pymodule]
 fn _raylet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<gcs::GcsConnection>()?;
+    m.add_function(wrap_pyfunction!(gcs::temp_root, m)?)?;
     Ok(())
 }

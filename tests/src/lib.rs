@@ -201,6 +201,75 @@ impl Drop for RayEnv {
     }
 }
 
+impl RayEnv {
+    /// The `python` of the repository's `.venv` (where `pip install .` put `ray`).
+    pub fn python(&self) -> PathBuf {
+        let p = ray_bin().parent().expect("bin dir").join("python");
+        assert!(p.exists(), "no python next to {}: run the README's test command", ray_bin().display());
+        p
+    }
+
+    /// Runs Python code with this environment; asserts success; returns stdout.
+    pub fn python_ok(&self, code: &str) -> String {
+        let mut c = Command::new(self.python());
+        c.args(["-c", code]);
+        for v in ISOLATED_VARS {
+            c.env_remove(v);
+        }
+        c.env("HOME", self.home.path()).env("RAY_TMPDIR", self.tmp.path());
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        let out = c.output().expect("cannot run python");
+        assert!(
+            out.status.success(),
+            "python failed ({}):\n{code}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes a file in this environment's temp folder; returns its path.
+    pub fn write_file(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.tmp.path().join(name);
+        std::fs::write(&p, body).expect("write file");
+        p
+    }
+
+    /// Token and TLS settings for talking to this environment's cluster.
+    pub fn security(&self) -> ray_common::rpc::Security {
+        let token = ray_common::auth::ClusterToken::from_secret(&self.token()).expect("token");
+        ray_common::rpc::Security { auth: ray_common::auth::AuthConfig { token: Some(token) }, tls: None }
+    }
+
+    /// The node table, from the GCS.
+    pub fn node_table(&self) -> Vec<ray_proto::rpc::NodeInfo> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let addr = self.gcs_address();
+        let sec = self.security();
+        rt.block_on(async move {
+            let (gcs, _) = ray_common::gcs_client::GcsClient::connect(&addr, &sec, Duration::from_secs(5)).await.expect("GCS");
+            gcs.nodes
+                .clone()
+                .get_all_node_info(ray_proto::rpc::GetAllNodeInfoRequest { state_filter: None })
+                .await
+                .expect("node table")
+                .into_inner()
+                .nodes
+        })
+    }
+
+    /// Live nodes of a node type (as the autoscaler launched them).
+    pub fn alive_of_type(&self, node_type: &str) -> Vec<ray_proto::rpc::NodeInfo> {
+        self.node_table()
+            .into_iter()
+            .filter(|n| n.node_type_name == node_type && n.state != ray_proto::rpc::NodeState::Dead as i32)
+            .collect()
+    }
+}
+
 /// The node id a raylet process was started with (from its command line).
 pub fn raylet_node_id(pid: u32) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

@@ -22,6 +22,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Print the cluster's nodes, resource usage and pending demand.
     Status(StatusArgs),
+    /// Follow the autoscaler's log (monitor.log) of the cluster on this machine.
+    Monitor(MonitorCmdArgs),
     /// Print the cluster token, or create one with --generate.
     #[command(name = "get-auth-token")]
     GetAuthToken(GetAuthTokenArgs),
@@ -103,6 +105,22 @@ pub struct StatusArgs {
     /// Root folder of session files, to resolve "auto".
     #[arg(long = "temp-dir")]
     pub temp_dir: Option<PathBuf>,
+}
+
+/// Flags of `ray monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorCmdArgs {
+    /// The cluster's config YAML (optional for the cluster started on this machine).
+    pub cluster_config_file: Option<PathBuf>,
+    /// Lines of history to show first.
+    #[arg(long, default_value_t = 100)]
+    pub lines: usize,
+    /// Root folder of session files (default: /tmp/ray, or $RAY_TMPDIR/ray).
+    #[arg(long = "temp-dir")]
+    pub temp_dir: Option<PathBuf>,
+    /// Print the history and exit instead of following.
+    #[arg(long = "no-follow", hide = true)]
+    pub no_follow: bool,
 }
 
 /// Flags of `ray get-auth-token`.

@@ -228,3 +228,102 @@ pub fn raylet_main(args: RayletArgs) -> i32 {
         }
     })
 }
+
+/// Flags of the autoscaler daemon.
+#[derive(Debug, Parser)]
+#[command(name = "monitor", about = "Ray's autoscaler (started by `ray start --head --autoscaling-config`)")]
+pub struct MonitorArgs {
+    #[arg(long = "gcs-address")]
+    gcs_address: String,
+    #[arg(long = "autoscaling-config")]
+    autoscaling_config: PathBuf,
+    #[arg(long = "session-name")]
+    session_name: String,
+    #[arg(long = "temp-root")]
+    temp_root: PathBuf,
+    #[arg(long = "ready-file")]
+    ready_file: Option<PathBuf>,
+}
+
+/// The environment the autoscaler hands to nodes it starts: the cluster token by
+/// value, TLS paths and tunables.
+pub fn node_env(security: &Security) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = security.child_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    env.extend(RayConfig::env_overrides());
+    env
+}
+
+/// Runs the autoscaler until SIGTERM.
+pub fn monitor_main(args: MonitorArgs) -> i32 {
+    let (config, security) = match common_setup("monitor") {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let cluster = match ray_autoscaler::config::ClusterConfig::load(&args.autoscaling_config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+    };
+    let exe = match process::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot find the ray executable: {e}");
+            return 1;
+        }
+    };
+    let ctx = ray_providers::ProviderContext {
+        cluster_name: cluster.cluster_name.clone(),
+        gcs_address: args.gcs_address.clone(),
+        temp_root: args.temp_root.clone(),
+        session_name: args.session_name.clone(),
+        ray_executable: exe,
+        node_env: node_env(&security),
+    };
+    let provider = match ray_providers::make_provider(&cluster.provider, ctx) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("provider: {e}");
+            return 2;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        let gcs = match ray_common::gcs_client::GcsClient::connect(&args.gcs_address, &security, config.gcs_connect_timeout()).await {
+            Ok((g, _)) => g,
+            Err(e) => {
+                tracing::error!("{e}");
+                return 1;
+            }
+        };
+        tracing::info!(
+            cluster = %cluster.cluster_name,
+            provider = provider.name(),
+            config = %args.autoscaling_config.display(),
+            node_types = %cluster.node_types.iter().map(|t| format!("{}({} min {} max {})", t.name, t.resources, t.min_workers, t.max_workers)).collect::<Vec<_>>().join(", "),
+            max_workers = cluster.max_workers,
+            idle_timeout_minutes = cluster.idle_timeout_minutes,
+            upscaling_speed = cluster.upscaling_speed,
+            "Monitor: Started"
+        );
+        if let Some(path) = &args.ready_file {
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, "{}").and_then(|_| std::fs::rename(&tmp, path)) {
+                tracing::error!("cannot write the ready file: {e}");
+                return 1;
+            }
+        }
+        let storage = std::sync::Arc::new(ray_autoscaler::instance::store::GcsInstanceStorage::new(gcs.clone()));
+        ray_autoscaler::reconciler::Autoscaler::new(cluster, gcs, provider, storage).run(shutdown).await;
+        0
+    })
+}

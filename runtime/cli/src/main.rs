@@ -6,6 +6,7 @@ mod address;
 mod args;
 mod auth_cmd;
 mod daemons;
+mod monitor;
 mod spawn;
 mod start;
 mod status;
@@ -21,6 +22,7 @@ fn main() {
     let code = match argv0.as_str() {
         "gcs_server" => daemons::gcs_main(daemons::GcsArgs::parse()),
         "raylet" => daemons::raylet_main(daemons::RayletArgs::parse()),
+        "monitor" => daemons::monitor_main(daemons::MonitorArgs::parse()),
         _ => cli_main(),
     };
     std::process::exit(code);
@@ -34,6 +36,7 @@ fn cli_main() -> i32 {
         args::Command::Start(a) => start::run(a),
         args::Command::Stop(a) => stop::run(a),
         args::Command::Status(a) => status::run(a),
+        args::Command::Monitor(a) => monitor::run(a),
         args::Command::GetAuthToken(a) => auth_cmd::run(a),
     };
     match result {

@@ -31,10 +31,10 @@ pub struct Launcher<'a> {
 }
 
 impl Launcher<'_> {
-    /// Starts `argv0 args...` from this executable, logging to `<log_base>.out`.
-    pub fn spawn(&self, argv0: &str, log_base: &str, args: &[String]) -> Result<Launched> {
+    /// Starts `argv0 args...` from this executable, logging to `<log_base>.<ext>`.
+    pub fn spawn(&self, argv0: &str, log_base: &str, ext: &str, args: &[String]) -> Result<Launched> {
         let exe = process::current_exe().context("cannot find the ray executable")?;
-        let (log, file) = self.session.create_log(log_base, "out")?;
+        let (log, file) = self.session.create_log(log_base, ext)?;
         let err = file.try_clone()?;
         let mut cmd = Command::new(&exe);
         cmd.arg0(argv0)

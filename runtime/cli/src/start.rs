@@ -113,8 +113,28 @@ fn check_port_free(ip: IpAddr, port: u16, security: &Security, rt: &tokio::runti
     }
 }
 
+/// Reads and checks the cluster config before anything starts.
+fn load_autoscaling_config(path: &std::path::Path) -> Result<ray_autoscaler::config::ClusterConfig> {
+    let cfg = ray_autoscaler::config::ClusterConfig::load(path).map_err(|e| anyhow!("--autoscaling-config: {e}"))?;
+    // Build the provider once with a throw-away context: its own settings are checked now.
+    let ctx = ray_providers::ProviderContext {
+        cluster_name: cfg.cluster_name.clone(),
+        gcs_address: "127.0.0.1:1".into(),
+        temp_root: std::env::temp_dir(),
+        session_name: "check".into(),
+        ray_executable: std::path::PathBuf::from("ray"),
+        node_env: Vec::new(),
+    };
+    ray_providers::make_provider(&cfg.provider, ctx).map_err(|e| anyhow!("--autoscaling-config {}: provider: {e}", path.display()))?;
+    Ok(cfg)
+}
+
 fn start_head(a: StartArgs) -> Result<()> {
     let t0 = Instant::now();
+    let autoscaling = match &a.autoscaling_config {
+        Some(p) => Some((std::path::absolute(p)?, load_autoscaling_config(p)?)),
+        None => None,
+    };
     let (security, created) = Security::from_env_or_create_token()?;
     if let Some(path) = created {
         println!("Generated a new cluster token and saved it to {} (mode 0600).", path.display());
@@ -144,7 +164,7 @@ fn start_head(a: StartArgs) -> Result<()> {
             "--ready-file".into(),
             ready.display().to_string(),
         ];
-        started.0.push(launcher.spawn("gcs_server", "gcs_server", &args)?);
+        started.0.push(launcher.spawn("gcs_server", "gcs_server", "out", &args)?);
         let info = started.0.last_mut().map(|g| g.wait_ready(&ready, READY_TIMEOUT)).transpose()?.unwrap_or_default();
         let gcs_port = info["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| anyhow!("the GCS did not report its port"))?;
         let gcs_addr = join_host_port(ip, gcs_port);
@@ -154,8 +174,33 @@ fn start_head(a: StartArgs) -> Result<()> {
         let ready = launcher.ready_file("raylet");
         let mut args = raylet_args(&a, &node_id, &gcs_addr, ip, true, &session);
         args.extend(["--ready-file".into(), ready.display().to_string()]);
-        started.0.push(launcher.spawn("raylet", "raylet", &args)?);
+        if let Some((_, cfg)) = &autoscaling {
+            args.extend(["--node-type".into(), cfg.head_node_type.clone()]);
+        }
+        started.0.push(launcher.spawn("raylet", "raylet", "out", &args)?);
         started.0.last_mut().map(|r| r.wait_ready(&ready, READY_TIMEOUT)).transpose()?;
+
+        if let Some((path, _)) = &autoscaling {
+            // The autoscaler reads a copy kept with the session, as Ray keeps
+            // ~/ray_bootstrap_config.yaml: later edits of the original change nothing.
+            let copy = session.dir().join("autoscaling_config.yaml");
+            std::fs::copy(path, &copy).with_context(|| format!("cannot copy {}", path.display()))?;
+            let ready = launcher.ready_file("monitor");
+            let args = vec![
+                "--gcs-address".to_string(),
+                gcs_addr.clone(),
+                "--autoscaling-config".into(),
+                copy.display().to_string(),
+                "--session-name".into(),
+                session.name().to_string(),
+                "--temp-root".into(),
+                session.root().display().to_string(),
+                "--ready-file".into(),
+                ready.display().to_string(),
+            ];
+            started.0.push(launcher.spawn("monitor", "monitor", "log", &args)?);
+            started.0.last_mut().map(|m| m.wait_ready(&ready, READY_TIMEOUT)).transpose()?;
+        }
         Ok(gcs_addr)
     })();
     let gcs_addr = match result {
@@ -191,6 +236,11 @@ fn start_head(a: StartArgs) -> Result<()> {
     println!("  To view the status of the cluster, use");
     println!("    ray status");
     println!();
+    if autoscaling.is_some() {
+        println!("  To follow the autoscaler, use");
+        println!("    ray monitor");
+        println!();
+    }
     println!("  Logs: {}", session.logs_dir().display());
     tracing::debug!(elapsed = ?t0.elapsed(), "head started");
     if a.block {
@@ -230,7 +280,7 @@ fn start_worker(a: StartArgs) -> Result<()> {
     let ready = launcher.ready_file("raylet");
     let mut args = raylet_args(&a, &node_id, &gcs_addr, ip, false, &session);
     args.extend(["--ready-file".into(), ready.display().to_string()]);
-    let mut started = Started(vec![launcher.spawn("raylet", "raylet", &args)?]);
+    let mut started = Started(vec![launcher.spawn("raylet", "raylet", "out", &args)?]);
     if let Err(e) = started.0[0].wait_ready(&ready, READY_TIMEOUT) {
         started.abort();
         return Err(e);

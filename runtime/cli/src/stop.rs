@@ -1,5 +1,5 @@
-//! `ray stop`: every process `ray start` recorded on this machine, raylets and the
-//! autoscaler first, the GCS last.
+//! `ray stop`: every process `ray start` (and the autoscaler) recorded on this
+//! machine: the autoscaler first, then raylets, then the rest, the GCS last.
 
 use std::time::{Duration, Instant};
 
@@ -22,37 +22,37 @@ fn signal_group(r: &ProcessRecord, sig: i32) {
     }
 }
 
-/// Entry point.
-pub fn run(a: crate::args::StopArgs) -> Result<()> {
-    let root = session::temp_root(a.temp_dir.as_deref());
+fn live_processes(root: &std::path::Path) -> Vec<ProcessRecord> {
     let mut live = Vec::new();
-    for r in session::list_processes(&root) {
+    for r in session::list_processes(root) {
         if alive(&r) {
             live.push(r);
         } else {
-            session::unregister_process(&root, r.pid);
+            session::unregister_process(root, r.pid);
         }
     }
-    if live.is_empty() {
-        println!("Did not find any active Ray processes.");
-        session::clear_current_cluster(&root);
-        return Ok(());
-    }
-    let total = live.len();
+    live
+}
+
+/// Stops `live` in order; returns the ones that had to be killed.
+fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration) -> Vec<String> {
+    // The autoscaler first (so it launches nothing while nodes go), then raylets,
+    // then anything else, the GCS last.
     let bucket = |r: &ProcessRecord| match r.name.as_str() {
-        "raylet" => 0,
-        "gcs_server" => 2,
-        _ => 1,
+        "monitor" => 0,
+        "raylet" => 1,
+        "gcs_server" => 3,
+        _ => 2,
     };
-    let per_bucket = Duration::from_secs(a.grace_period) / 3;
+    let per_bucket = grace / 4;
     let mut stubborn = Vec::new();
-    for b in 0..3 {
+    for b in 0..4 {
         let procs: Vec<&ProcessRecord> = live.iter().filter(|r| bucket(r) == b).collect();
         if procs.is_empty() {
             continue;
         }
         for r in &procs {
-            if a.force {
+            if force {
                 signal_group(r, libc::SIGKILL);
             } else {
                 process::signal(r.pid, libc::SIGTERM);
@@ -64,7 +64,6 @@ pub fn run(a: crate::args::StopArgs) -> Result<()> {
         }
         for r in procs.iter().filter(|r| alive(r)) {
             stubborn.push(format!("{} (pid {})", r.name, r.pid));
-            signal_group(r, libc::SIGKILL);
         }
         // Whatever the daemons started (workers) goes with them.
         for r in &procs {
@@ -75,11 +74,31 @@ pub fn run(a: crate::args::StopArgs) -> Result<()> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    for r in &live {
-        session::unregister_process(&root, r.pid);
+    stubborn
+}
+
+/// Entry point.
+pub fn run(a: crate::args::StopArgs) -> Result<()> {
+    let root = session::temp_root(a.temp_dir.as_deref());
+    let mut total = 0;
+    let mut stubborn = Vec::new();
+    // A process started while we were stopping (a node the autoscaler launched a
+    // moment before it got the signal) is caught by the next pass.
+    for _ in 0..3 {
+        let live = live_processes(&root);
+        if live.is_empty() {
+            break;
+        }
+        total += live.len();
+        stubborn.extend(stop_all(&live, a.force, Duration::from_secs(a.grace_period)));
+        for r in &live {
+            session::unregister_process(&root, r.pid);
+        }
     }
     session::clear_current_cluster(&root);
-    if stubborn.is_empty() {
+    if total == 0 {
+        println!("Did not find any active Ray processes.");
+    } else if stubborn.is_empty() {
         println!("Stopped all {total} Ray processes.");
     } else {
         println!(

@@ -1,0 +1,196 @@
+//! The node-provider seam: what the autoscaler needs from a cloud, and nothing
+//! cloud-specific. Compare Kubernetes cluster-autoscaler's `NodeGroup` and Ray's
+//! `NodeProvider`: create N instances of a node type with tags (idempotently, keyed
+//! by a launch request id), terminate, list the cluster's instances, and an
+//! optional bootstrap step. Errors are classified so the autoscaler can back off,
+//! fall back, and tell the user why without knowing which cloud spoke.
+
+pub mod fake_multinode;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ray_common::ResourceSet;
+use serde::{Deserialize, Serialize};
+
+/// Tag: the cluster an instance belongs to.
+pub const TAG_CLUSTER_NAME: &str = "ray-cluster-name";
+/// Tag: `head` or `worker` (Ray's legacy name for the node kind).
+pub const TAG_NODE_KIND: &str = "ray-node-type";
+/// Tag: the node type from `available_node_types`.
+pub const TAG_USER_NODE_TYPE: &str = "ray-user-node-type";
+/// Tag: the instance's name.
+pub const TAG_NODE_NAME: &str = "ray-node-name";
+/// Tag: the launch request that created the instance (idempotency key).
+pub const TAG_LAUNCH_REQUEST: &str = "ray-launch-request";
+/// Tag: the autoscaler's instance id for this cloud instance.
+pub const TAG_INSTANCE_ID: &str = "ray-instance-id";
+
+/// What a provider's failure means for the autoscaler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The cloud has no capacity for this type now (try later or another type/zone).
+    Capacity,
+    /// An account quota or limit was hit.
+    Quota,
+    /// The API asked us to slow down.
+    Throttled,
+    /// Credentials missing, expired or not allowed.
+    Auth,
+    /// The node_config or provider section is wrong; retrying will not help.
+    InvalidConfig,
+    /// A network or server hiccup; retry.
+    Transient,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorClass {
+    /// True when retrying the same call later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Capacity | Self::Quota | Self::Throttled | Self::Transient | Self::Other)
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Capacity => "capacity",
+            Self::Quota => "quota",
+            Self::Throttled => "throttled",
+            Self::Auth => "auth",
+            Self::InvalidConfig => "invalid config",
+            Self::Transient => "transient",
+            Self::Other => "other",
+        })
+    }
+}
+
+/// A classified provider failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{class}: {message}")]
+pub struct ProviderError {
+    /// What kind of failure.
+    pub class: ErrorClass,
+    /// What the cloud (or the local provider) said, for people.
+    pub message: String,
+}
+
+impl ProviderError {
+    /// A new error.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self { class, message: message.into() }
+    }
+}
+
+/// Lifecycle of a cloud instance as the provider sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudState {
+    /// Being created or booting.
+    Pending,
+    /// Up.
+    Running,
+    /// Being shut down.
+    Terminating,
+}
+
+/// One instance in the provider's listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudInstance {
+    /// The provider's id (EC2 instance id, process-based id, ...).
+    pub cloud_id: String,
+    /// Node type from the cluster config.
+    pub node_type: String,
+    /// State.
+    pub state: CloudState,
+    /// Tags, including the launch request id.
+    pub tags: BTreeMap<String, String>,
+    /// Address inside the cluster's network.
+    pub internal_ip: Option<String>,
+    /// Public address, when there is one.
+    pub external_ip: Option<String>,
+}
+
+impl CloudInstance {
+    /// The launch request that created it.
+    pub fn launch_request(&self) -> Option<&str> {
+        self.tags.get(TAG_LAUNCH_REQUEST).map(String::as_str)
+    }
+}
+
+/// A request to create instances.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// Idempotency key: creating twice with the same id never yields more than
+    /// `instance_ids.len()` instances in total.
+    pub request_id: String,
+    /// Node type.
+    pub node_type: String,
+    /// The autoscaler's ids of the instances to create (one per instance).
+    pub instance_ids: Vec<String>,
+    /// Provider-specific settings of the node type (`node_config`).
+    pub node_config: serde_json::Value,
+    /// Resources the node offers to Ray.
+    pub resources: ResourceSet,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Tags to put on every instance.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A node provider.
+#[async_trait]
+pub trait NodeProvider: Send + Sync {
+    /// Short name for logs (`fake_multinode`, `aws`, ...).
+    fn name(&self) -> &str;
+
+    /// Creates the instances of `req` that do not exist yet (idempotent by
+    /// `request_id` and instance id). Returns the instances of the request.
+    async fn create(&self, req: &CreateRequest) -> Result<Vec<CloudInstance>, ProviderError>;
+
+    /// Terminates instances. Unknown ids are ignored (already gone).
+    async fn terminate(&self, cloud_ids: &[String]) -> Result<(), ProviderError>;
+
+    /// The cluster's non-terminated instances.
+    async fn list(&self) -> Result<Vec<CloudInstance>, ProviderError>;
+}
+
+/// Where a provider runs and what it may hand to the nodes it starts.
+#[derive(Debug, Clone)]
+pub struct ProviderContext {
+    /// `cluster_name` from the config.
+    pub cluster_name: String,
+    /// GCS address the nodes join.
+    pub gcs_address: String,
+    /// Temp root of the session (for local providers' state and logs).
+    pub temp_root: std::path::PathBuf,
+    /// Session name.
+    pub session_name: String,
+    /// The `ray` executable (local providers start raylets from it).
+    pub ray_executable: std::path::PathBuf,
+    /// Environment for started nodes (cluster token by value, TLS paths).
+    pub node_env: Vec<(String, String)>,
+}
+
+/// Builds the provider named by `provider.type`.
+pub fn make_provider(
+    provider_config: &serde_json::Value,
+    ctx: ProviderContext,
+) -> Result<Arc<dyn NodeProvider>, ProviderError> {
+    let kind = provider_config.get("type").and_then(|v| v.as_str()).unwrap_or("");
+    match kind {
+        "fake_multinode" => Ok(Arc::new(fake_multinode::FakeMultiNodeProvider::new(provider_config, ctx)?)),
+        "local" | "aws" | "gcp" => Err(ProviderError::new(
+            ErrorClass::InvalidConfig,
+            format!("provider.type {kind:?} is not available in this build yet; use \"fake_multinode\""),
+        )),
+        other => Err(ProviderError::new(
+            ErrorClass::InvalidConfig,
+            format!("unknown provider.type {other:?}; expected one of: fake_multinode, local, aws, gcp"),
+        )),
+    }
+}

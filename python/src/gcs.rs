@@ -1,0 +1,129 @@
+//! A connection to the cluster's GCS, for `ray.init(address=...)`,
+//! `request_resources` and cluster introspection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use ray_common::ResourceSet;
+use ray_common::gcs_client::GcsClient;
+use ray_common::rpc::{Security, explain_status};
+use ray_proto::rpc::autoscaler::{
+    ClusterResourceConstraint, GetClusterStatusRequest, RequestClusterResourceConstraintRequest, ResourceRequest,
+    ResourceRequestByCount,
+};
+use ray_proto::rpc::GetAllNodeInfoRequest;
+
+/// `ray._raylet.temp_root()`: the folder holding sessions (`$RAY_TMPDIR/ray` or `/tmp/ray`).
+#[pyfunction]
+pub fn temp_root() -> String {
+    ray_common::session::temp_root(None).display().to_string()
+}
+
+/// An authenticated connection to a GCS.
+#[pyclass(module = "ray._raylet")]
+pub struct GcsConnection {
+    gcs: GcsClient,
+    address: String,
+    session_name: String,
+}
+
+fn call_err(addr: &str, s: tonic::Status) -> PyErr {
+    PyConnectionError::new_err(explain_status(addr, &s))
+}
+
+#[pymethods]
+impl GcsConnection {
+    /// Connects to `address` (HOST:PORT), checking the GCS answers and accepts our token.
+    #[new]
+    #[pyo3(signature = (address, timeout_s = 10.0))]
+    fn new(py: Python<'_>, address: &str, timeout_s: f64) -> PyResult<Self> {
+        let security = Security::from_env().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let rt = crate::runtime::get()?;
+        let addr = address.to_string();
+        let timeout = Duration::from_secs_f64(timeout_s.max(0.1));
+        let (gcs, info) = py
+            .detach(|| rt.block_on(GcsClient::connect(&addr, &security, timeout)))
+            .map_err(|e| PyConnectionError::new_err(format!("cannot connect to the Ray cluster at {addr}: {e}")))?;
+        Ok(Self { gcs, address: addr, session_name: info.session_name })
+    }
+
+    /// The GCS address.
+    #[getter]
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    /// The cluster's session name.
+    #[getter]
+    fn session_name(&self) -> String {
+        self.session_name.clone()
+    }
+
+    /// Replaces the request_resources constraint with these bundles (an empty list clears it).
+    fn request_resources(&self, py: Python<'_>, bundles: Vec<HashMap<String, f64>>) -> PyResult<()> {
+        let mut counts: BTreeMap<ResourceSet, u64> = BTreeMap::new();
+        for b in &bundles {
+            let set = ResourceSet::from_f64_map(b).map_err(|e| PyValueError::new_err(format!("invalid bundle {b:?}: {e}")))?;
+            if !set.is_empty() {
+                *counts.entry(set).or_default() += 1;
+            }
+        }
+        let constraint = ClusterResourceConstraint {
+            resource_requests: counts
+                .into_iter()
+                .map(|(s, count)| ResourceRequestByCount { request: Some(ResourceRequest { resources_bundle: s.to_f64_map() }), count })
+                .collect(),
+        };
+        let mut client = self.gcs.autoscaler.clone();
+        let rt = crate::runtime::get()?;
+        let req = RequestClusterResourceConstraintRequest { cluster_resource_constraint: Some(constraint) };
+        py.detach(|| rt.block_on(client.request_cluster_resource_constraint(req)))
+            .map_err(|s| call_err(&self.address, s))?;
+        Ok(())
+    }
+
+    /// `ray status` text.
+    #[pyo3(signature = (verbose = false))]
+    fn status(&self, py: Python<'_>, verbose: bool) -> PyResult<String> {
+        let mut client = self.gcs.autoscaler.clone();
+        let rt = crate::runtime::get()?;
+        let reply = py
+            .detach(|| rt.block_on(client.get_cluster_status(GetClusterStatusRequest {})))
+            .map_err(|s| call_err(&self.address, s))?
+            .into_inner();
+        Ok(ray_autoscaler::status::format_status(&reply, chrono::Local::now(), verbose))
+    }
+
+    /// Every node: (node_id, alive, address, port, resources, labels, node_type, is_head).
+    #[allow(clippy::type_complexity)]
+    fn nodes(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<Vec<(String, bool, String, u32, HashMap<String, f64>, HashMap<String, String>, String, bool)>> {
+        let mut client = self.gcs.nodes.clone();
+        let rt = crate::runtime::get()?;
+        let reply = py
+            .detach(|| rt.block_on(client.get_all_node_info(GetAllNodeInfoRequest { state_filter: None })))
+            .map_err(|s| call_err(&self.address, s))?
+            .into_inner();
+        Ok(reply
+            .nodes
+            .into_iter()
+            .map(|n| {
+                let alive = n.state != ray_proto::rpc::NodeState::Dead as i32;
+                (
+                    n.node_id,
+                    alive,
+                    n.node_manager_address,
+                    n.node_manager_port,
+                    n.resources_total,
+                    n.labels,
+                    n.node_type_name,
+                    n.is_head_node,
+                )
+            })
+            .collect())
+    }
+}
