@@ -274,25 +274,28 @@ impl NodeProvider for FakeMultiNodeProvider {
     }
 
     async fn terminate(&self, cloud_ids: &[String]) -> Result<(), ProviderError> {
-        let _g = self.lock.lock().await;
-        let mut st = self.load();
         let mut victims = Vec::new();
-        for e in st.entries.iter_mut().filter(|e| cloud_ids.contains(&e.cloud_id)) {
-            e.terminating = true;
-            if let (Some(pid), Some(t)) = (e.pid, e.start_ticks)
-                && process::is_same_process_alive(pid, t)
-            {
-                process::signal(pid, libc::SIGTERM);
-                victims.push((pid, t));
+        {
+            let _g = self.lock.lock().await;
+            let mut st = self.load();
+            for e in st.entries.iter_mut().filter(|e| cloud_ids.contains(&e.cloud_id)) {
+                e.terminating = true;
+                if let (Some(pid), Some(t)) = (e.pid, e.start_ticks)
+                    && process::is_same_process_alive(pid, t)
+                {
+                    process::signal(pid, libc::SIGTERM);
+                    victims.push((pid, t));
+                }
             }
+            self.save(&st)?;
         }
-        self.save(&st)?;
-        // Give raylets a moment to unregister, then make sure they are gone.
+        // Give raylets a moment to unregister (without holding the lock, so launches
+        // go on meanwhile), then make sure they are gone.
         for _ in 0..100 {
             if victims.iter().all(|(p, t)| !process::is_same_process_alive(*p, *t)) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for (pid, t) in &victims {
             if process::is_same_process_alive(*pid, *t) {
@@ -303,6 +306,8 @@ impl NodeProvider for FakeMultiNodeProvider {
             }
             session::unregister_process(&self.ctx.temp_root, *pid);
         }
+        let _g = self.lock.lock().await;
+        let mut st = self.load();
         st.entries.retain(|e| !cloud_ids.contains(&e.cloud_id));
         self.save(&st)?;
         Ok(())
