@@ -1,34 +1,148 @@
-"""Ray, with a Rust runtime: the cluster's Python API."""
+"""Ray, with a Rust runtime: the cluster's Python API.
 
-from ray._raylet import __version__  # noqa: F401
+    import ray
+    ray.init()
+
+    @ray.remote
+    def f(x):
+        return x * x
+
+    print(ray.get([f.remote(i) for i in range(4)]))  # [0, 1, 4, 9]
+"""
+
+import inspect as _inspect
+import os as _os
+import sys as _sys
+
+from ray import exceptions
+from ray._raylet import ObjectRef, __version__  # noqa: F401
+from ray._private import serialization as _ser
 from ray._private import worker as _worker
+from ray.remote_function import RemoteFunction as _RemoteFunction
+from ray.runtime_context import get_runtime_context
 
-__all__ = ["__version__", "init", "shutdown", "is_initialized", "nodes", "cluster_resources"]
+__all__ = [
+    "__version__",
+    "init",
+    "shutdown",
+    "is_initialized",
+    "remote",
+    "get",
+    "put",
+    "wait",
+    "cancel",
+    "get_runtime_context",
+    "nodes",
+    "cluster_resources",
+    "available_resources",
+    "ObjectRef",
+    "exceptions",
+]
 
 
-def init(address=None, *, ignore_reinit_error=False, **kwargs):
-    """Connects this process to a Ray cluster.
+class RayContext(dict):
+    """What ray.init() returns: the address info, also as attributes."""
 
-    `address` is "HOST:PORT", "auto" (the cluster started on this machine with
-    `ray start --head`, or $RAY_ADDRESS), or None (the same, when one is running).
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+
+def init(
+    address=None,
+    *,
+    num_cpus=None,
+    num_gpus=None,
+    resources=None,
+    object_store_memory=None,
+    ignore_reinit_error=False,
+    namespace=None,
+    log_to_driver=True,
+    _temp_dir=None,
+    **kwargs,
+):
+    """Connects this process to a Ray cluster, starting a local one if none runs.
+
+    `address`: None (the cluster started on this machine by `ray start`, or a new
+    local one), "auto" (must find a running one), "local" (always a new one), or
+    "HOST:PORT" of a head's GCS.
     """
-    if _worker.global_connection() is not None:
+    conn = _worker.global_connection()
+    if conn is not None:
         if ignore_reinit_error:
-            return _worker.global_connection()
+            return RayContext(_address_info(conn))
         raise RuntimeError(
             "Maybe you called ray.init twice by accident? This error can be suppressed by passing in "
             "'ignore_reinit_error=True' or by calling 'ray.shutdown()' prior to 'ray.init()'."
         )
-    resolved = _worker.resolve_address(address)
-    if resolved is None:
-        raise ConnectionError(
-            "No running Ray cluster was found (start one with `ray start --head`, or pass address=)."
-        )
-    return _worker.connect(resolved)
+    for key in ("num_cpus", "num_gpus"):
+        v = locals()[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ValueError("ray.init: `{}` must be a non-negative number, got {!r}.".format(key, v))
+    if resources is not None and not isinstance(resources, dict):
+        raise TypeError("ray.init: `resources` must be a dict, got {!r}.".format(resources))
+    from ray import _raylet
+    from ray._private import services
+
+    gcs_address = _worker.resolve_address(address)
+    local = None
+    gcs = None
+    if gcs_address is not None:
+        try:
+            gcs = _raylet.GcsConnection(gcs_address)
+        except ConnectionError:
+            if address is not None:
+                raise
+            gcs_address = None  # A stale record: start a new local cluster.
+        if gcs is not None and any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
+            raise ValueError(
+                "When connecting to an existing cluster, num_cpus, num_gpus, resources and object_store_memory "
+                "must not be given; they are set when the cluster's nodes start (ray start)."
+            )
+    if gcs_address is None:
+        local = services.start_local_cluster(num_cpus, num_gpus, resources, object_store_memory, _temp_dir)
+        gcs_address = local["gcs_address"]
+        gcs = _raylet.GcsConnection(gcs_address)
+    node_ip = _worker.local_ip_towards(gcs_address)
+    if local is not None:
+        raylet_address = local["raylet_address"]
+        node_ip = raylet_address.rpartition(":")[0].strip("[]")
+    else:
+        _, raylet_address = _worker.choose_raylet(gcs, node_ip)
+        node_ip = raylet_address.rpartition(":")[0].strip("[]")
+    worker_id = _os.urandom(16).hex()
+    core = _raylet.CoreWorker.start_driver(
+        gcs_address, raylet_address, node_ip, worker_id, _worker.worker_command(), " ".join(_sys.argv)
+    )
+    conn = _worker._Connection(
+        core, gcs, _worker.SCRIPT_MODE, gcs_address, local_cluster=local, session_dir=(local or {}).get("session_dir")
+    )
+    _worker.set_connection(conn)
+    if log_to_driver:
+        _worker.start_printer(conn)
+    return RayContext(_address_info(conn))
+
+
+def _address_info(conn):
+    return {
+        "address": conn.gcs_address,
+        "gcs_address": conn.gcs_address,
+        "node_id": conn.core.node_id,
+        "session_dir": conn.session_dir,
+        "webui_url": "",
+    }
 
 
 def shutdown():
-    """Disconnects this process from the cluster."""
+    """Disconnects from the cluster (and stops the local one ray.init() started)."""
     _worker.disconnect()
 
 
@@ -40,21 +154,129 @@ def is_initialized():
 def _connection():
     conn = _worker.global_connection()
     if conn is None:
-        raise RuntimeError("Ray is not initialized yet: call ray.init() first.")
+        init()
+        conn = _worker.global_connection()
     return conn
+
+
+def remote(*args, **kwargs):
+    """Makes a function a remote function: `@ray.remote` or `@ray.remote(num_cpus=2, ...)`."""
+
+    def make(obj, options):
+        if _inspect.isclass(obj):
+            raise TypeError(
+                "@ray.remote on a class (an actor) is not supported by this version yet; "
+                "use remote functions."
+            )
+        if not callable(obj):
+            raise TypeError("@ray.remote expects a function, got {!r}.".format(obj))
+        return _RemoteFunction(obj, options)
+
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return make(args[0], {})
+    if args:
+        raise TypeError("The @ray.remote decorator takes keyword arguments only, e.g. @ray.remote(num_cpus=2).")
+    return lambda obj: make(obj, kwargs)
+
+
+def _check_refs(refs, what):
+    for r in refs:
+        if type(r) is not ObjectRef:
+            raise TypeError(
+                "Attempting to call `{}` on the value {!r}, which is not an ray.ObjectRef.".format(what, r)
+            )
+
+
+def get(object_refs, *, timeout=None):
+    """The values of ObjectRefs: a single value for one ref, a list for a list.
+    Raises the task's error (RayTaskError, also an instance of the original
+    exception type) or GetTimeoutError."""
+    conn = _connection()
+    single = type(object_refs) is ObjectRef
+    refs = [object_refs] if single else object_refs
+    if not isinstance(refs, (list, tuple)):
+        raise ValueError(
+            "'object_refs' must either be an ObjectRef or a list of ObjectRefs, got {!r}.".format(type(object_refs))
+        )
+    refs = list(refs)
+    _check_refs(refs, "ray.get()")
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be None or a non-negative number, got {!r}.".format(timeout))
+    try:
+        raw = conn.core.get(refs, timeout)
+    except TimeoutError:
+        raise exceptions.GetTimeoutError("Get timed out: some object(s) not ready.") from None
+    except RuntimeError as e:
+        raise exceptions.from_runtime_error(e) from None
+    out = []
+    for kind, data, buffers in raw:
+        value = _ser.deserialize(kind, data, buffers)
+        if _ser.is_error_kind(kind):
+            raise value
+        out.append(value)
+    return out[0] if single else out
+
+
+def put(value):
+    """Stores a value in the cluster; returns its ObjectRef."""
+    if type(value) is ObjectRef:
+        raise TypeError("Calling 'put' on an ray.ObjectRef is not allowed. If you really want to do this, you can wrap the ray.ObjectRef in a list and call 'put' on it.")
+    conn = _connection()
+    data, buffers, refs = _ser.serialize(value)
+    try:
+        return conn.core.put(_ser.KIND_VALUE, data, buffers, refs)
+    except MemoryError as e:
+        raise exceptions.ObjectStoreFullError(str(e)) from None
+
+
+def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
+    """Splits refs into (ready, not_ready) once `num_returns` are ready or `timeout` passes."""
+    conn = _connection()
+    if type(object_refs) is ObjectRef or not isinstance(object_refs, (list, tuple)):
+        raise TypeError("wait() expected a list of ray.ObjectRef, got {!r}".format(type(object_refs)))
+    refs = list(object_refs)
+    _check_refs(refs, "ray.wait()")
+    if len(set(refs)) != len(refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if num_returns <= 0 or num_returns > len(refs):
+        if refs or num_returns != 0:
+            raise ValueError("Invalid number of objects to return {} (of {} refs).".format(num_returns, len(refs)))
+    if timeout is not None and timeout < 0:
+        raise ValueError("The 'timeout' argument must be nonnegative. Received {}".format(timeout))
+    if not refs:
+        return [], []
+    flags = conn.core.wait(refs, num_returns, timeout)
+    ready = [r for r, f in zip(refs, flags) if f][:num_returns]
+    chosen = set(ready)
+    not_ready = [r for r in refs if r not in chosen]
+    return ready, not_ready
+
+
+def cancel(object_ref, *, force=False, recursive=True):
+    """Cancels the task producing `object_ref`: a queued task never runs; a running
+    one gets KeyboardInterrupt (or its worker exits, with force=True). Its ray.get
+    raises TaskCancelledError."""
+    if type(object_ref) is not ObjectRef:
+        raise TypeError("ray.cancel() only supported for object refs. For actors, try ray.kill().")
+    conn = _connection()
+    try:
+        conn.core.cancel(object_ref, force)
+    except RuntimeError as e:
+        raise exceptions.RaySystemError(str(e)) from None
 
 
 def nodes():
     """Every node of the cluster, in Ray's dict layout."""
     out = []
-    for node_id, alive, addr, port, resources, labels, node_type, is_head in _connection().gcs.nodes():
+    for node_id, alive, addr, port, res, labels, node_type, is_head in _connection().gcs.nodes():
         out.append(
             {
                 "NodeID": node_id,
                 "Alive": alive,
                 "NodeManagerAddress": addr,
+                "NodeManagerHostname": addr,
                 "NodeManagerPort": port,
-                "Resources": dict(resources) if alive else {},
+                "Resources": dict(res) if alive else {},
                 "Labels": dict(labels),
                 "NodeName": addr,
                 "NodeTypeName": node_type,
@@ -72,3 +294,15 @@ def cluster_resources():
             for k, v in n["Resources"].items():
                 total[k] = total.get(k, 0.0) + v
     return total
+
+
+def available_resources():
+    """Free resources of the live nodes (from the last reports)."""
+    import json
+
+    status = _connection().gcs.resource_usage()
+    free = {}
+    for avail in status:
+        for k, v in avail.items():
+            free[k] = free.get(k, 0.0) + v
+    return {k: v for k, v in free.items() if v > 0}

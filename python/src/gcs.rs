@@ -96,6 +96,17 @@ impl GcsConnection {
         Ok(ray_autoscaler::status::format_status(&reply, chrono::Local::now(), verbose))
     }
 
+    /// Free resources of every live node.
+    fn resource_usage(&self, py: Python<'_>) -> PyResult<Vec<HashMap<String, f64>>> {
+        let mut client = self.gcs.resources.clone();
+        let rt = crate::runtime::get()?;
+        let reply = py
+            .detach(|| rt.block_on(client.get_all_resource_usage(ray_proto::rpc::GetAllResourceUsageRequest {})))
+            .map_err(|s| call_err(&self.address, s))?
+            .into_inner();
+        Ok(reply.nodes.into_iter().map(|n| n.resources_available).collect())
+    }
+
     /// Every node: (node_id, alive, address, port, resources, labels, node_type, is_head).
     #[allow(clippy::type_complexity)]
     fn nodes(

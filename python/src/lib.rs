@@ -1,5 +1,6 @@
 //! `ray._raylet`: the native core of the `ray` Python package.
 
+mod core;
 mod gcs;
 mod runtime;
 
@@ -10,6 +11,7 @@ use pyo3::prelude::*;
 fn _raylet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<gcs::GcsConnection>()?;
+    core::register(m)?;
     m.add_function(wrap_pyfunction!(gcs::temp_root, m)?)?;
     Ok(())
 }

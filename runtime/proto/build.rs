@@ -2,7 +2,7 @@
 //! fresh machine needs no `protoc` install.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["common.proto", "gcs.proto", "autoscaler.proto", "node_manager.proto"];
+    let files = ["common.proto", "gcs.proto", "autoscaler.proto", "node_manager.proto", "core_worker.proto"];
     let paths: Vec<String> = files.iter().map(|f| format!("proto/{f}")).collect();
     let fds = protox::compile(&paths, ["proto"])?;
     tonic_prost_build::configure()

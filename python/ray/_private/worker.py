@@ -1,18 +1,34 @@
-"""Process-wide state of the Ray API: the connection made by ray.init()."""
+"""Process-wide state of the Ray API: the core worker of this driver or worker,
+the connection made by ray.init(), and the driver's output printer."""
 
+import atexit
 import os
+import socket
+import sys
 import threading
 
 from ray import _raylet
 
 _lock = threading.RLock()
-_global = None  # the _Connection of this process, once ray.init() ran
+_global = None  # the _Connection of this process
+
+SCRIPT_MODE = "driver"
+WORKER_MODE = "worker"
 
 
 class _Connection:
-    def __init__(self, gcs, address):
+    def __init__(self, core, gcs, mode, gcs_address, local_cluster=None, session_dir=None):
+        self.core = core
         self.gcs = gcs
-        self.address = address
+        self.mode = mode
+        self.gcs_address = gcs_address
+        self.local_cluster = local_cluster
+        self.session_dir = session_dir
+        self.exported = set()
+        self.printer = None
+        self.stop_printer = threading.Event()
+        self.current_task_id = None
+        self.current_task_name = None
 
 
 def _read_current_cluster():
@@ -26,7 +42,7 @@ def _read_current_cluster():
 
 
 def resolve_address(address):
-    """Turns ray.init's `address` into HOST:PORT of a running cluster, or None."""
+    """ray.init's `address` as HOST:PORT of a running cluster, or None."""
     if address in (None, "auto"):
         env = os.environ.get("RAY_ADDRESS", "").strip()
         if env and env != "auto":
@@ -34,11 +50,14 @@ def resolve_address(address):
         found = _read_current_cluster()
         if found is None and address == "auto":
             raise ConnectionError(
-                "Could not find any running Ray instance. Please specify the one to connect to by "
-                "setting `address` or the `RAY_ADDRESS` environment variable (no address is recorded "
-                "in {}).".format(os.path.join(_raylet.temp_root(), "ray_current_cluster"))
+                "Could not find any running Ray instance. Please specify the one to connect to by setting "
+                "`address` or the `RAY_ADDRESS` environment variable (no address is recorded in {}).".format(
+                    os.path.join(_raylet.temp_root(), "ray_current_cluster")
+                )
             )
         return found
+    if address == "local":
+        return None
     addr = str(address)
     for prefix in ("ray://", "http://"):
         if addr.startswith(prefix):
@@ -46,20 +65,103 @@ def resolve_address(address):
     return addr
 
 
+def local_ip_towards(addr):
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s.connect((host, int(port)))
+            return s.getsockname()[0]
+        finally:
+            s.close()
+    except OSError:
+        return "127.0.0.1"
+
+
+def choose_raylet(gcs, node_ip):
+    """The raylet of this machine: a live node at our IP, the head first."""
+    nodes = [n for n in gcs.nodes() if n[1]]
+    mine = [n for n in nodes if n[2] == node_ip] or [n for n in nodes if n[2] in ("127.0.0.1", "localhost")]
+    if not mine:
+        raise ConnectionError(
+            "No Ray node runs on this machine ({}): start one with `ray start --address=...` "
+            "or connect from a node of the cluster.".format(node_ip)
+        )
+    mine.sort(key=lambda n: not n[7])
+    node_id, _, addr, port = mine[0][:4]
+    return node_id, "{}:{}".format(addr, port)
+
+
 def global_connection():
     with _lock:
         return _global
 
 
-def connect(address):
+def set_connection(conn):
     global _global
     with _lock:
-        gcs = _raylet.GcsConnection(address)
-        _global = _Connection(gcs, address)
-        return _global
+        _global = conn
+
+
+def worker_command():
+    return [sys.executable, "-m", "ray._private.workers.default_worker"]
+
+
+def _print_loop(conn):
+    core = conn.core
+    while not conn.stop_printer.is_set():
+        try:
+            lines = core.next_log_lines(0.2)
+        except Exception:  # noqa: BLE001 - the core is shutting down
+            return
+        _emit(lines)
+
+
+def _emit(lines):
+    for line in lines:
+        stream = sys.stderr if line[:1] == "2" else sys.stdout
+        try:
+            stream.write(line[1:] + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream must not kill the printer
+            pass
+
+
+def start_printer(conn):
+    t = threading.Thread(target=_print_loop, args=(conn,), name="ray-print-worker-output", daemon=True)
+    conn.printer = t
+    t.start()
+
+
+def flush_output(conn):
+    try:
+        _emit(conn.core.next_log_lines(0))
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def disconnect():
     global _global
     with _lock:
+        conn = _global
         _global = None
+    if conn is None:
+        return
+    conn.stop_printer.set()
+    if conn.printer is not None:
+        conn.printer.join(timeout=1)
+    flush_output(conn)
+    if conn.mode == SCRIPT_MODE:
+        try:
+            conn.core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    if conn.local_cluster is not None:
+        from ray._private import services
+
+        services.stop_local_cluster(conn.local_cluster)
+
+
+atexit.register(disconnect)

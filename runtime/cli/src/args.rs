@@ -77,6 +77,13 @@ pub struct StartArgs {
     /// Accepted for compatibility; this build collects no usage statistics.
     #[arg(long = "disable-usage-stats")]
     pub disable_usage_stats: bool,
+    /// For `ray.init()`: write the new cluster's addresses to this JSON file, print
+    /// nothing, and do not record the cluster as this machine's current one.
+    #[arg(long = "init-local-info", hide = true)]
+    pub init_local_info: Option<PathBuf>,
+    /// Stop the started processes when this process exits (`ray.init()`'s driver).
+    #[arg(long = "watch-pid", hide = true)]
+    pub watch_pid: Option<u32>,
 }
 
 /// Flags of `ray stop`.

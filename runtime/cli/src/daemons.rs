@@ -25,6 +25,9 @@ pub struct GcsArgs {
     session_name: String,
     #[arg(long = "ready-file")]
     ready_file: Option<PathBuf>,
+    /// Exit when this process exits.
+    #[arg(long = "watch-pid")]
+    watch_pid: Option<u32>,
 }
 
 /// Flags of the raylet daemon.
@@ -63,6 +66,38 @@ pub struct RayletArgs {
     node_type: String,
     #[arg(long = "ready-file")]
     ready_file: Option<PathBuf>,
+    /// argv (JSON list) that starts a worker when a job gives none.
+    #[arg(long = "worker-command")]
+    worker_command: Option<String>,
+    /// Exit when this process exits.
+    #[arg(long = "watch-pid")]
+    watch_pid: Option<u32>,
+}
+
+/// The worker command when none is given: the `python` next to this executable
+/// (a venv's bin folder), else `python3` on PATH.
+pub fn default_worker_command() -> Vec<String> {
+    let python = process::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("python")))
+        .filter(|p| process::is_executable(p))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "python3".to_string());
+    vec![python, "-m".into(), "ray._private.workers.default_worker".into()]
+}
+
+/// Cancels `token` when process `pid` is gone.
+fn watch_pid(pid: u32, token: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if std::fs::metadata(format!("/proc/{pid}")).is_err() || process::is_zombie(pid) {
+                tracing::info!(pid, "the watched process exited; shutting down");
+                token.cancel();
+                return;
+            }
+        }
+    });
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -119,6 +154,9 @@ pub fn gcs_main(args: GcsArgs) -> i32 {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone());
+        if let Some(pid) = args.watch_pid {
+            watch_pid(pid, shutdown.clone());
+        }
         let opts = ray_gcs::GcsOptions {
             bind: args.bind,
             port: args.port,
@@ -191,9 +229,22 @@ pub fn raylet_main(args: RayletArgs) -> i32 {
             return 1;
         }
     };
+    let worker_command = match &args.worker_command {
+        Some(j) => match serde_json::from_str::<Vec<String>>(j) {
+            Ok(v) if !v.is_empty() => v,
+            _ => {
+                tracing::error!("--worker-command: expected a JSON list of strings, got {j:?}");
+                return 2;
+            }
+        },
+        None => default_worker_command(),
+    };
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone());
+        if let Some(pid) = args.watch_pid {
+            watch_pid(pid, shutdown.clone());
+        }
         let opts = ray_raylet::RayletOptions {
             node_id,
             gcs_address: args.gcs_address,
@@ -206,6 +257,7 @@ pub fn raylet_main(args: RayletArgs) -> i32 {
             instance_id: args.instance_id,
             node_type_name: args.node_type,
             ready_file: args.ready_file,
+            worker_command,
             config,
             security,
         };

@@ -80,6 +80,9 @@ fn raylet_args(a: &StartArgs, node_id: &NodeId, gcs: &str, ip: IpAddr, head: boo
     if head {
         v.push("--head".into());
     }
+    if let Some(pid) = a.watch_pid {
+        v.extend(["--watch-pid".into(), pid.to_string()]);
+    }
     v
 }
 
@@ -137,7 +140,7 @@ fn start_head(a: StartArgs) -> Result<()> {
     };
     let (security, created) = Security::from_env_or_create_token()?;
     if let Some(path) = created {
-        println!("Generated a new cluster token and saved it to {} (mode 0600).", path.display());
+        eprintln!("Generated a new cluster token and saved it to {} (mode 0600).", path.display());
     }
     if let Some(w) = security.auth.disabled_warning() {
         eprintln!("{w}");
@@ -150,8 +153,11 @@ fn start_head(a: StartArgs) -> Result<()> {
 
     let session = Session::create(&root, &session::new_session_name())?;
     let launcher = Launcher { session: &session, env: child_env(&security) };
-    println!("Local node IP: {ip}");
+    if a.init_local_info.is_none() {
+        println!("Local node IP: {ip}");
+    }
     let mut started = Started(Vec::new());
+    let mut raylet_info = (String::new(), String::new());
     let result = (|| -> Result<String> {
         let ready = launcher.ready_file("gcs");
         let args = vec![
@@ -164,6 +170,10 @@ fn start_head(a: StartArgs) -> Result<()> {
             "--ready-file".into(),
             ready.display().to_string(),
         ];
+        let mut args = args;
+        if let Some(pid) = a.watch_pid {
+            args.extend(["--watch-pid".into(), pid.to_string()]);
+        }
         started.0.push(launcher.spawn("gcs_server", "gcs_server", "out", &args)?);
         let info = started.0.last_mut().map(|g| g.wait_ready(&ready, READY_TIMEOUT)).transpose()?.unwrap_or_default();
         let gcs_port = info["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| anyhow!("the GCS did not report its port"))?;
@@ -178,7 +188,11 @@ fn start_head(a: StartArgs) -> Result<()> {
             args.extend(["--node-type".into(), cfg.head_node_type.clone()]);
         }
         started.0.push(launcher.spawn("raylet", "raylet", "out", &args)?);
-        started.0.last_mut().map(|r| r.wait_ready(&ready, READY_TIMEOUT)).transpose()?;
+        let info = started.0.last_mut().map(|r| r.wait_ready(&ready, READY_TIMEOUT)).transpose()?.unwrap_or_default();
+        raylet_info = (
+            info["node_id"].as_str().unwrap_or_default().to_string(),
+            join_host_port(ip, info["port"].as_u64().unwrap_or(0) as u16),
+        );
 
         if let Some((path, _)) = &autoscaling {
             // The autoscaler reads a copy kept with the session, as Ray keeps
@@ -210,6 +224,18 @@ fn start_head(a: StartArgs) -> Result<()> {
             return Err(e);
         }
     };
+    if let Some(path) = &a.init_local_info {
+        // `ray.init()`: a private cluster; tell the caller where it is and go.
+        let body = serde_json::json!({
+            "gcs_address": gcs_addr,
+            "raylet_address": raylet_info.1,
+            "node_id": raylet_info.0,
+            "session_dir": session.dir().display().to_string(),
+            "pids": started.0.iter().map(|p| p.child.id()).collect::<Vec<u32>>(),
+        });
+        std::fs::write(path, body.to_string()).with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(());
+    }
     if let Some(old) = session::read_current_cluster(&root)
         && old != gcs_addr
     {

@@ -64,6 +64,14 @@ settings! {
     gcs_connect_timeout_ms: u64 = 5_000;
     /// How long a raylet keeps trying to reach a vanished GCS before exiting.
     gcs_rpc_server_reconnect_timeout_s: u64 = 60;
+    /// Idle workers beyond the node's CPU count are stopped after this long.
+    idle_worker_killing_time_threshold_ms: u64 = 1_000;
+    /// Any idle worker is stopped after this long.
+    worker_max_idle_ms: u64 = 600_000;
+    /// Tasks an owner pushes to one leased worker at a time.
+    max_tasks_in_flight_per_worker: usize = 8;
+    /// An idle lease is kept this long for the owner's next task.
+    worker_lease_linger_ms: u64 = 500;
     /// Cap on simultaneous connections per server.
     max_connections: usize = crate::rpc::DEFAULT_MAX_CONNECTIONS;
 }

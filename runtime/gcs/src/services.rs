@@ -11,6 +11,7 @@ use ray_proto::rpc::autoscaler::autoscaler_state_service_server::{AutoscalerStat
 use ray_proto::rpc::autoscaler::*;
 use ray_proto::rpc::gcs_subscriber_service_server::{GcsSubscriberService, GcsSubscriberServiceServer};
 use ray_proto::rpc::internal_kv_gcs_service_server::{InternalKvGcsService, InternalKvGcsServiceServer};
+use ray_proto::rpc::job_info_gcs_service_server::{JobInfoGcsService, JobInfoGcsServiceServer};
 use ray_proto::rpc::node_info_gcs_service_server::{NodeInfoGcsService, NodeInfoGcsServiceServer};
 use ray_proto::rpc::node_manager_service_client::NodeManagerServiceClient;
 use ray_proto::rpc::node_resource_gcs_service_server::{NodeResourceGcsService, NodeResourceGcsServiceServer};
@@ -37,6 +38,7 @@ pub fn router(
         .add_service(NodeResourceGcsServiceServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(InternalKvGcsServiceServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(AutoscalerStateServiceServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(JobInfoGcsServiceServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(GcsSubscriberServiceServer::new(svc).max_decoding_message_size(MAX_MESSAGE_BYTES)))
 }
 
@@ -285,6 +287,28 @@ impl AutoscalerStateService for GcsService {
             is_accepted: reply.is_accepted,
             rejection_reason_message: reply.rejection_reason_message,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl JobInfoGcsService for GcsService {
+    async fn add_job(&self, req: Request<AddJobRequest>) -> Result<Response<AddJobReply>, Status> {
+        let job = req.into_inner().job.unwrap_or_default();
+        let pid = job.driver_pid;
+        let job_id = self.gcs.state().add_job(job);
+        tracing::info!(job_id = %job_id, driver_pid = pid, "job started");
+        Ok(Response::new(AddJobReply { job_id }))
+    }
+
+    async fn mark_job_finished(&self, req: Request<MarkJobFinishedRequest>) -> Result<Response<MarkJobFinishedReply>, Status> {
+        let id = req.into_inner().job_id;
+        self.gcs.state().finish_job(&id);
+        tracing::info!(job_id = %id, "job finished");
+        Ok(Response::new(MarkJobFinishedReply {}))
+    }
+
+    async fn get_all_job_info(&self, _req: Request<GetAllJobInfoRequest>) -> Result<Response<GetAllJobInfoReply>, Status> {
+        Ok(Response::new(GetAllJobInfoReply { jobs: self.gcs.state().jobs().to_vec() }))
     }
 }
 

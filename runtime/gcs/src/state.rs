@@ -87,12 +87,38 @@ pub struct ClusterState {
     constraint: Option<ClusterResourceConstraint>,
     autoscaling_state: Option<AutoscalingState>,
     session_name: String,
+    jobs: Vec<ray_proto::rpc::JobInfo>,
 }
 
 impl ClusterState {
     /// An empty cluster of the given session.
     pub fn new(session_name: String) -> Self {
         Self { session_name, ..Default::default() }
+    }
+
+    /// Registers a driver's job; returns its new id (4 bytes, little-endian
+    /// counter, hex, as Ray numbers jobs: "01000000" first).
+    pub fn add_job(&mut self, mut job: ray_proto::rpc::JobInfo) -> String {
+        let n = self.jobs.len() as u32 + 1;
+        job.job_id = hex_le(n);
+        job.is_dead = false;
+        job.start_time_ms = now_ms();
+        let id = job.job_id.clone();
+        self.jobs.push(job);
+        id
+    }
+
+    /// Marks a job finished.
+    pub fn finish_job(&mut self, job_id: &str) {
+        if let Some(j) = self.jobs.iter_mut().find(|j| j.job_id == job_id) {
+            j.is_dead = true;
+            j.end_time_ms = now_ms();
+        }
+    }
+
+    /// Every job.
+    pub fn jobs(&self) -> &[ray_proto::rpc::JobInfo] {
+        &self.jobs
     }
 
     /// Session name.
@@ -372,6 +398,10 @@ impl ClusterState {
             infeasible_by_raylets: by_count(infeasible),
         }
     }
+}
+
+fn hex_le(n: u32) -> String {
+    n.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A death record.

@@ -3,8 +3,10 @@
 //! health checks, honours drain requests, and unregisters on shutdown.
 
 pub mod detect;
+pub mod leases;
 pub mod local_resources;
 pub mod service;
+pub mod worker_pool;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -24,7 +26,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::leases::{Leasing, PoolConfig};
 use crate::local_resources::LocalResources;
+use crate::worker_pool::{PoolEvent, Spawner};
+use ray_object_store::ObjectStore;
 
 /// How a raylet is started.
 #[derive(Debug, Clone)]
@@ -51,6 +56,8 @@ pub struct RayletOptions {
     pub node_type_name: String,
     /// When set, `{"node_id":..., "port":...}` is written here once registered.
     pub ready_file: Option<PathBuf>,
+    /// argv that starts a Python worker when a job gave none.
+    pub worker_command: Vec<String>,
     /// Tunables.
     pub config: RayConfig,
     /// Token and TLS.
@@ -87,6 +94,18 @@ pub enum RayletError {
 pub struct Raylet {
     node_id: NodeId,
     resources: Mutex<LocalResources>,
+    /// Workers, jobs, leases. Lock before `resources` when both are needed.
+    leasing: Mutex<Leasing>,
+    /// The node's shared-memory object store.
+    store: Mutex<ObjectStore>,
+    /// Woken whenever an object is sealed.
+    sealed: Notify,
+    /// Arguments every worker of this node gets.
+    worker_args: Vec<String>,
+    /// Default worker command.
+    worker_command: Vec<String>,
+    session_dir: String,
+    gcs_address: String,
     changed: Notify,
     shutdown: CancellationToken,
     exit: Mutex<Option<ExitReason>>,
@@ -111,6 +130,52 @@ impl Raylet {
         self.changed.notify_one();
     }
 
+    /// Locks the pool and leases.
+    pub fn leasing(&self) -> MutexGuard<'_, Leasing> {
+        self.leasing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the object store.
+    pub fn store(&self) -> MutexGuard<'_, ObjectStore> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes readers waiting for objects.
+    pub fn notify_sealed(&self) {
+        self.sealed.notify_waiters();
+    }
+
+    /// Waits until some object is sealed (or `timeout`).
+    pub async fn wait_sealed(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.sealed.notified()).await;
+    }
+
+    /// Grants what can be granted and refreshes the reported demand.
+    pub fn dispatch(&self) {
+        let mut l = self.leasing();
+        let mut r = self.resources();
+        let demand = l.dispatch(&mut r, &self.worker_args);
+        r.replace_demand(demand);
+        drop(r);
+        drop(l);
+        self.notify_changed();
+    }
+
+    /// The default worker command.
+    pub fn worker_command(&self) -> &[String] {
+        &self.worker_command
+    }
+
+    /// The session folder.
+    pub fn session_dir(&self) -> &str {
+        &self.session_dir
+    }
+
+    /// The GCS address.
+    pub fn gcs_address(&self) -> &str {
+        &self.gcs_address
+    }
+
     /// Stops the raylet with a reason.
     pub fn stop(&self, reason: ExitReason) {
         let mut e = self.exit.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,7 +195,93 @@ impl Raylet {
             gang_demand: Vec::new(),
             seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             idle_duration_ms: r.idle_duration_ms(),
-            object_store_bytes_used: 0,
+            object_store_bytes_used: self.store().used(),
+        }
+    }
+}
+
+/// `host:port`, bracketing IPv6.
+pub fn rpc_address(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+    }
+}
+
+/// Follows worker processes (started, exited), retires idle workers, and ends
+/// jobs whose driver exited.
+async fn pool_loop(r: Arc<Raylet>, mut events: tokio::sync::mpsc::UnboundedReceiver<PoolEvent>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(PoolEvent::Started { worker_id, pid }) => {
+                    if let Some(w) = r.leasing().workers.get_mut(&worker_id) {
+                        w.pid = pid;
+                    }
+                    tracing::debug!(worker_id = %worker_id, pid, "worker process started");
+                }
+                Some(PoolEvent::SpawnFailed { worker_id, error }) => {
+                    tracing::error!(worker_id = %worker_id, "{error}");
+                    r.leasing().workers.remove(&worker_id);
+                }
+                Some(PoolEvent::Exited { pid, status }) => {
+                    let gone = {
+                        let mut l = r.leasing();
+                        let mut res = r.resources();
+                        l.worker_exited(pid, &mut res)
+                    };
+                    if let Some(w) = gone {
+                        let leased = matches!(w.status, crate::worker_pool::WorkerStatus::Leased(_));
+                        if leased {
+                            tracing::warn!(worker_id = %w.id, pid, %status, job_id = %w.job_id, "a worker exited while leased");
+                        } else {
+                            tracing::debug!(worker_id = %w.id, pid, %status, "worker exited");
+                        }
+                        r.store().disconnect(&w.id);
+                        r.dispatch();
+                    }
+                }
+                None => return,
+            },
+            _ = tick.tick() => {
+                let (kill, dead_jobs) = {
+                    let l = r.leasing();
+                    let kill: Vec<(String, u32)> = l.idle_to_kill().into_iter().filter_map(|id| l.workers.get(&id).map(|w| (id, w.pid))).collect();
+                    let dead: Vec<(String, String)> = l
+                        .jobs
+                        .iter()
+                        .filter(|(_, j)| j.driver_pid > 0 && std::fs::metadata(format!("/proc/{}", j.driver_pid)).is_err())
+                        .map(|(id, j)| (id.clone(), j.driver_id.clone()))
+                        .collect();
+                    (kill, dead)
+                };
+                for (id, pid) in kill {
+                    tracing::debug!(worker_id = %id, pid, "stopping an idle worker");
+                    r.leasing().workers.remove(&id);
+                    crate::worker_pool::kill(pid);
+                }
+                for (job, driver) in dead_jobs {
+                    tracing::info!(job_id = %job, "the driver exited; stopping the job's workers");
+                    let pids = {
+                        let mut l = r.leasing();
+                        let mut res = r.resources();
+                        l.end_job(&job, &mut res)
+                    };
+                    for pid in pids {
+                        crate::worker_pool::kill(pid);
+                    }
+                    r.store().disconnect(&driver);
+                    r.dispatch();
+                }
+            }
+            _ = r.shutdown.cancelled() => {
+                let pids: Vec<u32> = r.leasing().workers.values().map(|w| w.pid).collect();
+                for pid in pids {
+                    crate::worker_pool::kill(pid);
+                }
+                return;
+            }
         }
     }
 }
@@ -153,9 +304,39 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
     let (gcs, _) = GcsClient::connect(&opts.gcs_address, &opts.security, timeout)
         .await
         .map_err(|e| RayletError::Register(e.to_string()))?;
+    let capacity = opts.resources.get(ray_common::resources::OBJECT_STORE_MEMORY).to_f64().max(0.0) as u64;
+    let store = ObjectStore::create(&ray_object_store::default_dir(), opts.node_id.short(), capacity)
+        .map_err(|e| RayletError::Register(format!("cannot create the object store ({capacity} bytes): {e}")))?;
+    let worker_args = vec![
+        "--node-id".to_string(),
+        opts.node_id.to_string(),
+        "--raylet-address".into(),
+        rpc_address(opts.node_ip, addr.port()),
+        "--gcs-address".into(),
+        opts.gcs_address.clone(),
+        "--node-ip-address".into(),
+        opts.node_ip.to_string(),
+    ];
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let cpus = opts.resources.get(ray_common::resources::CPU).to_f64().ceil().max(1.0) as usize;
+    let pool = PoolConfig {
+        soft_limit: cpus,
+        idle_kill_threshold: Duration::from_millis(opts.config.idle_worker_killing_time_threshold_ms),
+        max_idle: Duration::from_millis(opts.config.worker_max_idle_ms),
+        max_starting: cpus.max(2),
+        log_dir: PathBuf::from(&opts.session_dir).join("logs"),
+        env: opts.security.child_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    };
     let raylet = Arc::new(Raylet {
         node_id: opts.node_id.clone(),
         resources: Mutex::new(LocalResources::new(opts.resources.clone())),
+        leasing: Mutex::new(Leasing::new(pool, Spawner::start(events_tx))),
+        store: Mutex::new(store),
+        sealed: Notify::new(),
+        worker_args,
+        worker_command: opts.worker_command.clone(),
+        session_dir: opts.session_dir.clone(),
+        gcs_address: opts.gcs_address.clone(),
         changed: Notify::new(),
         shutdown: shutdown.clone(),
         exit: Mutex::new(None),
@@ -204,6 +385,7 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
         }
     }
     let reporter = tokio::spawn(report_loop(raylet.clone()));
+    tokio::spawn(pool_loop(raylet.clone(), events_rx));
     Ok(RunningRaylet { raylet, addr, server, reporter })
 }
 

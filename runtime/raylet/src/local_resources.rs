@@ -34,6 +34,8 @@ pub struct Drain {
 pub struct LocalResources {
     total: ResourceSet,
     available: ResourceSet,
+    /// Taken beyond what was free (a blocked worker that woke up); paid back first.
+    debt: ResourceSet,
     demand: BTreeMap<ResourceSet, DemandCount>,
     idle_since: Option<Instant>,
     drain: Option<Drain>,
@@ -42,7 +44,14 @@ pub struct LocalResources {
 impl LocalResources {
     /// A node with everything free.
     pub fn new(total: ResourceSet) -> Self {
-        Self { available: total.clone(), total, demand: BTreeMap::new(), idle_since: Some(Instant::now()), drain: None }
+        Self {
+            available: total.clone(),
+            total,
+            debt: ResourceSet::new(),
+            demand: BTreeMap::new(),
+            idle_since: Some(Instant::now()),
+            drain: None,
+        }
     }
 
     /// Total resources.
@@ -65,13 +74,39 @@ impl LocalResources {
         true
     }
 
+    /// Takes `req` even if it is not all free (a worker that was blocked in `ray.get`
+    /// takes its CPU back); the shortfall is owed and repaid by the next releases.
+    pub fn acquire_forced(&mut self, req: &ResourceSet) {
+        for (k, v) in req.iter() {
+            let free = self.available.get(k);
+            let take = free.min(v);
+            self.available.set(k, free - take);
+            let owed = self.debt.get(k);
+            self.debt.set(k, owed + (v - take));
+        }
+        self.update_idle();
+    }
+
     /// Gives `req` back.
     pub fn release(&mut self, req: &ResourceSet) {
-        self.available.add(req);
+        let mut back = req.clone();
+        for (k, v) in req.iter() {
+            let owed = self.debt.get(k);
+            let pay = owed.min(v);
+            self.debt.set(k, owed - pay);
+            back.set(k, v - pay);
+        }
+        self.available.add(&back);
         // Never exceed the total, whatever a buggy caller does.
         let capped: ResourceSet =
             self.available.iter().map(|(k, v)| (k.to_string(), v.min(self.total.get(k)))).collect();
         self.available = capped;
+        self.update_idle();
+    }
+
+    /// Replaces all queued demand.
+    pub fn replace_demand(&mut self, demand: BTreeMap<ResourceSet, DemandCount>) {
+        self.demand = demand.into_iter().filter(|(_, c)| *c != DemandCount::default()).collect();
         self.update_idle();
     }
 
@@ -86,7 +121,7 @@ impl LocalResources {
     }
 
     fn update_idle(&mut self) {
-        let idle = self.available == self.total && self.demand.is_empty();
+        let idle = self.available == self.total && self.demand.is_empty() && self.debt.is_empty();
         match (idle, self.idle_since) {
             (true, None) => self.idle_since = Some(Instant::now()),
             (false, Some(_)) => self.idle_since = None,
@@ -174,6 +209,19 @@ mod tests {
         r.set_demand(cpus(1), DemandCount::default());
         assert!(r.drain(DrainNodeReason::IdleTermination, "idle".into()).is_ok());
         assert!(!r.try_acquire(&cpus(1)), "a draining node takes no new work");
+    }
+
+    #[test]
+    fn forced_acquire_overcommits_and_is_repaid_first() {
+        let mut r = LocalResources::new(cpus(1));
+        assert!(r.try_acquire(&cpus(1)));
+        r.acquire_forced(&cpus(1));
+        assert!(!r.try_acquire(&cpus(1)));
+        r.release(&cpus(1));
+        assert!(!r.try_acquire(&cpus(1)), "the first release pays the debt");
+        r.release(&cpus(1));
+        assert!(r.is_idle());
+        assert!(r.try_acquire(&cpus(1)));
     }
 
     #[test]

@@ -1,0 +1,92 @@
+"""Turning Python values into bytes and back: pickle protocol 5 with out-of-band
+buffers (so numpy arrays travel without copies and are read in place from the
+shared-memory store), cloudpickle for what plain pickle cannot handle, and
+ObjectRefs recorded as they are pickled (the owner keeps them alive for the task)."""
+
+import io
+import json
+import pickle
+import threading
+
+import cloudpickle
+
+from ray import _raylet
+from ray import exceptions as _exc
+
+KIND_VALUE = 0
+KIND_ERROR = 1
+KIND_SYSTEM_ERROR = 3
+
+_local = threading.local()
+
+
+def _reduce_ref(ref):
+    refs = getattr(_local, "refs", None)
+    if refs is not None:
+        refs.append((ref.binary(), ref.owner_address()))
+    return (_raylet.ObjectRef._from_pickle, (ref.binary(), ref.owner_address()))
+
+
+class _FastPickler(pickle.Pickler):
+    dispatch_table = {_raylet.ObjectRef: _reduce_ref}
+
+
+class _CloudPickler(cloudpickle.Pickler):
+    def reducer_override(self, obj):
+        if type(obj) is _raylet.ObjectRef:
+            return _reduce_ref(obj)
+        return super().reducer_override(obj)
+
+
+def serialize(value):
+    """Returns (data, [buffers], [nested refs]) for a value."""
+    buffers = []
+    _local.refs = []
+    try:
+        f = io.BytesIO()
+        try:
+            _FastPickler(f, protocol=5, buffer_callback=buffers.append).dump(value)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            f = io.BytesIO()
+            buffers.clear()
+            _local.refs = []
+            _CloudPickler(f, protocol=5, buffer_callback=buffers.append).dump(value)
+        refs = _local.refs
+    finally:
+        _local.refs = None
+    raw = []
+    for b in buffers:
+        try:
+            raw.append(b.raw())
+        except BufferError:
+            # Not contiguous: keep a contiguous copy.
+            raw.append(memoryview(bytes(b)))
+    return f.getbuffer(), raw, refs
+
+
+def serialize_error(err):
+    """(data, buffers, refs) for an exception value."""
+    try:
+        return serialize(err)
+    except Exception:  # noqa: BLE001 - an unpicklable exception still reaches the caller
+        fallback = _exc.RayTaskError(
+            getattr(err, "function_name", "task"),
+            getattr(err, "traceback_str", repr(err)),
+            _exc.RaySystemError("the exception could not be pickled: " + repr(getattr(err, "cause", err))),
+        )
+        return serialize(fallback)
+
+
+def deserialize(kind, data, buffers):
+    """The value of a serialized object; errors are returned (not raised)."""
+    if kind == KIND_SYSTEM_ERROR:
+        body = json.loads(bytes(data).decode("utf-8"))
+        return _exc.system_error(body.get("type", ""), body.get("message", ""))
+    value = pickle.loads(data, buffers=buffers)
+    if kind == KIND_ERROR and isinstance(value, _exc.RayTaskError):
+        return value.as_instanceof_cause()
+    return value
+
+
+def is_error_kind(kind):
+    return kind in (KIND_ERROR, KIND_SYSTEM_ERROR)

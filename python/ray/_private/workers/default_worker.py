@@ -1,0 +1,204 @@
+"""A worker process: started by the raylet, runs tasks its owners push to it."""
+
+import argparse
+import os
+import pickle
+import sys
+import threading
+import traceback
+
+from ray import _raylet
+from ray import exceptions as _exc
+from ray._private import serialization
+from ray._private import worker as _worker
+from ray.remote_function import RETRY_EXCEPTIONS_KWARG
+
+
+class _TaskOutput:
+    """stdout/stderr of a worker: lines of a running task go to its owner, prefixed
+    like Ray's "(f pid=123)"; everything also goes to the worker's log file."""
+
+    def __init__(self, core, conn, stream_no, original):
+        self._core = core
+        self._conn = conn
+        self._tag = str(stream_no)
+        self._orig = original
+        self._buf = ""
+        self._lock = threading.Lock()
+
+    def write(self, text):
+        self._orig.write(text)
+        with self._lock:
+            self._buf += text
+            while "\n" in self._buf:
+                line, self._buf = self._buf.split("\n", 1)
+                self._send(line)
+        return len(text)
+
+    def _send(self, line):
+        name = self._conn.current_task_name
+        if name is None:
+            return
+        self._core.log_line("{}({} pid={}) {}".format(self._tag, name, os.getpid(), line))
+
+    def flush(self):
+        self._orig.flush()
+        with self._lock:
+            if self._buf:
+                line, self._buf = self._buf, ""
+                self._send(line)
+
+    def fileno(self):
+        return self._orig.fileno()
+
+    def isatty(self):
+        return False
+
+    @property
+    def encoding(self):
+        return getattr(self._orig, "encoding", "utf-8")
+
+
+class _Worker:
+    def __init__(self, core, conn):
+        self.core = core
+        self.conn = conn
+        self.functions = {}
+
+    def function(self, job_id, function_id):
+        fn = self.functions.get(function_id)
+        if fn is None:
+            fn = pickle.loads(self.core.fetch_function(job_id, function_id))
+            self.functions[function_id] = fn
+        return fn
+
+    def resolve(self, args):
+        values = []
+        refs = [(i, p) for i, (tag, p) in enumerate(args) if tag == "r"]
+        fetched = {}
+        if refs:
+            raw = self.core.get([p for _, p in refs], None)
+            for (i, _), r in zip(refs, raw):
+                fetched[i] = r
+        for i, (tag, payload) in enumerate(args):
+            kind, data, buffers = fetched[i] if tag == "r" else payload
+            value = serialization.deserialize(kind, data, buffers)
+            if serialization.is_error_kind(kind):
+                # A dependency failed: this task fails with the same error.
+                raise _DependencyFailed(value)
+            values.append(value)
+        return values
+
+    def execute(self, task):
+        name = task.function_name
+        returns = task.num_returns
+        self.conn.current_task_id = bytes(task.task_id)
+        self.conn.current_task_name = name
+        retry_on = None
+        try:
+            try:
+                fn = self.function(task.job_id, task.function_id)
+                values = self.resolve(task.args())
+                kw_names = task.kwarg_names
+                kwargs = {}
+                if kw_names:
+                    kw_values = values[len(values) - len(kw_names):]
+                    values = values[: len(values) - len(kw_names)]
+                    kwargs = dict(zip(kw_names, kw_values))
+                    retry_on = kwargs.pop(RETRY_EXCEPTIONS_KWARG, None)
+                result = fn(*values, **kwargs)
+                if returns > 1:
+                    result = list(result)
+                    if len(result) != returns:
+                        raise ValueError(
+                            "Task returned {} objects, but num_returns={}.".format(len(result), returns)
+                        )
+                else:
+                    result = [result]
+            except _DependencyFailed as dep:
+                err = dep.error
+                data, buffers, refs = serialization.serialize_error(_unwrap(err))
+                kind = serialization.KIND_ERROR if isinstance(err, _exc.RayTaskError) else serialization.KIND_VALUE
+                if not isinstance(err, _exc.RayTaskError):
+                    body = '{{"type": "{}", "message": {}}}'.format(type(err).__name__, _json(str(err)))
+                    self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body.encode(), [], [])] * returns, True, False)
+                    return
+                self._finish(task, [(kind, data, buffers, refs)] * returns, True, False)
+                return
+            except KeyboardInterrupt:
+                body = '{"type": "TaskCancelledError", "message": "the task was cancelled while running"}'
+                self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body.encode(), [], [])] * returns, True, False)
+                return
+            except Exception as e:  # noqa: BLE001 - every task error goes back to the owner
+                tb = traceback.format_exc()
+                err = _exc.RayTaskError(name, tb, e, pid=os.getpid())
+                data, buffers, refs = serialization.serialize_error(err)
+                retryable = retry_on is None or any(isinstance(e, c) for c in retry_on)
+                self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, retryable)
+                return
+            out = []
+            for r in result:
+                data, buffers, refs = serialization.serialize(r)
+                out.append((serialization.KIND_VALUE, data, buffers, refs))
+            self._finish(task, out, False, False)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.conn.current_task_id = None
+            self.conn.current_task_name = None
+
+    def _finish(self, task, returns, is_error, is_application_error):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.core.finish_task(task, returns, is_error, is_application_error)
+
+
+class _DependencyFailed(Exception):
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _unwrap(err):
+    """A RayTaskError made an instance of its cause: back to the plain form."""
+    if isinstance(err, _exc.RayTaskError):
+        return _exc.RayTaskError(err.function_name, err.traceback_str, err.cause, pid=err.pid, ip=err.ip)
+    return err
+
+
+def _json(s):
+    import json
+
+    return json.dumps(s)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Ray worker process (started by the raylet)")
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--raylet-address", required=True)
+    p.add_argument("--gcs-address", required=True)
+    p.add_argument("--node-ip-address", required=True)
+    p.add_argument("--worker-id", required=True)
+    p.add_argument("--job-id", required=True)
+    args = p.parse_args(argv)
+    core = _raylet.CoreWorker.start_worker(
+        args.gcs_address, args.raylet_address, args.node_ip_address, args.worker_id, args.job_id
+    )
+    gcs = _raylet.GcsConnection(args.gcs_address)
+    conn = _worker._Connection(core, gcs, _worker.WORKER_MODE, args.gcs_address)
+    _worker.set_connection(conn)
+    sys.stdout = _TaskOutput(core, conn, 1, sys.stdout)
+    sys.stderr = _TaskOutput(core, conn, 2, sys.stderr)
+    w = _Worker(core, conn)
+    while True:
+        try:
+            task = core.next_task(1.0)
+            if task is not None:
+                w.execute(task)
+        except KeyboardInterrupt:
+            # A cancel that arrived after its task ended.
+            continue
+
+
+if __name__ == "__main__":
+    main()

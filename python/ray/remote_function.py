@@ -1,0 +1,174 @@
+"""`@ray.remote` functions."""
+
+import hashlib
+import inspect
+import numbers
+
+import cloudpickle
+
+from ray import _raylet
+from ray._private import serialization
+from ray._private import worker as _worker
+
+MAX_INLINE_ARG_BYTES = 100 * 1024
+RETRY_EXCEPTIONS_KWARG = "__ray_retry_exceptions__"
+
+_TASK_OPTIONS = {
+    "num_cpus",
+    "num_gpus",
+    "resources",
+    "memory",
+    "max_retries",
+    "retry_exceptions",
+    "name",
+    "num_returns",
+    "accelerator_type",
+    "scheduling_strategy",
+    "runtime_env",
+    "max_calls",
+    "object_store_memory",
+}
+
+
+def validate_options(options):
+    for key in options:
+        if key not in _TASK_OPTIONS:
+            raise ValueError(
+                "Invalid option keyword {} for remote functions. Valid ones are {}.".format(key, sorted(_TASK_OPTIONS))
+            )
+    for key in ("num_cpus", "num_gpus", "memory"):
+        v = options.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Number) or v < 0):
+            raise ValueError("The option `{}` must be a non-negative number, got {!r}.".format(key, v))
+    res = options.get("resources")
+    if res is not None:
+        if not isinstance(res, dict):
+            raise TypeError("The option `resources` must be a dict, got {!r}.".format(res))
+        for k, v in res.items():
+            if k in ("CPU", "GPU"):
+                raise ValueError(
+                    "Use the 'num_cpus' and 'num_gpus' keyword instead of specifying 'CPU' and 'GPU' in 'resources' keyword"
+                )
+            if isinstance(v, bool) or not isinstance(v, numbers.Number) or v < 0:
+                raise ValueError("Resource quantities must be non-negative numbers, got {}={!r}.".format(k, v))
+    mr = options.get("max_retries")
+    if mr is not None and (not isinstance(mr, int) or isinstance(mr, bool) or mr < -1):
+        raise ValueError("The option `max_retries` must be an integer >= -1, got {!r}.".format(mr))
+    re_ = options.get("retry_exceptions")
+    if re_ is not None and not isinstance(re_, bool):
+        if not isinstance(re_, (list, tuple)) or not all(inspect.isclass(c) and issubclass(c, BaseException) for c in re_):
+            raise TypeError("The option `retry_exceptions` must be a bool or a list of exception types.")
+    nr = options.get("num_returns")
+    if nr is not None and (not isinstance(nr, int) or isinstance(nr, bool) or nr < 0):
+        raise ValueError("The option `num_returns` must be a non-negative integer, got {!r}.".format(nr))
+
+
+class RemoteFunction:
+    """A function that runs as a task: `f.remote(...)` returns ObjectRefs."""
+
+    def __init__(self, function, options):
+        validate_options(options)
+        self._function = function
+        self._options = dict(options)
+        self._name = options.get("name") or getattr(function, "__qualname__", getattr(function, "__name__", "task"))
+        self._pickled = None
+        self._function_id = None
+        self.__doc__ = getattr(function, "__doc__", None)
+        self.__name__ = getattr(function, "__name__", "task")
+        self.__wrapped__ = function
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            "Remote functions cannot be called directly. Instead of running '{0}()', try '{0}.remote()'.".format(
+                self.__name__
+            )
+        )
+
+    def options(self, **options):
+        """The same function with other task options."""
+        merged = dict(self._options)
+        merged.update(options)
+        validate_options(merged)
+        parent = self
+
+        class _Bound:
+            def remote(_self, *args, **kwargs):
+                return parent._remote(args, kwargs, merged)
+
+            def options(_self, **more):
+                m = dict(merged)
+                m.update(more)
+                return parent.options(**m)
+
+        return _Bound()
+
+    def remote(self, *args, **kwargs):
+        """Submits the function as a task; returns its ObjectRef(s)."""
+        return self._remote(args, kwargs, self._options)
+
+    def _export(self, conn):
+        if self._pickled is None:
+            self._pickled = cloudpickle.dumps(self._function)
+            self._function_id = hashlib.sha1(self._pickled).digest()[:16]
+        key = (id(conn), self._function_id)
+        if key not in conn.exported:
+            conn.core.export_function(self._function_id, self._pickled)
+            conn.exported.add(key)
+        return self._function_id
+
+    def _remote(self, args, kwargs, options):
+        import ray
+
+        conn = _worker.global_connection()
+        if conn is None:
+            ray.init()
+            conn = _worker.global_connection()
+        function_id = self._export(conn)
+        num_returns = options.get("num_returns", 1)
+        encoded = []
+        nested = []
+        keep = []
+        values = list(args) + list(kwargs.values())
+        kwarg_names = list(kwargs.keys())
+        retry_exceptions = options.get("retry_exceptions", False)
+        if isinstance(retry_exceptions, (list, tuple)):
+            values.append(list(retry_exceptions))
+            kwarg_names.append(RETRY_EXCEPTIONS_KWARG)
+            retry_exceptions = True
+        for v in values:
+            if type(v) is _raylet.ObjectRef:
+                encoded.append(("r", v))
+                continue
+            data, buffers, refs = serialization.serialize(v)
+            size = len(data) + sum(len(b) for b in buffers)
+            if size > MAX_INLINE_ARG_BYTES:
+                ref = conn.core.put(serialization.KIND_VALUE, data, buffers, refs)
+                keep.append(ref)
+                encoded.append(("r", ref))
+            else:
+                encoded.append(("v", (serialization.KIND_VALUE, bytes(data), [bytes(b) for b in buffers])))
+                nested.extend(refs)
+        resources = dict(options.get("resources") or {})
+        resources["CPU"] = options.get("num_cpus", 1)
+        if options.get("num_gpus"):
+            resources["GPU"] = options["num_gpus"]
+        if options.get("memory"):
+            resources["memory"] = options["memory"]
+        if options.get("accelerator_type"):
+            resources["accelerator_type:" + options["accelerator_type"]] = 0.001
+        refs = conn.core.submit(
+            function_id,
+            options.get("name") or self._name,
+            encoded,
+            kwarg_names,
+            max(num_returns, 1),
+            {k: float(v) for k, v in resources.items() if v},
+            options.get("max_retries", 3),
+            bool(retry_exceptions),
+            nested,
+        )
+        if num_returns == 0:
+            return None
+        if num_returns == 1:
+            return refs[0]
+        return refs

@@ -1,0 +1,219 @@
+//! Objects this worker owns (created by `put` or as returns of tasks it
+//! submitted) and objects it borrows (refs owned elsewhere), with their reference
+//! counts. An owned object is freed once no Python reference and no pending task
+//! holds it; one in the object store is then deleted there too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ray_proto::rpc::SerializedObject;
+use tokio::sync::Notify;
+
+/// Where a ready value is.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// In this process's memory.
+    Inline(Arc<SerializedObject>),
+    /// In the object store of a node.
+    Plasma {
+        /// The node.
+        node_id: String,
+    },
+}
+
+/// One owned object.
+#[derive(Debug)]
+pub struct Owned {
+    /// `None` while its task runs.
+    pub value: Option<Value>,
+    /// Python references.
+    pub local_refs: u32,
+    /// Pending tasks using it as an argument (or holding it nested).
+    pub task_refs: u32,
+    /// Wakes `get`/`wait` when the value arrives.
+    pub ready: Arc<Notify>,
+}
+
+/// One borrowed object.
+#[derive(Debug)]
+pub struct Borrowed {
+    /// The owner's core worker address.
+    pub owner: String,
+    /// Python references.
+    pub local_refs: u32,
+    /// A value fetched once, kept while references remain.
+    pub cache: Option<Value>,
+}
+
+/// What freeing released: store objects to delete on a node.
+pub type Freed = Vec<(Vec<u8>, String)>;
+
+/// The table.
+#[derive(Debug, Default)]
+pub struct ObjectTable {
+    owned: HashMap<Vec<u8>, Owned>,
+    borrowed: HashMap<Vec<u8>, Borrowed>,
+}
+
+impl ObjectTable {
+    /// Registers an owned object whose value comes later (a task return).
+    pub fn add_pending(&mut self, id: Vec<u8>) {
+        self.owned.insert(id, Owned { value: None, local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()) });
+    }
+
+    /// Registers an owned object with its value (`put`).
+    pub fn add_ready(&mut self, id: Vec<u8>, value: Value) {
+        self.owned.insert(id, Owned { value: Some(value), local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()) });
+    }
+
+    /// Sets the value of a pending owned object. Returns a store object to delete
+    /// when nobody references it any more.
+    pub fn set_value(&mut self, id: &[u8], value: Value) -> Freed {
+        let Some(o) = self.owned.get_mut(id) else {
+            // Freed before its task finished: drop what the task stored.
+            return match value {
+                Value::Plasma { node_id } => vec![(id.to_vec(), node_id)],
+                Value::Inline(_) => Vec::new(),
+            };
+        };
+        o.value = Some(value);
+        o.ready.notify_waiters();
+        self.maybe_free(id)
+    }
+
+    /// True when this worker owns `id`.
+    pub fn is_owned(&self, id: &[u8]) -> bool {
+        self.owned.contains_key(id)
+    }
+
+    /// The value of an owned object, if ready; `None` if pending; `Err` if unknown.
+    pub fn owned_value(&self, id: &[u8]) -> Result<Option<Value>, ()> {
+        self.owned.get(id).map(|o| o.value.clone()).ok_or(())
+    }
+
+    /// The notifier of an owned object.
+    pub fn ready_notify(&self, id: &[u8]) -> Option<Arc<Notify>> {
+        self.owned.get(id).map(|o| o.ready.clone())
+    }
+
+    /// Owner of a borrowed object.
+    pub fn borrowed_owner(&self, id: &[u8]) -> Option<(String, Option<Value>)> {
+        self.borrowed.get(id).map(|b| (b.owner.clone(), b.cache.clone()))
+    }
+
+    /// Caches a borrowed object's value.
+    pub fn cache_borrowed(&mut self, id: &[u8], v: Value) {
+        if let Some(b) = self.borrowed.get_mut(id) {
+            b.cache = Some(v);
+        }
+    }
+
+    /// A Python reference appeared. `owner` is the owner's address for refs that
+    /// are not ours.
+    pub fn add_local_ref(&mut self, id: &[u8], owner: &str) {
+        if let Some(o) = self.owned.get_mut(id) {
+            o.local_refs += 1;
+            return;
+        }
+        self.borrowed
+            .entry(id.to_vec())
+            .or_insert_with(|| Borrowed { owner: owner.to_string(), local_refs: 0, cache: None })
+            .local_refs += 1;
+    }
+
+    /// A Python reference went away.
+    pub fn remove_local_ref(&mut self, id: &[u8]) -> Freed {
+        if let Some(o) = self.owned.get_mut(id) {
+            o.local_refs = o.local_refs.saturating_sub(1);
+            return self.maybe_free(id);
+        }
+        if let Some(b) = self.borrowed.get_mut(id) {
+            b.local_refs = b.local_refs.saturating_sub(1);
+            if b.local_refs == 0 {
+                self.borrowed.remove(id);
+            }
+        }
+        Vec::new()
+    }
+
+    /// A pending task holds `id` (an argument).
+    pub fn add_task_ref(&mut self, id: &[u8]) {
+        if let Some(o) = self.owned.get_mut(id) {
+            o.task_refs += 1;
+        }
+    }
+
+    /// A task that held `id` finished.
+    pub fn remove_task_ref(&mut self, id: &[u8]) -> Freed {
+        if let Some(o) = self.owned.get_mut(id) {
+            o.task_refs = o.task_refs.saturating_sub(1);
+            return self.maybe_free(id);
+        }
+        Vec::new()
+    }
+
+    fn maybe_free(&mut self, id: &[u8]) -> Freed {
+        let free = self.owned.get(id).is_some_and(|o| o.local_refs == 0 && o.task_refs == 0 && o.value.is_some());
+        if !free {
+            return Vec::new();
+        }
+        match self.owned.remove(id).and_then(|o| o.value) {
+            Some(Value::Plasma { node_id }) => vec![(id.to_vec(), node_id)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Drops owned objects that are pending with no reference at all (their task
+    /// was submitted and the refs discarded at once): kept until the value comes.
+    pub fn len_owned(&self) -> usize {
+        self.owned.len()
+    }
+
+    /// Number of borrowed objects.
+    pub fn len_borrowed(&self) -> usize {
+        self.borrowed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plasma() -> Value {
+        Value::Plasma { node_id: "n".into() }
+    }
+
+    #[test]
+    fn freed_when_refs_and_task_refs_are_gone() {
+        let mut t = ObjectTable::default();
+        t.add_ready(b"a".to_vec(), plasma());
+        t.add_local_ref(b"a", "");
+        t.add_task_ref(b"a");
+        assert!(t.remove_local_ref(b"a").is_empty(), "a pending task still holds it");
+        assert_eq!(t.remove_task_ref(b"a"), vec![(b"a".to_vec(), "n".to_string())]);
+        assert!(!t.is_owned(b"a"));
+    }
+
+    #[test]
+    fn a_pending_object_is_kept_until_its_value_arrives() {
+        let mut t = ObjectTable::default();
+        t.add_pending(b"r".to_vec());
+        t.add_local_ref(b"r", "");
+        assert!(t.remove_local_ref(b"r").is_empty());
+        assert!(t.is_owned(b"r"));
+        assert_eq!(t.set_value(b"r", plasma()).len(), 1, "nobody wants it: delete at once");
+        assert!(!t.is_owned(b"r"));
+    }
+
+    #[test]
+    fn borrowed_refs_are_counted_separately() {
+        let mut t = ObjectTable::default();
+        t.add_local_ref(b"x", "owner:1");
+        t.add_local_ref(b"x", "owner:1");
+        assert_eq!(t.borrowed_owner(b"x").unwrap().0, "owner:1");
+        t.remove_local_ref(b"x");
+        assert_eq!(t.len_borrowed(), 1);
+        t.remove_local_ref(b"x");
+        assert_eq!(t.len_borrowed(), 0);
+    }
+}

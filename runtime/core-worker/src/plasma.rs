@@ -1,0 +1,175 @@
+//! The client side of the node's object store: create-write-seal for puts and
+//! large returns, pinned zero-copy reads, and batched releases and deletes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ray_common::rpc::Channel;
+use ray_object_store::mapping::StoreMapping;
+use ray_proto::rpc::node_manager_service_client::NodeManagerServiceClient;
+use ray_proto::rpc::{CreateObjectRequest, DeleteObjectsRequest, GetObjectsRequest, ReleaseObjectsRequest, SealObjectRequest};
+use tokio::sync::mpsc;
+
+use crate::layout::Layout;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlasmaError {
+    /// Not enough room.
+    #[error("{0}")]
+    Full(String),
+    /// The raylet could not be reached or refused.
+    #[error("object store: {0}")]
+    Other(String),
+}
+
+enum Msg {
+    Release(Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// A connection to the local raylet's store.
+pub struct PlasmaClient {
+    raylet: NodeManagerServiceClient<Channel>,
+    mapping: Arc<StoreMapping>,
+    client_id: String,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// A sealed object pinned in the store for this process; unpinned on drop.
+pub struct Pin {
+    id: Vec<u8>,
+    /// Offset in the store file.
+    pub offset: u64,
+    /// Size.
+    pub size: u64,
+    /// The mapping.
+    pub mapping: Arc<StoreMapping>,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Pin {
+    /// The object's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.mapping.slice(self.offset, self.size).unwrap_or_default()
+    }
+
+    /// Address of the object's first byte in this process.
+    pub fn address(&self) -> usize {
+        self.mapping.base() + self.offset as usize
+    }
+
+    /// The object's layout.
+    pub fn layout(&self) -> Option<Layout> {
+        Layout::parse(self.bytes(), self.size)
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Release(std::mem::take(&mut self.id)));
+    }
+}
+
+impl PlasmaClient {
+    /// Maps the store file and starts the release/delete batcher.
+    pub fn new(raylet: NodeManagerServiceClient<Channel>, path: &std::path::Path, client_id: String) -> std::io::Result<Self> {
+        let mapping = Arc::new(StoreMapping::open(path)?);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batcher(raylet.clone(), client_id.clone(), rx));
+        Ok(Self { raylet, mapping, client_id, tx })
+    }
+
+    /// The mapping (base address and length, for zero-copy checks).
+    pub fn mapping(&self) -> &Arc<StoreMapping> {
+        &self.mapping
+    }
+
+    /// Reserves room for an object of `layout`; returns its offset.
+    pub async fn create(&self, id: &[u8], total: u64, owner: &str) -> Result<u64, PlasmaError> {
+        let req = CreateObjectRequest {
+            object_id: id.to_vec(),
+            data_size: total,
+            owner_address: owner.to_string(),
+            client_id: self.client_id.clone(),
+        };
+        let r = self.raylet.clone().create_object(req).await.map_err(|s| PlasmaError::Other(s.message().to_string()))?.into_inner();
+        if r.store_full {
+            return Err(PlasmaError::Full(r.error));
+        }
+        if !r.error.is_empty() {
+            return Err(PlasmaError::Other(r.error));
+        }
+        Ok(r.offset)
+    }
+
+    /// Copies the parts of an object to `offset` (synchronous memcpy).
+    pub fn write(&self, offset: u64, layout: &Layout, data: &[u8], buffers: &[&[u8]]) -> Result<(), PlasmaError> {
+        let oob = || PlasmaError::Other("write outside the store".into());
+        self.mapping.write(offset, &layout.header()).ok_or_else(oob)?;
+        self.mapping.write(offset + layout.data.0, data).ok_or_else(oob)?;
+        for ((o, _), b) in layout.buffers.iter().zip(buffers) {
+            self.mapping.write(offset + o, b).ok_or_else(oob)?;
+        }
+        Ok(())
+    }
+
+    /// Makes a written object readable.
+    pub async fn seal(&self, id: &[u8]) -> Result<(), PlasmaError> {
+        self.raylet
+            .clone()
+            .seal_object(SealObjectRequest { object_id: id.to_vec() })
+            .await
+            .map_err(|s| PlasmaError::Other(s.message().to_string()))?;
+        Ok(())
+    }
+
+    /// Pins and returns objects that are (or become, within `timeout`) sealed.
+    pub async fn get(&self, ids: &[Vec<u8>], timeout: Duration) -> Result<Vec<Option<Pin>>, PlasmaError> {
+        let req = GetObjectsRequest {
+            object_ids: ids.to_vec(),
+            timeout_ms: timeout.as_millis() as u64,
+            client_id: self.client_id.clone(),
+        };
+        let r = self.raylet.clone().get_objects(req).await.map_err(|s| PlasmaError::Other(s.message().to_string()))?.into_inner();
+        Ok(r.objects
+            .into_iter()
+            .map(|o| {
+                o.found.then(|| Pin {
+                    id: o.object_id,
+                    offset: o.offset,
+                    size: o.size,
+                    mapping: self.mapping.clone(),
+                    tx: self.tx.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes an object (its owner no longer needs it).
+    pub fn delete(&self, id: Vec<u8>) {
+        let _ = self.tx.send(Msg::Delete(id));
+    }
+}
+
+/// Sends releases and deletes in batches.
+async fn batcher(raylet: NodeManagerServiceClient<Channel>, client_id: String, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    while let Some(first) = rx.recv().await {
+        let mut release = Vec::new();
+        let mut delete = Vec::new();
+        let mut push = |m: Msg| match m {
+            Msg::Release(id) => release.push(id),
+            Msg::Delete(id) => delete.push(id),
+        };
+        push(first);
+        while let Ok(m) = rx.try_recv() {
+            push(m);
+        }
+        if !release.is_empty() {
+            let _ = raylet.clone().release_objects(ReleaseObjectsRequest { object_ids: release, client_id: client_id.clone() }).await;
+        }
+        if !delete.is_empty() {
+            let _ = raylet.clone().delete_objects(DeleteObjectsRequest { object_ids: delete }).await;
+        }
+    }
+}
