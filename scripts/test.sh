@@ -29,3 +29,6 @@ else
     echo "cargo-nextest not found; using cargo test"
     cargo test --release --workspace --locked --no-fail-fast
 fi
+
+step "Python tests (real clusters started by ray.init() and ray start)"
+.venv/bin/python -m pytest python/tests -q -p no:cacheprovider

@@ -12,6 +12,7 @@
 
 import inspect as _inspect
 import os as _os
+import os
 import sys as _sys
 
 from ray import exceptions
@@ -98,10 +99,17 @@ def init(
     if gcs_address is not None:
         try:
             gcs = _raylet.GcsConnection(gcs_address)
-        except ConnectionError:
-            if address is not None:
+        except (ConnectionError, RuntimeError) as e:
+            if address is not None or os.environ.get("RAY_ADDRESS"):
                 raise
-            gcs_address = None  # A stale record: start a new local cluster.
+            # A stale record of a cluster on this machine: start a new local one.
+            print(
+                "ray.init(): the cluster recorded at {} is not usable ({}); starting a new local cluster.".format(
+                    gcs_address, e
+                ),
+                file=_sys.stderr,
+            )
+            gcs_address = None
         if gcs is not None and any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
             raise ValueError(
                 "When connecting to an existing cluster, num_cpus, num_gpus, resources and object_store_memory "

@@ -526,6 +526,20 @@ impl CoreWorker {
         py.detach(move || core.next_log_lines(Duration::from_secs_f64(timeout.max(0.0))))
     }
 
+    /// The local node's stats: a dict with num_workers, object_store_used_bytes,
+    /// object_store_capacity_bytes, num_objects.
+    fn node_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let core = self.core.clone();
+        let s = py.detach(move || core.node_stats()).map_err(rt_err)?;
+        let d = PyDict::new(py);
+        d.set_item("num_workers", s.num_workers)?;
+        d.set_item("object_store_used_bytes", s.object_store_used_bytes)?;
+        d.set_item("object_store_capacity_bytes", s.object_store_capacity_bytes)?;
+        d.set_item("num_objects", s.num_objects)?;
+        d.set_item("resources_available", s.resources_available)?;
+        Ok(d)
+    }
+
     /// (owned, borrowed) object counts.
     fn object_counts(&self) -> (usize, usize) {
         self.core.object_counts()
@@ -560,6 +574,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ObjectRef>()?;
     m.add_class::<PlasmaBuffer>()?;
     m.add_class::<Task>()?;
-    let _ = PyDict::new(m.py());
     Ok(())
 }

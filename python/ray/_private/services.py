@@ -74,25 +74,31 @@ def start_local_cluster(num_cpus=None, num_gpus=None, resources=None, object_sto
 
 
 def stop_local_cluster(info):
-    """Stops the processes a local cluster started (raylet first, GCS last)."""
+    """Stops the processes of a local cluster: the raylet first (it unregisters while
+    the GCS still runs), then the GCS; anything left after a second is killed."""
     import signal
     import time
 
-    pids = info.get("pids", [])
-    for pid in reversed(pids):
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        try:
+            with open("/proc/{}/stat".format(pid)) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    for pid in reversed(info.get("pids", [])):
         try:
             os.kill(pid, signal.SIGTERM)
         except OSError:
-            pass
-    deadline = time.time() + 5
-    for pid in reversed(pids):
-        while time.time() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.005)
-        else:
+            continue
+        deadline = time.time() + 1.0
+        while alive(pid) and time.time() < deadline:
+            time.sleep(0.002)
+        if alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

@@ -165,6 +165,7 @@ pub fn gcs_main(args: GcsArgs) -> i32 {
             config,
             security,
         };
+        let shutdown_wait = shutdown.clone();
         let running = match ray_gcs::start(opts, shutdown).await {
             Ok(r) => r,
             Err(e) => {
@@ -172,7 +173,16 @@ pub fn gcs_main(args: GcsArgs) -> i32 {
                 return 1;
             }
         };
-        match running.done.await {
+        // Stop serving at once on shutdown; connections still open get half a second.
+        let mut done = running.done;
+        let result = tokio::select! {
+            r = &mut done => r,
+            _ = async { shutdown_wait.cancelled().await; tokio::time::sleep(std::time::Duration::from_millis(500)).await } => {
+                tracing::info!("GCS stopped (closing remaining connections)");
+                return 0;
+            }
+        };
+        match result {
             Ok(Ok(())) => {
                 tracing::info!("GCS stopped");
                 0

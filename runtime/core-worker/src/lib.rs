@@ -1131,6 +1131,12 @@ impl CoreWorker {
         });
     }
 
+    /// The local raylet's stats (workers, object store use).
+    pub fn node_stats(&self) -> Result<GetNodeStatsReply, String> {
+        let mut r = self.raylet.clone();
+        self.rt.block_on(r.get_node_stats(GetNodeStatsRequest {})).map(|r| r.into_inner()).map_err(|s| s.message().to_string())
+    }
+
     /// Counts of owned and borrowed objects (tests and debugging).
     pub fn object_counts(&self) -> (usize, usize) {
         let st = self.state();

@@ -420,7 +420,9 @@ impl RunningRaylet {
                 Err(_) => tracing::warn!("the GCS did not answer the unregister call in time"),
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+        // Clients' connections may stay open (a driver exiting at the same time):
+        // do not wait for them.
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.server).await;
         reason
     }
 }

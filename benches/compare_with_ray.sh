@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs benches/workload.py on this package (.venv) and on Ray from PyPI (a venv of
+# its own, .bench/ray-venv), one after the other in one run, and prints a table.
+#   bash benches/compare_with_ray.sh [--quick]   (RAY_PYPI_VERSION=2.60.0 to pin)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARGS="${1:-}"
+[ -x .venv/bin/python ] || { echo "run the README's set-up first (.venv is missing)" >&2; exit 1; }
+.venv/bin/python -m pip install --quiet numpy
+if [ ! -x .bench/ray-venv/bin/python ]; then
+    echo "==> creating .bench/ray-venv with ray ${RAY_PYPI_VERSION:-latest} from PyPI"
+    python3 -m venv .bench/ray-venv
+    .bench/ray-venv/bin/python -m pip install --quiet --upgrade pip
+    .bench/ray-venv/bin/python -m pip install --quiet "ray${RAY_PYPI_VERSION:+==$RAY_PYPI_VERSION}" numpy
+fi
+tmp=$(mktemp -d)
+echo "==> this package"
+RAY_TMPDIR="$tmp/ours" .venv/bin/python benches/workload.py $ARGS > "$tmp/ours.json"
+echo "==> ray from PyPI"
+RAY_TMPDIR="$tmp/theirs" RAY_USAGE_STATS_ENABLED=0 .bench/ray-venv/bin/python benches/workload.py $ARGS > "$tmp/theirs.json" 2> "$tmp/theirs.err" || { cat "$tmp/theirs.err" >&2; exit 1; }
+.venv/bin/python - "$tmp/ours.json" "$tmp/theirs.json" <<'PY'
+import json, sys
+ours, theirs = (json.load(open(p)) for p in sys.argv[1:3])
+rows = [
+    ("seed example, whole script (s)", "seed_example_s", False),
+    ("sync no-op tasks per second", "sync_noop_tasks_per_s", True),
+    ("async no-op tasks per second", "async_noop_tasks_per_s", True),
+    ("1 KB put+get per second", "put_get_1kb_per_s", True),
+    ("100 MB put (GB/s)", "put_100mb_gb_per_s", True),
+    ("100 MB get (GB/s)", "get_100mb_gb_per_s", True),
+    ("task round trip p50 (ms)", "task_roundtrip_p50_ms", False),
+    ("task round trip p99 (ms)", "task_roundtrip_p99_ms", False),
+]
+print()
+print("| workload | this package | ray %s | ratio (ours vs ray, >1 is better) |" % theirs.get("ray_version"))
+print("|---|---:|---:|---:|")
+for name, key, higher in rows:
+    a, b = ours[key], theirs[key]
+    ratio = a / b if higher else b / a
+    print("| %s | %.3g | %.3g | %.2fx |" % (name, a, b, ratio))
+PY
+rm -rf "$tmp"

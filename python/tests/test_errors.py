@@ -1,0 +1,127 @@
+"""Errors as in Ray: remote tracebacks, timeouts, crashed workers, retries."""
+
+import os
+import signal
+import time
+
+import pytest
+
+import ray
+
+
+class CustomError(Exception):
+    pass
+
+
+def test_task_errors_carry_the_remote_traceback_and_the_original_type(ray_1cpu):
+    @ray.remote
+    def fails(x):
+        raise CustomError("broken input %d" % x)
+
+    with pytest.raises(CustomError) as info:
+        ray.get(fails.remote(7))
+    e = info.value
+    assert isinstance(e, ray.exceptions.RayTaskError)
+    assert "broken input 7" in str(e)
+    assert "Traceback (most recent call last)" in str(e)
+    assert "fails" in str(e) and "pid=" in str(e)
+    assert isinstance(e.cause, CustomError)
+
+
+def test_errors_propagate_through_dependent_tasks(ray_1cpu):
+    @ray.remote
+    def fails():
+        raise ZeroDivisionError("root cause")
+
+    @ray.remote
+    def consumer(x):
+        return x
+
+    with pytest.raises(ZeroDivisionError, match="root cause"):
+        ray.get(consumer.remote(fails.remote()))
+
+
+def test_get_timeout(ray_1cpu):
+    @ray.remote
+    def slow():
+        time.sleep(5)
+
+    with pytest.raises(ray.exceptions.GetTimeoutError):
+        ray.get(slow.remote(), timeout=0.2)
+    with pytest.raises(TimeoutError):
+        ray.get(slow.remote(), timeout=0.1)
+
+
+def test_a_worker_killed_mid_task_is_retried(ray_1cpu, tmp_path):
+    marker = str(tmp_path / "died_once")
+
+    @ray.remote(max_retries=2)
+    def dies_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "done after retry"
+
+    assert ray.get(dies_once.remote(marker), timeout=60) == "done after retry"
+
+
+def test_a_worker_killed_from_outside_is_retried(ray_1cpu, tmp_path):
+    pidfile = tmp_path / "pid"
+
+    @ray.remote(max_retries=1)
+    def long_task(path):
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(30)
+        return os.getpid()
+
+    ref = long_task.remote(str(pidfile))
+    deadline = time.time() + 20
+    while not pidfile.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    first = int(pidfile.read_text())
+    os.kill(first, signal.SIGKILL)
+    assert ray.get(ref, timeout=60) != first
+
+
+def test_worker_crashed_error_after_max_retries(ray_1cpu):
+    @ray.remote(max_retries=1)
+    def always_dies():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(ray.exceptions.WorkerCrashedError):
+        ray.get(always_dies.remote(), timeout=60)
+
+
+def test_retry_exceptions(ray_1cpu, tmp_path):
+    counter = tmp_path / "count"
+    counter.write_text("0")
+
+    @ray.remote(max_retries=3, retry_exceptions=True)
+    def flaky(path):
+        n = int(open(path).read()) + 1
+        open(path, "w").write(str(n))
+        if n < 3:
+            raise RuntimeError("not yet")
+        return n
+
+    assert ray.get(flaky.remote(str(counter)), timeout=60) == 3
+
+    @ray.remote(max_retries=3, retry_exceptions=[KeyError])
+    def wrong_kind():
+        raise ValueError("not retried")
+
+    with pytest.raises(ValueError):
+        ray.get(wrong_kind.remote(), timeout=60)
+
+
+def test_bad_api_use_is_reported_clearly(ray_1cpu):
+    with pytest.raises(TypeError, match="not an ray.ObjectRef"):
+        ray.get([1, 2])
+    with pytest.raises(TypeError, match="put"):
+        ray.put(ray.put(1))
+    with pytest.raises(TypeError, match="actor"):
+        @ray.remote
+        class A:
+            pass
