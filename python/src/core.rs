@@ -48,6 +48,11 @@ impl std::hash::Hash for ObjectRef {
 }
 
 impl ObjectRef {
+    /// Takes over a reference the core worker already counted.
+    fn adopt(id: Vec<u8>, owner: String, core: Arc<Core>) -> Self {
+        Self { id, owner, core: Some(core) }
+    }
+
     fn new(id: Vec<u8>, owner: String) -> Self {
         let core = current();
         if let Some(c) = &core {
@@ -374,10 +379,7 @@ impl CoreWorker {
             })
         }
         .map_err(|e| if e.contains("full") { PyErr::new::<pyo3::exceptions::PyMemoryError, _>(e) } else { rt_err(e) })?;
-        Ok(ObjectRef { owner: self.core.address().to_string(), core: Some(self.core.clone()), id: {
-            self.core.add_local_ref(&id, "");
-            id
-        } })
+        Ok(ObjectRef::adopt(id, self.core.address().to_string(), self.core.clone()))
     }
 
     /// Submits a task; returns its ObjectRefs.
@@ -418,7 +420,7 @@ impl CoreWorker {
             nested_refs: nested_from(nested)?,
         };
         let owner = self.core.address().to_string();
-        Ok(self.core.submit(spec).into_iter().map(|id| ObjectRef::new(id, owner.clone())).collect())
+        Ok(self.core.submit(spec).into_iter().map(|id| ObjectRef::adopt(id, owner.clone(), self.core.clone())).collect())
     }
 
     /// Values of refs: (kind, data, [buffers]) each. Raises TimeoutError.

@@ -179,3 +179,12 @@ def test_cancel_a_queued_and_a_running_task(ray_1cpu):
         return "still works"
 
     assert ray.get(ok.remote(), timeout=10) == "still works"
+
+
+def test_fast_tasks_never_lose_their_results(ray_2cpu):
+    # A result can arrive before the caller's ObjectRef exists; it must be kept.
+    @ray.remote
+    def noop():
+        return 1
+
+    assert sum(ray.get(noop.remote()) for _ in range(3000)) == 3000

@@ -370,11 +370,15 @@ impl CoreWorker {
 
     // ------------------------------------------------------------ put
 
-    /// Stores a value; returns its new object id (owned by this worker).
+    /// Stores a value; returns its new object id (owned by this worker), with one
+    /// local reference already counted for the caller.
     pub fn put(&self, kind: u32, data: &[u8], buffers: &[&[u8]], nested: Vec<(Vec<u8>, String)>) -> Result<Vec<u8>, String> {
         let id = ids::object_id(&self.ids.task_id(), 0);
         let value = self.store_value(&id, kind, data, buffers, nested)?;
-        self.state().objects.add_ready(id.clone(), value);
+        let mut st = self.state();
+        st.objects.add_ready(id.clone(), value);
+        // The caller's reference, counted before anyone else can see the object.
+        st.objects.add_local_ref(&id, "");
         Ok(id)
     }
 
@@ -493,20 +497,22 @@ impl CoreWorker {
             .ok_or_else(|| GetError::Other(format!("ObjectLostError: object {} is no longer in the object store", ids::hex(id))))
     }
 
+    /// A channel to another process of the cluster, cached by address.
+    async fn channel_to(&self, addr: &str) -> Result<Channel, String> {
+        let cached = self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned();
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let c = self.security.connect(addr, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
     async fn owner_client(&self, owner: &str) -> Result<CoreWorkerServiceClient<Channel>, GetError> {
-        let cached = self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(owner).cloned();
-        let ch = match cached {
-            Some(c) => c,
-            None => {
-                let c = self
-                    .security
-                    .connect(owner, Duration::from_secs(5))
-                    .await
-                    .map_err(|e| GetError::Other(format!("OwnerDiedError: cannot reach the owner at {owner}: {e}")))?;
-                self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(owner.to_string(), c.clone());
-                c
-            }
-        };
+        let ch = self
+            .channel_to(owner)
+            .await
+            .map_err(|e| GetError::Other(format!("OwnerDiedError: cannot reach the owner at {owner}: {e}")))?;
         Ok(CoreWorkerServiceClient::new(ch).max_decoding_message_size(rpc::MAX_MESSAGE_BYTES))
     }
 
@@ -638,7 +644,8 @@ impl CoreWorker {
 
     // ------------------------------------------------------------ submission
 
-    /// Submits a task; returns its return object ids (owned by this worker).
+    /// Submits a task; returns its return object ids (owned by this worker), each
+    /// with one local reference already counted for the caller.
     pub fn submit(&self, spec: SubmitSpec) -> Vec<Vec<u8>> {
         let task_id = self.ids.task_id();
         let returns: Vec<Vec<u8>> = (1..=spec.num_returns.max(1)).map(|i| ids::object_id(&task_id, i)).collect();
@@ -669,6 +676,9 @@ impl CoreWorker {
         }
         for r in &returns {
             st.objects.add_pending(r.clone());
+            // The caller's reference, counted under the same lock: a fast task's result
+            // must not find the object unreferenced and free it.
+            st.objects.add_local_ref(r, "");
         }
         let proto = TaskSpec {
             task_id: task_id.clone(),
@@ -765,15 +775,39 @@ impl CoreWorker {
         for key in idle {
             self.return_lease(key, false).await;
         }
-        let req = RequestWorkerLeaseRequest {
-            resources: shape.to_f64_map(),
-            job_id: self.job_id.clone(),
-            owner_worker_id: self.worker_id.clone(),
-            wait: true,
-        };
-        let reply = self.raylet.clone().request_worker_lease(req).await;
+        let mut raylet = self.raylet.clone();
+        let mut no_spillback = false;
+        let mut reply;
+        let mut hops = 0;
+        loop {
+            let req = RequestWorkerLeaseRequest {
+                resources: shape.to_f64_map(),
+                job_id: self.job_id.clone(),
+                owner_worker_id: self.worker_id.clone(),
+                wait: true,
+                no_spillback,
+            };
+            reply = raylet.request_worker_lease(req).await;
+            // Spillback: that node has the resources free; ask its raylet.
+            let target = match &reply {
+                Ok(r) if !r.get_ref().spillback_address.is_empty() && hops < 4 => r.get_ref().spillback_address.clone(),
+                _ => break,
+            };
+            hops += 1;
+            match self.channel_to(&target).await {
+                Ok(ch) => {
+                    raylet = NodeManagerServiceClient::new(ch).max_decoding_message_size(rpc::MAX_MESSAGE_BYTES);
+                    no_spillback = true;
+                }
+                Err(e) => {
+                    tracing::warn!(raylet = %target, error = %e, "cannot reach the raylet a lease was spilled to");
+                    raylet = self.raylet.clone();
+                    no_spillback = false;
+                }
+            }
+        }
         let reply = match reply {
-            Ok(r) if r.get_ref().rejection.is_empty() => r.into_inner(),
+            Ok(r) if r.get_ref().rejection.is_empty() && r.get_ref().spillback_address.is_empty() => r.into_inner(),
             other => {
                 if let Ok(r) = &other
                     && r.get_ref().infeasible
@@ -799,7 +833,7 @@ impl CoreWorker {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(worker = %reply.worker_address, error = %e, "cannot reach a leased worker; returning it");
-                let _ = self.raylet.clone().return_worker(ReturnWorkerRequest { lease_id: reply.lease_id, disconnect: true }).await;
+                let _ = raylet.return_worker(ReturnWorkerRequest { lease_id: reply.lease_id, disconnect: true }).await;
                 let out = {
                     let mut st = self.state();
                     if let Some(c) = st.submitter.classes.get_mut(&shape) {
@@ -821,6 +855,7 @@ impl CoreWorker {
                 lease_id: reply.lease_id.clone(),
                 worker_addr: reply.worker_address.clone(),
                 worker_pid: reply.worker_pid,
+                raylet: raylet.clone(),
                 tx,
                 inflight: Default::default(),
                 idle_since: Some(Instant::now()),
@@ -864,11 +899,15 @@ impl CoreWorker {
         let mut freed = Vec::new();
         let out = {
             let mut st = self.state();
+            let mut took = None;
             if let Some(l) = st.submitter.lease_mut(shape, key) {
-                l.inflight.remove(&r.task_id);
+                took = l.inflight.remove(&r.task_id).map(|t| t.elapsed().as_secs_f64() * 1e3);
                 if l.inflight.is_empty() {
                     l.idle_since = Some(Instant::now());
                 }
+            }
+            if let (Some(ms), Some(c)) = (took, st.submitter.classes.get_mut(shape)) {
+                c.record(ms);
             }
             let retry = st.submitter.tasks.get_mut(&r.task_id).is_some_and(|t| {
                 let again = r.is_error && r.is_application_error && t.retry_exceptions && t.retries_left != 0 && !t.cancelled;
@@ -918,7 +957,7 @@ impl CoreWorker {
     async fn on_lease_broken(&self, key: u64, why: &str) {
         let removed = self.state().submitter.remove_lease(key);
         let Some((shape, lease)) = removed else { return };
-        let _ = self.raylet.clone().return_worker(ReturnWorkerRequest { lease_id: lease.lease_id.clone(), disconnect: true }).await;
+        let _ = lease.raylet.clone().return_worker(ReturnWorkerRequest { lease_id: lease.lease_id.clone(), disconnect: true }).await;
         if lease.inflight.is_empty() {
             return;
         }
@@ -926,7 +965,7 @@ impl CoreWorker {
         let out = {
             let mut st = self.state();
             let mut requeue = Vec::new();
-            for tid in &lease.inflight {
+            for tid in lease.inflight.keys() {
                 let Some(t) = st.submitter.tasks.get_mut(tid) else { continue };
                 if !t.cancelled && t.retries_left != 0 {
                     if t.retries_left > 0 {
@@ -973,7 +1012,7 @@ impl CoreWorker {
         let removed = self.state().submitter.remove_lease(key);
         if let Some((_, lease)) = removed {
             drop(lease.tx);
-            let _ = self.raylet.clone().return_worker(ReturnWorkerRequest { lease_id: lease.lease_id, disconnect }).await;
+            let _ = lease.raylet.clone().return_worker(ReturnWorkerRequest { lease_id: lease.lease_id, disconnect }).await;
         }
     }
 

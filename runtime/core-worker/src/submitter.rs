@@ -3,7 +3,7 @@
 //! stream per lease (no raylet hop per task). Results come back on the same
 //! stream; a broken stream means the worker died: its tasks are retried or fail.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use ray_common::ResourceSet;
@@ -51,10 +51,12 @@ pub struct LeaseConn {
     pub worker_addr: String,
     /// Worker pid.
     pub worker_pid: u32,
+    /// The raylet that granted it (gets it back).
+    pub raylet: ray_proto::rpc::node_manager_service_client::NodeManagerServiceClient<ray_common::rpc::Channel>,
     /// Sends tasks on the stream.
     pub tx: mpsc::UnboundedSender<PushTasksRequest>,
-    /// Tasks pushed and not finished.
-    pub inflight: HashSet<Vec<u8>>,
+    /// Tasks pushed and not finished, with when they were pushed.
+    pub inflight: HashMap<Vec<u8>, Instant>,
     /// When it became idle.
     pub idle_since: Option<Instant>,
 }
@@ -68,6 +70,29 @@ pub struct ClassState {
     pub leases: Vec<LeaseConn>,
     /// Lease requests on their way.
     pub requests_inflight: usize,
+    /// Moving average of push-to-result time of this shape's tasks (ms).
+    pub avg_task_ms: Option<f64>,
+}
+
+impl ClassState {
+    /// Records how long a task took, push to result.
+    pub fn record(&mut self, ms: f64) {
+        self.avg_task_ms = Some(match self.avg_task_ms {
+            None => ms,
+            Some(a) => 0.8 * a + 0.2 * ms,
+        });
+    }
+
+    /// Tasks to keep queued on one worker: several only for short tasks, where the
+    /// round trip would otherwise idle the worker; one for long ones, so that every
+    /// worker (and every node the work spills to) gets its share.
+    pub fn depth(&self, max_inflight: usize) -> usize {
+        match self.avg_task_ms {
+            Some(ms) if ms < 2.0 => max_inflight,
+            Some(ms) if ms < 20.0 => 2.min(max_inflight),
+            _ => 1,
+        }
+    }
 }
 
 /// All submitted tasks.
@@ -110,13 +135,14 @@ impl Submitter {
         self.pump(&shape, max_inflight)
     }
 
-    /// Sends queued tasks to leased workers: idle workers first; several tasks per
-    /// worker (up to `max_inflight`) only when many small tasks wait or no more
-    /// workers are coming. Asks for more leases while tasks are left, and cancels
-    /// the outstanding requests once the queue is empty.
+    /// Sends queued tasks to leased workers, least loaded first, as deep as the
+    /// shape's task duration allows (see [`ClassState::depth`]). Asks for more
+    /// leases while tasks are left, and cancels the outstanding requests once the
+    /// queue is empty.
     pub fn pump(&mut self, shape: &ResourceSet, max_inflight: usize) -> PumpOut {
         let mut out = PumpOut::default();
         let Some(class) = self.classes.get_mut(shape) else { return out };
+        let depth = class.depth(max_inflight);
         while let Some(task_id) = class.queue.front().cloned() {
             let Some(t) = self.tasks.get_mut(&task_id) else {
                 class.queue.pop_front();
@@ -126,12 +152,7 @@ impl Submitter {
                 class.queue.pop_front();
                 continue;
             }
-            let pipelining = class.requests_inflight == 0 || class.queue.len() > 2 * class.leases.len().max(1);
-            let best = class
-                .leases
-                .iter_mut()
-                .filter(|l| l.inflight.is_empty() || (pipelining && l.inflight.len() < max_inflight))
-                .min_by_key(|l| l.inflight.len());
+            let best = class.leases.iter_mut().filter(|l| l.inflight.len() < depth).min_by_key(|l| l.inflight.len());
             let Some(lease) = best else { break };
             class.queue.pop_front();
             if lease.tx.send(PushTasksRequest { task: Some(t.spec.clone()) }).is_err() {
@@ -139,7 +160,7 @@ impl Submitter {
                 break;
             }
             t.state = TaskState::Pushed(lease.key);
-            lease.inflight.insert(task_id);
+            lease.inflight.insert(task_id, Instant::now());
             lease.idle_since = None;
         }
         if class.queue.is_empty() {

@@ -36,8 +36,23 @@ pub struct Lease {
     pub owner: String,
 }
 
+/// Another node as this raylet last saw it (for spillback).
+#[derive(Debug, Clone)]
+pub struct RemoteNode {
+    /// Node id.
+    pub node_id: String,
+    /// Its raylet's address.
+    pub address: String,
+    /// Free resources.
+    pub available: ResourceSet,
+    /// Total resources.
+    pub total: ResourceSet,
+}
+
 /// A lease request waiting for resources or a worker.
 pub struct Pending {
+    /// Sent here by another raylet: never passed on again.
+    pub no_spillback: bool,
     /// Resource shape.
     pub shape: ResourceSet,
     /// Job.
@@ -79,6 +94,8 @@ pub struct Leasing {
     pub queue: Vec<Pending>,
     /// Pool settings.
     pub config: PoolConfig,
+    /// The other nodes, from the GCS.
+    pub cluster: Vec<RemoteNode>,
     spawner: Spawner,
 }
 
@@ -89,7 +106,15 @@ fn new_id() -> String {
 impl Leasing {
     /// An empty pool.
     pub fn new(config: PoolConfig, spawner: Spawner) -> Self {
-        Self { workers: HashMap::new(), jobs: HashMap::new(), leases: HashMap::new(), queue: Vec::new(), config, spawner }
+        Self {
+            workers: HashMap::new(),
+            jobs: HashMap::new(),
+            leases: HashMap::new(),
+            queue: Vec::new(),
+            config,
+            cluster: Vec::new(),
+            spawner,
+        }
     }
 
     /// Starts a worker of `job_id`; returns its id.
@@ -162,6 +187,8 @@ impl Leasing {
                         worker_pid: w.pid,
                         rejection: String::new(),
                         infeasible: false,
+                        spillback_address: String::new(),
+                        spillback_node_id: String::new(),
                     };
                     self.leases.insert(lease_id.clone(), Lease { worker_id: wid.clone(), resources: p.shape.clone(), owner: p.owner.clone() });
                     if p.reply.send(reply).is_err() {
@@ -175,6 +202,7 @@ impl Leasing {
                 }
             }
         }
+        self.spill(res);
         for (job, n) in waiting_for_worker {
             let mut need = n.saturating_sub(self.starting(&job));
             while need > 0 && self.total_starting() < self.config.max_starting.max(1) {
@@ -185,6 +213,34 @@ impl Leasing {
             }
         }
         self.demand(res)
+    }
+
+    /// Sends requests this node cannot serve now to a node that has the resources
+    /// free (Ray's spillback): the owner asks that node's raylet instead.
+    fn spill(&mut self, res: &LocalResources) {
+        let mut i = 0;
+        while i < self.queue.len() {
+            let p = &self.queue[i];
+            let local_now = p.shape.is_subset_of(res.available()) && res.drain_state().is_none();
+            if p.no_spillback || local_now {
+                i += 1;
+                continue;
+            }
+            let target = self.cluster.iter_mut().find(|n| p.shape.is_subset_of(&n.available));
+            let Some(node) = target else {
+                i += 1;
+                continue;
+            };
+            node.available.subtract(&p.shape);
+            let reply = RequestWorkerLeaseReply {
+                spillback_address: node.address.clone(),
+                spillback_node_id: node.node_id.clone(),
+                ..Default::default()
+            };
+            let p = self.queue.remove(i);
+            tracing::debug!(shape = %p.shape, to = %reply.spillback_node_id, "spilling a lease request to another node");
+            let _ = p.reply.send(reply);
+        }
     }
 
     /// Demand by shape: ready (resources free, waiting for a worker), backlog

@@ -200,6 +200,74 @@ impl Raylet {
     }
 }
 
+/// Keeps the view of the other nodes (for spillback) fresh: refetched whenever the
+/// GCS announces a node or resource change (at most every 100 ms), else every 2 s.
+async fn cluster_view_loop(r: Arc<Raylet>) {
+    use ray_proto::rpc::{Channel as Ch, GetAllNodeInfoRequest, GetAllResourceUsageRequest, NodeState, SubscribeRequest};
+    let wake = Arc::new(Notify::new());
+    {
+        let gcs = r.gcs.clone();
+        let wake = wake.clone();
+        let shutdown = r.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let req = SubscribeRequest { channels: vec![Ch::Nodes as i32, Ch::Resources as i32] };
+                if let Ok(resp) = gcs.subscriber.clone().subscribe(req).await {
+                    let mut s = resp.into_inner();
+                    loop {
+                        tokio::select! {
+                            m = s.message() => match m {
+                                Ok(Some(_)) => wake.notify_one(),
+                                _ => break,
+                            },
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = r.shutdown.cancelled() => return,
+        }
+        let nodes = r.gcs.nodes.clone().get_all_node_info(GetAllNodeInfoRequest { state_filter: Some(NodeState::Alive as i32) }).await;
+        let usage = r.gcs.resources.clone().get_all_resource_usage(GetAllResourceUsageRequest {}).await;
+        if let (Ok(nodes), Ok(usage)) = (nodes, usage) {
+            let addrs: HashMap<String, String> = nodes
+                .into_inner()
+                .nodes
+                .into_iter()
+                .map(|n| (n.node_id, format!("{}:{}", n.node_manager_address, n.node_manager_port)))
+                .collect();
+            let me = r.node_id.to_string();
+            let view: Vec<leases::RemoteNode> = usage
+                .into_inner()
+                .nodes
+                .into_iter()
+                .filter(|n| n.node_id != me)
+                .filter_map(|n| {
+                    Some(leases::RemoteNode {
+                        address: addrs.get(&n.node_id)?.clone(),
+                        node_id: n.node_id,
+                        available: ResourceSet::from_f64_map_lossy(&n.resources_available),
+                        total: ResourceSet::from_f64_map_lossy(&n.resources_total),
+                    })
+                })
+                .collect();
+            r.leasing().cluster = view;
+            r.dispatch();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `host:port`, bracketing IPv6.
 pub fn rpc_address(ip: IpAddr, port: u16) -> String {
     match ip {
@@ -386,6 +454,7 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
     }
     let reporter = tokio::spawn(report_loop(raylet.clone()));
     tokio::spawn(pool_loop(raylet.clone(), events_rx));
+    tokio::spawn(cluster_view_loop(raylet.clone()));
     Ok(RunningRaylet { raylet, addr, server, reporter })
 }
 

@@ -141,7 +141,7 @@ impl NodeManagerService for NodeManager {
             if res.drain_state().is_some() {
                 return reject("the node is draining".into(), false);
             }
-            if !shape.is_subset_of(res.total()) && !r.wait {
+            if !shape.is_subset_of(res.total()) && !r.wait && r.no_spillback {
                 return reject(format!("this node has {} in total; {shape} does not fit", res.total()), true);
             }
         }
@@ -152,7 +152,14 @@ impl NodeManagerService for NodeManager {
                 let command = self.raylet.worker_command().to_vec();
                 l.jobs.insert(r.job_id.clone(), Job { command, driver_pid: 0, driver_id: String::new() });
             }
-            l.queue.push(Pending { shape, job_id: r.job_id, owner: r.owner_worker_id, reply: tx, since: std::time::Instant::now() });
+            l.queue.push(Pending {
+                no_spillback: r.no_spillback,
+                shape,
+                job_id: r.job_id,
+                owner: r.owner_worker_id,
+                reply: tx,
+                since: std::time::Instant::now(),
+            });
         }
         self.raylet.dispatch();
         match rx.await {

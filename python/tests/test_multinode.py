@@ -1,0 +1,71 @@
+"""Work that the local node cannot run goes to nodes that can (spillback), and
+queued work drives the autoscaler."""
+
+import subprocess
+import time
+
+import ray
+from conftest import RAY
+
+
+def start(*args):
+    out = subprocess.run([RAY, "start", *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_tasks_spill_to_a_node_with_free_cpus():
+    start("--head", "--port", "0", "--node-ip-address", "127.0.0.1", "--num-cpus", "0")
+    start("--address", "auto", "--node-ip-address", "127.0.0.1", "--num-cpus", "2")
+    ray.init(address="auto")
+    head = ray.get_runtime_context().get_node_id()
+
+    @ray.remote
+    def where(i):
+        return ray.get_runtime_context().get_node_id(), i * 2
+
+    out = ray.get([where.remote(i) for i in range(10)], timeout=60)
+    assert [v for _, v in out] == [i * 2 for i in range(10)]
+    nodes = {n for n, _ in out}
+    assert head not in nodes and len(nodes) == 1
+
+
+CONFIG = """
+cluster_name: spill
+max_workers: 4
+idle_timeout_minutes: 0.05
+provider:
+  type: fake_multinode
+available_node_types:
+  ray.head.default:
+    resources: {CPU: 0}
+    node_config: {}
+  worker:
+    resources: {CPU: 2}
+    node_config: {}
+    max_workers: 4
+head_node_type: ray.head.default
+"""
+
+
+def test_queued_tasks_make_the_cluster_grow_and_idle_workers_go(tmp_path):
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(CONFIG)
+    start("--head", "--port", "0", "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--autoscaling-config", str(cfg))
+    ray.init(address="auto")
+
+    @ray.remote(num_cpus=1)
+    def work(i):
+        time.sleep(1)
+        return ray.get_runtime_context().get_node_id()
+
+    t0 = time.time()
+    nodes = set(ray.get([work.remote(i) for i in range(8)], timeout=120))
+    assert len(nodes) >= 2, "the work spread over the new workers"
+    assert time.time() - t0 < 60
+    workers = lambda: [n for n in ray.nodes() if n["Alive"] and not n["IsHeadNode"]]  # noqa: E731
+    assert 1 <= len(workers()) <= 4
+    deadline = time.time() + 60
+    while workers() and time.time() < deadline:
+        time.sleep(0.5)
+    assert workers() == [], "idle workers are drained and terminated"
