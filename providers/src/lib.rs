@@ -157,6 +157,13 @@ pub trait NodeProvider: Send + Sync {
 
     /// The cluster's non-terminated instances.
     async fn list(&self) -> Result<Vec<CloudInstance>, ProviderError>;
+
+    /// Fills in cloud defaults of a cluster config's `provider` and node configs
+    /// (security group, key pair, IAM profile, subnets) before anything launches.
+    /// Local providers need nothing.
+    async fn bootstrap(&self, config: serde_json::Value) -> Result<serde_json::Value, ProviderError> {
+        Ok(config)
+    }
 }
 
 /// Where a provider runs and what it may hand to the nodes it starts.

@@ -45,6 +45,7 @@ def test_classic_example_against_ray_start_head(tmp_path):
 
 def test_a_local_cluster_leaves_nothing_behind(tmp_path):
     code = SEED.format(init="") + "\nimport os\nprint(os.getpid())\n"
+    before = set(os.listdir("/dev/shm"))
     r = run_script(code)
     assert r.returncode == 0, r.stderr
     time.sleep(1.0)
@@ -52,12 +53,8 @@ def test_a_local_cluster_leaves_nothing_behind(tmp_path):
     tmp = os.environ["RAY_TMPDIR"]
     leftovers = [l for l in ps.splitlines() if tmp in l and ("gcs_server" in l or "raylet" in l)]
     assert leftovers == [], leftovers
-    assert not [f for f in os.listdir("/dev/shm") if f.startswith("ray-rs-store.") and _owner_gone(f)]
-
-
-def _owner_gone(name):
-    pid = name.split(".")[1]
-    return not os.path.exists("/proc/" + pid)
+    new = set(os.listdir("/dev/shm")) - before
+    assert not [f for f in new if f.startswith("ray-rs-store.")], "the store file must go with its raylet"
 
 
 def test_init_twice_and_shutdown(ray_1cpu):

@@ -106,7 +106,12 @@ def set_connection(conn):
 
 
 def worker_command():
-    return [sys.executable, "-m", "ray._private.workers.default_worker"]
+    """How the raylet starts this job's workers: this interpreter, and this driver's
+    import path (as Ray passes it), so workers import what the driver imports."""
+    import json
+
+    paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+    return [sys.executable, "-m", "ray._private.workers.default_worker", "--driver-sys-path", json.dumps(paths)]
 
 
 def _print_loop(conn):

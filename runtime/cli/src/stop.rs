@@ -96,6 +96,8 @@ pub fn run(a: crate::args::StopArgs) -> Result<()> {
         }
     }
     session::clear_current_cluster(&root);
+    // Shared-memory store files of raylets that died without cleaning up.
+    ray_object_store::remove_stale_files(&ray_object_store::default_dir());
     if total == 0 {
         println!("Did not find any active Ray processes.");
     } else if stubborn.is_empty() {

@@ -180,7 +180,13 @@ def main(argv=None):
     p.add_argument("--node-ip-address", required=True)
     p.add_argument("--worker-id", required=True)
     p.add_argument("--job-id", required=True)
+    p.add_argument("--driver-sys-path", default="[]")
     args = p.parse_args(argv)
+    import json
+
+    for path in reversed(json.loads(args.driver_sys_path)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     core = _raylet.CoreWorker.start_worker(
         args.gcs_address, args.raylet_address, args.node_ip_address, args.worker_id, args.job_id
     )
