@@ -26,6 +26,35 @@ pub enum PlasmaError {
 enum Msg {
     Release(Vec<u8>),
     Delete(Vec<u8>),
+    /// Answered once everything sent before it reached the raylet.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Sends releases and deletes in the background, counting what is on its way so a
+/// create can first make sure the space they free is free.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::UnboundedSender<Msg>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Outbox {
+    fn send(&self, m: Msg) {
+        self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.tx.send(m).is_err() {
+            self.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    async fn flush(&self) {
+        if self.pending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 /// A connection to the local raylet's store.
@@ -33,7 +62,7 @@ pub struct PlasmaClient {
     raylet: NodeManagerServiceClient<Channel>,
     mapping: Arc<StoreMapping>,
     client_id: String,
-    tx: mpsc::UnboundedSender<Msg>,
+    outbox: Outbox,
 }
 
 /// A sealed object pinned in the store for this process; unpinned on drop.
@@ -45,7 +74,7 @@ pub struct Pin {
     pub size: u64,
     /// The mapping.
     pub mapping: Arc<StoreMapping>,
-    tx: mpsc::UnboundedSender<Msg>,
+    outbox: Outbox,
 }
 
 impl Pin {
@@ -67,7 +96,7 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Release(std::mem::take(&mut self.id)));
+        self.outbox.send(Msg::Release(std::mem::take(&mut self.id)));
     }
 }
 
@@ -76,8 +105,9 @@ impl PlasmaClient {
     pub fn new(raylet: NodeManagerServiceClient<Channel>, path: &std::path::Path, client_id: String) -> std::io::Result<Self> {
         let mapping = Arc::new(StoreMapping::open(path)?);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batcher(raylet.clone(), client_id.clone(), rx));
-        Ok(Self { raylet, mapping, client_id, tx })
+        let outbox = Outbox { tx, pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)) };
+        tokio::spawn(batcher(raylet.clone(), client_id.clone(), rx, outbox.pending.clone()));
+        Ok(Self { raylet, mapping, client_id, outbox })
     }
 
     /// The mapping (base address and length, for zero-copy checks).
@@ -87,6 +117,9 @@ impl PlasmaClient {
 
     /// Reserves room for an object of `layout`; returns its offset.
     pub async fn create(&self, id: &[u8], total: u64, owner: &str) -> Result<u64, PlasmaError> {
+        // Objects freed just before (a loop of put, get, del) give their space back
+        // first, so it is reused instead of touching fresh pages.
+        self.outbox.flush().await;
         let req = CreateObjectRequest {
             object_id: id.to_vec(),
             data_size: total,
@@ -140,7 +173,7 @@ impl PlasmaClient {
                     offset: o.offset,
                     size: o.size,
                     mapping: self.mapping.clone(),
-                    tx: self.tx.clone(),
+                    outbox: self.outbox.clone(),
                 })
             })
             .collect())
@@ -148,18 +181,32 @@ impl PlasmaClient {
 
     /// Deletes an object (its owner no longer needs it).
     pub fn delete(&self, id: Vec<u8>) {
-        let _ = self.tx.send(Msg::Delete(id));
+        self.outbox.send(Msg::Delete(id));
     }
 }
 
-/// Sends releases and deletes in batches.
-async fn batcher(raylet: NodeManagerServiceClient<Channel>, client_id: String, mut rx: mpsc::UnboundedReceiver<Msg>) {
+/// Sends releases and deletes in batches, in order, and answers flushes.
+async fn batcher(
+    raylet: NodeManagerServiceClient<Channel>,
+    client_id: String,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
     while let Some(first) = rx.recv().await {
         let mut release = Vec::new();
         let mut delete = Vec::new();
+        let mut flushes = Vec::new();
+        let mut n = 0usize;
         let mut push = |m: Msg| match m {
-            Msg::Release(id) => release.push(id),
-            Msg::Delete(id) => delete.push(id),
+            Msg::Release(id) => {
+                n += 1;
+                release.push(id)
+            }
+            Msg::Delete(id) => {
+                n += 1;
+                delete.push(id)
+            }
+            Msg::Flush(tx) => flushes.push(tx),
         };
         push(first);
         while let Ok(m) = rx.try_recv() {
@@ -170,6 +217,10 @@ async fn batcher(raylet: NodeManagerServiceClient<Channel>, client_id: String, m
         }
         if !delete.is_empty() {
             let _ = raylet.clone().delete_objects(DeleteObjectsRequest { object_ids: delete }).await;
+        }
+        pending.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        for f in flushes {
+            let _ = f.send(());
         }
     }
 }

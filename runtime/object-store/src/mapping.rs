@@ -46,11 +46,26 @@ impl StoreMapping {
         Some(unsafe { self.map.as_ptr().add(offset as usize) as *mut u8 })
     }
 
-    /// Copies `data` to `offset`.
+    /// Copies `data` to `offset`; large copies are split over two threads, which
+    /// moves more bytes per second than one core can.
     pub fn write(&self, offset: u64, data: &[u8]) -> Option<()> {
-        let p = self.ptr(offset, data.len() as u64)?;
-        // SAFETY: the region is inside the mapping and reserved for this writer.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        let p = self.ptr(offset, data.len() as u64)? as usize;
+        const SPLIT_ABOVE: usize = 8 << 20;
+        if data.len() < SPLIT_ABOVE {
+            // SAFETY: the region is inside the mapping and reserved for this writer.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p as *mut u8, data.len()) };
+            return Some(());
+        }
+        let half = (data.len() / 2) & !63;
+        let (a, b) = data.split_at(half);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: the second half of the reserved region; disjoint from the first.
+                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (p + half) as *mut u8, b.len()) };
+            });
+            // SAFETY: the first half of the reserved region.
+            unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), p as *mut u8, a.len()) };
+        });
         Some(())
     }
 
