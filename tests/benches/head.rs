@@ -113,7 +113,13 @@ async fn simulate_raylets(gcs: &str, security: &Security, nodes: usize, secs: u6
                 resources_total: total.clone(),
                 ..Default::default()
             };
-            client.nodes.clone().register_node(RegisterNodeRequest { node: Some(info) }).await.unwrap();
+            // Real raylets retry a failed registration; so do these.
+            let mut tries = 0;
+            while let Err(e) = client.nodes.clone().register_node(RegisterNodeRequest { node: Some(info.clone()) }).await {
+                tries += 1;
+                assert!(tries < 20, "registration keeps failing: {e}");
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
             ready.wait().await;
             // Spread the first report over the first second.
             tokio::time::sleep(Duration::from_millis((i as u64 * 997) % 1000)).await;

@@ -248,9 +248,15 @@ pub fn bounded_incoming(
     })
 }
 
+/// Pending connections the kernel queues for a listener (a restarted head may see
+/// thousands of raylets reconnect at once).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds a TCP listener, with an error that names the address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    let name = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(name)?;
+    socket.set_reuseaddr(true).map_err(name)?;
+    socket.bind(addr).map_err(name)?;
+    socket.listen(LISTEN_BACKLOG).map_err(name)
 }
