@@ -104,6 +104,30 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
 }
 
+/// Runs a daemon's async main on a fresh runtime, with SIGTERM/SIGINT (and, when
+/// given, the exit of a watched process) wired to one cancellation token.
+fn run_daemon<F, Fut>(watch: Option<u32>, main: F) -> i32
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        if let Some(pid) = watch {
+            watch_pid(pid, shutdown.clone());
+        }
+        main(shutdown).await
+    })
+}
+
 /// Cancels `token` on SIGTERM or SIGINT.
 pub fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
@@ -144,19 +168,7 @@ pub fn gcs_main(args: GcsArgs) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    rt.block_on(async move {
-        let shutdown = CancellationToken::new();
-        cancel_on_signals(shutdown.clone());
-        if let Some(pid) = args.watch_pid {
-            watch_pid(pid, shutdown.clone());
-        }
+    run_daemon(args.watch_pid, |shutdown| async move {
         let opts = ray_gcs::GcsOptions {
             bind: args.bind,
             port: args.port,
@@ -232,13 +244,6 @@ pub fn raylet_main(args: RayletArgs) -> i32 {
     {
         labels.entry("ray.io/accelerator-type".into()).or_insert(t);
     }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
     let worker_command = match &args.worker_command {
         Some(j) => match serde_json::from_str::<Vec<String>>(j) {
             Ok(v) if !v.is_empty() => v,
@@ -249,12 +254,7 @@ pub fn raylet_main(args: RayletArgs) -> i32 {
         },
         None => default_worker_command(),
     };
-    rt.block_on(async move {
-        let shutdown = CancellationToken::new();
-        cancel_on_signals(shutdown.clone());
-        if let Some(pid) = args.watch_pid {
-            watch_pid(pid, shutdown.clone());
-        }
+    run_daemon(args.watch_pid, |shutdown| async move {
         let opts = ray_raylet::RayletOptions {
             node_id,
             gcs_address: args.gcs_address,
@@ -350,16 +350,7 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
             return 2;
         }
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    rt.block_on(async move {
-        let shutdown = CancellationToken::new();
-        cancel_on_signals(shutdown.clone());
+    run_daemon(None, |shutdown| async move {
         let gcs = match ray_common::gcs_client::GcsClient::connect(&args.gcs_address, &security, config.gcs_connect_timeout()).await {
             Ok((g, _)) => g,
             Err(e) => {
