@@ -188,3 +188,12 @@ def test_fast_tasks_never_lose_their_results(ray_2cpu):
         return 1
 
     assert sum(ray.get(noop.remote()) for _ in range(3000)) == 3000
+
+
+def test_refs_made_inside_a_task_can_be_returned(ray_1cpu):
+    @ray.remote
+    def make():
+        return [ray.put("made in a task"), ray.put(list(range(3)))]
+
+    refs = ray.get(make.remote())
+    assert ray.get(refs) == ["made in a task", [0, 1, 2]]

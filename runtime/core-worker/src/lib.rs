@@ -1089,8 +1089,19 @@ impl CoreWorker {
         Some(t)
     }
 
-    /// A return value of a task, stored the way its size asks for.
+    /// A return value of a task, stored the way its size asks for. Objects this
+    /// worker owns that the value refers to are kept for the worker's lifetime:
+    /// the task's owner may read them after the task's own references are gone
+    /// (a full borrower protocol would release them once the caller drops them).
     pub fn make_return(&self, id: &[u8], kind: u32, data: &[u8], buffers: &[&[u8]], nested: Vec<(Vec<u8>, String)>) -> Result<ReturnObject, String> {
+        {
+            let mut st = self.state();
+            for (nid, _) in &nested {
+                if st.objects.is_owned(nid) {
+                    st.objects.add_task_ref(nid);
+                }
+            }
+        }
         let size = data.len() + buffers.iter().map(|b| b.len()).sum::<usize>();
         match self.store_value(id, kind, data, buffers, nested)? {
             Value::Inline(v) => Ok(ReturnObject { object_id: id.to_vec(), value: Some((*v).clone()), in_plasma: false, plasma_node_id: String::new(), size: size as u64 }),
