@@ -503,7 +503,7 @@ impl CoreWorker {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     // The value could not be stored (e.g. a full store): the owner gets the error.
-                    let body = format!("{{\"type\": \"ObjectStoreFullError\", \"message\": {:?}}}", e);
+                    let body = format!("{{\"type\": \"ObjectStoreFullError\", \"message\": {}}}", ray_core_worker::json_string(&e));
                     out.push(ReturnObject {
                         object_id: ids[i].clone(),
                         value: Some(SerializedObject { kind: ray_core_worker::KIND_SYSTEM_ERROR, data: body.into_bytes(), ..Default::default() }),
@@ -515,6 +515,11 @@ impl CoreWorker {
         let result = TaskResult { task_id: t.spec.task_id.clone(), returns: out, is_error, is_application_error, ..Default::default() };
         self.core.finish_task(&t, result);
         Ok(())
+    }
+
+    /// True (once) when `ray.cancel` asked to interrupt this task.
+    fn take_cancel(&self, task_id: Vec<u8>) -> bool {
+        self.core.take_cancel(&task_id)
     }
 
     /// Forwards a printed line of the running task to its owner.

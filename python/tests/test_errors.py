@@ -125,3 +125,16 @@ def test_bad_api_use_is_reported_clearly(ray_1cpu):
         @ray.remote
         class A:
             pass
+
+
+def test_an_unpicklable_return_value_is_an_error_not_a_crash(ray_1cpu):
+    import threading
+
+    @ray.remote(max_retries=0)
+    def returns_a_lock():
+        return threading.Lock()
+
+    with pytest.raises(ray.exceptions.RayTaskError) as info:
+        ray.get(returns_a_lock.remote())
+    assert not isinstance(info.value, ray.exceptions.WorkerCrashedError)
+    assert "lock" in str(info.value).lower()

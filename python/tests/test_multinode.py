@@ -69,3 +69,24 @@ def test_queued_tasks_make_the_cluster_grow_and_idle_workers_go(tmp_path):
     while workers() and time.time() < deadline:
         time.sleep(0.5)
     assert workers() == [], "idle workers are drained and terminated"
+
+
+def test_a_dead_drivers_leases_on_other_nodes_are_released():
+    from conftest import run_script
+
+    start("--head", "--port", "0", "--node-ip-address", "127.0.0.1", "--num-cpus", "0")
+    start("--address", "auto", "--node-ip-address", "127.0.0.1", "--num-cpus", "1")
+    # A driver takes the other node's only CPU, then dies without a goodbye.
+    r = run_script(
+        "import os, time, ray\nray.init(address='auto')\n"
+        "@ray.remote\ndef hold():\n    time.sleep(600)\n"
+        "ref = hold.remote()\ntime.sleep(2)\nos._exit(0)\n"
+    )
+    assert r.returncode == 0, r.stderr
+    ray.init(address="auto")
+
+    @ray.remote
+    def quick():
+        return "ran"
+
+    assert ray.get(quick.remote(), timeout=30) == "ran"

@@ -92,3 +92,28 @@ def test_a_full_store_raises_object_store_full_error():
     gc.collect()
     time.sleep(0.3)
     assert ray.get(ray.put(np.ones(10))).sum() == 10
+
+
+def test_refs_inside_stored_values_stay_alive(ray_1cpu):
+    outer = ray.put([ray.put("inner value")])
+    gc.collect()
+    inner = ray.get(outer)[0]
+    assert ray.get(inner) == "inner value"
+
+    @ray.remote
+    def echo(r):
+        return r
+
+    kept = ray.put("argument")
+    back = ray.get(echo.remote([kept]))[0]
+    del kept
+    gc.collect()
+    assert ray.get(back) == "argument"
+
+    big = {"data": np.zeros(200_000), "ref": ray.put("inside a big argument")}
+
+    @ray.remote
+    def deref(d):
+        return ray.get(d["ref"])
+
+    assert ray.get(deref.remote(big)) == "inside a big argument"

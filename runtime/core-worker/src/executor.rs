@@ -15,6 +15,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::CoreWorker;
 
+/// Metadata key carrying the lease id on a task stream.
+pub const LEASE_HEADER: &str = "ray-lease-id";
+
 /// A task handed to the language runtime.
 pub struct ExecTask {
     /// Its spec.
@@ -63,8 +66,16 @@ pub struct Service {
 }
 
 impl Service {
-    fn core(&self) -> Result<Arc<CoreWorker>, Status> {
-        self.core.get().and_then(|w| w.upgrade()).ok_or_else(|| Status::unavailable("the worker is starting or stopping"))
+    /// The core worker; a call that arrives while it is still starting (it
+    /// registers with the raylet just before it is complete) waits a moment.
+    async fn core(&self) -> Result<Arc<CoreWorker>, Status> {
+        for _ in 0..500 {
+            if let Some(c) = self.core.get() {
+                return c.upgrade().ok_or_else(|| Status::unavailable("the worker is stopping"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(Status::unavailable("the worker did not finish starting"))
     }
 }
 
@@ -75,10 +86,11 @@ impl CoreWorkerService for Service {
     type PushTasksStream = ReplyStream;
 
     async fn push_tasks(&self, req: Request<Streaming<PushTasksRequest>>) -> Result<Response<Self::PushTasksStream>, Status> {
-        let core = self.core()?;
+        let core = self.core().await?;
         let Some(exec) = core.exec.clone() else {
             return Err(Status::failed_precondition("a driver does not execute tasks"));
         };
+        let lease_id = req.metadata().get(LEASE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -92,18 +104,23 @@ impl CoreWorkerService for Service {
                     Ok(None) | Err(_) => break,
                 }
             }
+            // An owner returns its lease before closing the stream; if the lease is
+            // still active, the owner died and the raylet takes the lease back.
+            if !lease_id.is_empty() {
+                core.lease_stream_closed(lease_id).await;
+            }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
     }
 
     async fn get_object_status(&self, req: Request<GetObjectStatusRequest>) -> Result<Response<GetObjectStatusReply>, Status> {
-        let core = self.core()?;
+        let core = self.core().await?;
         let r = req.into_inner();
         Ok(Response::new(core.object_status(&r.object_id, Duration::from_millis(r.timeout_ms.min(3_600_000))).await))
     }
 
     async fn cancel_task(&self, req: Request<CancelTaskRequest>) -> Result<Response<CancelTaskReply>, Status> {
-        let core = self.core()?;
+        let core = self.core().await?;
         let r = req.into_inner();
         Ok(Response::new(CancelTaskReply { attempted: core.cancel_local(&r.task_id, r.force) }))
     }

@@ -7,10 +7,6 @@ use ray_object_store::ALIGNMENT;
 const MAGIC: u32 = 0x5241_5931; // "RAY1"
 const FIXED: u64 = 4 + 4 + 4 + 4 + 8;
 
-fn align(n: u64) -> u64 {
-    n.div_ceil(ALIGNMENT) * ALIGNMENT
-}
-
 /// Offsets of the parts of an object, relative to its start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
@@ -27,16 +23,22 @@ pub struct Layout {
 impl Layout {
     /// The layout for these part sizes.
     pub fn plan(kind: u32, data_len: u64, buffer_lens: &[u64]) -> Self {
-        let header = FIXED + 8 * buffer_lens.len() as u64;
-        let mut pos = align(header);
+        Self::try_plan(kind, data_len, buffer_lens).unwrap_or(Self { kind, data: (0, 0), buffers: Vec::new(), total: u64::MAX })
+    }
+
+    /// The layout, or `None` when the sizes overflow (a corrupt header).
+    fn try_plan(kind: u32, data_len: u64, buffer_lens: &[u64]) -> Option<Self> {
+        let aligned = |n: u64| n.checked_add(ALIGNMENT - 1).map(|v| v / ALIGNMENT * ALIGNMENT);
+        let header = FIXED.checked_add(8u64.checked_mul(buffer_lens.len() as u64)?)?;
+        let mut pos = aligned(header)?;
         let data = (pos, data_len);
-        pos = align(pos + data_len);
+        pos = aligned(pos.checked_add(data_len)?)?;
         let mut buffers = Vec::with_capacity(buffer_lens.len());
         for &l in buffer_lens {
             buffers.push((pos, l));
-            pos = align(pos + l);
+            pos = aligned(pos.checked_add(l)?)?;
         }
-        Self { kind, data, buffers, total: pos.max(ALIGNMENT) }
+        Some(Self { kind, data, buffers, total: pos.max(ALIGNMENT) })
     }
 
     /// The header bytes.
@@ -71,7 +73,7 @@ impl Layout {
         for i in 0..n {
             lens.push(u64_at(FIXED as usize + 8 * i)?);
         }
-        let l = Self::plan(kind, data_len, &lens);
+        let l = Self::try_plan(kind, data_len, &lens)?;
         (l.total <= size.max(ALIGNMENT)).then_some(l)
     }
 }
@@ -90,5 +92,10 @@ mod tests {
         assert_eq!(Layout::parse(&bytes, l.total), Some(l.clone()));
         assert_eq!(Layout::parse(&bytes, 10), None, "a size smaller than the layout is refused");
         assert_eq!(Layout::parse(b"garbage garbage garbage", 100), None);
+        // Sizes that would overflow are refused, not wrapped.
+        let mut evil = Layout::plan(0, 0, &[0]).header();
+        evil[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        evil.resize(256, 0);
+        assert_eq!(Layout::parse(&evil, 256), None);
     }
 }

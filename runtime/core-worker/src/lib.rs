@@ -169,9 +169,13 @@ pub struct CoreWorker {
     log_tx: mpsc::UnboundedSender<String>,
     log_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Raylets of other nodes that granted us leases (to delete objects there).
+    node_raylets: Mutex<HashMap<String, NodeManagerServiceClient<Channel>>>,
     max_inflight: usize,
     lease_linger: Duration,
     interrupt: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// The task `ray.cancel` asked to interrupt (checked by the signal handler).
+    cancel_requested: Mutex<Option<Vec<u8>>>,
     weak: Weak<CoreWorker>,
 }
 
@@ -184,7 +188,8 @@ fn system_error(kind: &str, message: &str) -> SerializedObject {
     SerializedObject { kind: KIND_SYSTEM_ERROR, data: body.into_bytes(), buffers: Vec::new(), nested_refs: Vec::new() }
 }
 
-fn json_string(s: &str) -> String {
+/// `s` as a JSON string literal.
+pub fn json_string(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {
@@ -284,9 +289,11 @@ impl CoreWorker {
             log_tx,
             log_rx: Mutex::new(Some(log_rx)),
             channels: Mutex::new(HashMap::new()),
+            node_raylets: Mutex::new(HashMap::new()),
             max_inflight: cfg.max_tasks_in_flight_per_worker.max(1),
             lease_linger: Duration::from_millis(cfg.worker_lease_linger_ms),
             interrupt: OnceLock::new(),
+            cancel_requested: Mutex::new(None),
             weak: weak.clone(),
         });
         let _ = service.core.set(Arc::downgrade(&core));
@@ -364,6 +371,14 @@ impl CoreWorker {
         for (id, node) in freed {
             if node == self.node_id {
                 self.plasma.delete(id);
+                continue;
+            }
+            // A large return left on the node that ran the task.
+            let raylet = self.node_raylets.lock().unwrap_or_else(|p| p.into_inner()).get(&node).cloned();
+            if let Some(mut raylet) = raylet {
+                self.rt.spawn(async move {
+                    let _ = raylet.delete_objects(DeleteObjectsRequest { object_ids: vec![id] }).await;
+                });
             }
         }
     }
@@ -374,11 +389,14 @@ impl CoreWorker {
     /// local reference already counted for the caller.
     pub fn put(&self, kind: u32, data: &[u8], buffers: &[&[u8]], nested: Vec<(Vec<u8>, String)>) -> Result<Vec<u8>, String> {
         let id = ids::object_id(&self.ids.task_id(), 0);
-        let value = self.store_value(&id, kind, data, buffers, nested)?;
+        let value = self.store_value(&id, kind, data, buffers, nested.clone())?;
         let mut st = self.state();
         st.objects.add_ready(id.clone(), value);
         // The caller's reference, counted before anyone else can see the object.
         st.objects.add_local_ref(&id, "");
+        for (inner, _) in &nested {
+            st.objects.add_contained(&id, inner);
+        }
         Ok(id)
     }
 
@@ -402,8 +420,12 @@ impl CoreWorker {
         let lens: Vec<u64> = buffers.iter().map(|b| b.len() as u64).collect();
         let layout = layout::Layout::plan(kind, data.len() as u64, &lens);
         let offset = self.rt.block_on(self.plasma.create(id, layout.total, &self.address))?;
-        self.plasma.write(offset, &layout, data, buffers)?;
-        self.rt.block_on(self.plasma.seal(id))
+        let written = self.plasma.write(offset, &layout, data, buffers).and_then(|_| self.rt.block_on(self.plasma.seal(id)));
+        if written.is_err() {
+            // Give the reserved space back.
+            self.plasma.delete(id.to_vec());
+        }
+        written
     }
 
     // ------------------------------------------------------------ get / wait
@@ -776,6 +798,7 @@ impl CoreWorker {
             self.return_lease(key, false).await;
         }
         let mut raylet = self.raylet.clone();
+        let mut granting_node = self.node_id.clone();
         let mut no_spillback = false;
         let mut reply;
         let mut hops = 0;
@@ -794,14 +817,17 @@ impl CoreWorker {
                 _ => break,
             };
             hops += 1;
+            let target_node = reply.as_ref().map(|r| r.get_ref().spillback_node_id.clone()).unwrap_or_default();
             match self.channel_to(&target).await {
                 Ok(ch) => {
                     raylet = NodeManagerServiceClient::new(ch).max_decoding_message_size(rpc::MAX_MESSAGE_BYTES);
+                    granting_node = target_node;
                     no_spillback = true;
                 }
                 Err(e) => {
                     tracing::warn!(raylet = %target, error = %e, "cannot reach the raylet a lease was spilled to");
                     raylet = self.raylet.clone();
+                    granting_node = self.node_id.clone();
                     no_spillback = false;
                 }
             }
@@ -828,7 +854,10 @@ impl CoreWorker {
                 return;
             }
         };
-        let connected = self.open_stream(&reply.worker_address).await;
+        if granting_node != self.node_id {
+            self.node_raylets.lock().unwrap_or_else(|p| p.into_inner()).insert(granting_node, raylet.clone());
+        }
+        let connected = self.open_stream(&reply.worker_address, &reply.lease_id).await;
         let (tx, stream) = match connected {
             Ok(x) => x,
             Err(e) => {
@@ -867,14 +896,21 @@ impl CoreWorker {
         tokio::spawn(async move { me.read_results(key, shape, stream).await });
     }
 
-    async fn open_stream(&self, addr: &str) -> Result<(mpsc::UnboundedSender<PushTasksRequest>, tonic::Streaming<PushTasksReply>), String> {
+    async fn open_stream(&self, addr: &str, lease_id: &str) -> Result<(mpsc::UnboundedSender<PushTasksRequest>, tonic::Streaming<PushTasksReply>), String> {
         let mut client = self.owner_client(addr).await.map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let resp = client
-            .push_tasks(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-            .await
-            .map_err(|s| s.message().to_string())?;
+        let mut req = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(lease_id) {
+            req.metadata_mut().insert(executor::LEASE_HEADER, v);
+        }
+        let resp = client.push_tasks(req).await.map_err(|s| s.message().to_string())?;
         Ok((tx, resp.into_inner()))
+    }
+
+    /// A worker's task stream closed: tell the raylet (it ends the lease if the
+    /// owner did not return it first).
+    pub async fn lease_stream_closed(&self, lease_id: String) {
+        let _ = self.raylet.clone().lease_stream_closed(LeaseStreamClosedRequest { lease_id }).await;
     }
 
     async fn read_results(self: Arc<Self>, key: u64, shape: ResourceSet, mut stream: tonic::Streaming<PushTasksReply>) {
@@ -935,6 +971,15 @@ impl CoreWorker {
                         }
                     } else {
                         for ret in r.returns {
+                            let mut nested: Vec<Vec<u8>> = ret.nested_refs.iter().map(|n| n.object_id.clone()).collect();
+                            if let Some(v) = &ret.value {
+                                nested.extend(v.nested_refs.iter().map(|n| n.object_id.clone()));
+                            }
+                            // Refs the value holds to our objects (a task returning its argument)
+                            // keep those objects alive as long as the value.
+                            for inner in &nested {
+                                st.objects.add_contained(&ret.object_id, inner);
+                            }
                             let v = if ret.in_plasma {
                                 Value::Plasma { node_id: ret.plasma_node_id }
                             } else {
@@ -1008,11 +1053,23 @@ impl CoreWorker {
         self.act(out);
     }
 
+    /// Returns an idle lease. It is removed only if it is still idle under the lock
+    /// (a task may have been pushed since it was found idle); the raylet hears of
+    /// the return before the task stream closes, so the worker never looks orphaned.
     async fn return_lease(&self, key: u64, disconnect: bool) {
-        let removed = self.state().submitter.remove_lease(key);
+        let removed = {
+            let mut st = self.state();
+            let idle = st
+                .submitter
+                .classes
+                .values()
+                .flat_map(|c| c.leases.iter())
+                .any(|l| l.key == key && l.inflight.is_empty());
+            if idle { st.submitter.remove_lease(key) } else { None }
+        };
         if let Some((_, lease)) = removed {
-            drop(lease.tx);
             let _ = lease.raylet.clone().return_worker(ReturnWorkerRequest { lease_id: lease.lease_id, disconnect }).await;
+            drop(lease.tx);
         }
     }
 
@@ -1071,6 +1128,7 @@ impl CoreWorker {
                 tracing::info!("force-cancelled: exiting");
                 std::process::exit(1);
             }
+            *self.cancel_requested.lock().unwrap_or_else(|p| p.into_inner()) = Some(task_id.to_vec());
             if let Some(f) = self.interrupt.get() {
                 f();
             }
@@ -1080,6 +1138,18 @@ impl CoreWorker {
     }
 
     // ------------------------------------------------------------ execution (workers)
+
+    /// True (once) when `ray.cancel` asked to interrupt `task_id`: the worker's
+    /// SIGINT handler raises KeyboardInterrupt only then, and only in user code.
+    pub fn take_cancel(&self, task_id: &[u8]) -> bool {
+        let mut c = self.cancel_requested.lock().unwrap_or_else(|p| p.into_inner());
+        if c.as_deref() == Some(task_id) {
+            *c = None;
+            true
+        } else {
+            false
+        }
+    }
 
     /// The next task for the main thread (waits up to `timeout`).
     pub fn next_task(&self, timeout: Duration) -> Option<ExecTask> {
@@ -1103,9 +1173,25 @@ impl CoreWorker {
             }
         }
         let size = data.len() + buffers.iter().map(|b| b.len()).sum::<usize>();
+        let nested_protos: Vec<ObjectRefProto> =
+            nested.iter().map(|(object_id, owner_address)| ObjectRefProto { object_id: object_id.clone(), owner_address: owner_address.clone() }).collect();
         match self.store_value(id, kind, data, buffers, nested)? {
-            Value::Inline(v) => Ok(ReturnObject { object_id: id.to_vec(), value: Some((*v).clone()), in_plasma: false, plasma_node_id: String::new(), size: size as u64 }),
-            Value::Plasma { node_id } => Ok(ReturnObject { object_id: id.to_vec(), value: None, in_plasma: true, plasma_node_id: node_id, size: size as u64 }),
+            Value::Inline(v) => Ok(ReturnObject {
+                object_id: id.to_vec(),
+                value: Some((*v).clone()),
+                in_plasma: false,
+                plasma_node_id: String::new(),
+                size: size as u64,
+                nested_refs: Vec::new(),
+            }),
+            Value::Plasma { node_id } => Ok(ReturnObject {
+                object_id: id.to_vec(),
+                value: None,
+                in_plasma: true,
+                plasma_node_id: node_id,
+                size: size as u64,
+                nested_refs: nested_protos,
+            }),
         }
     }
 

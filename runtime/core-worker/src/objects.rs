@@ -32,6 +32,8 @@ pub struct Owned {
     pub task_refs: u32,
     /// Wakes `get`/`wait` when the value arrives.
     pub ready: Arc<Notify>,
+    /// Owned objects referenced from inside this one's value: held until it goes.
+    pub contains: Vec<Vec<u8>>,
 }
 
 /// One borrowed object.
@@ -58,12 +60,12 @@ pub struct ObjectTable {
 impl ObjectTable {
     /// Registers an owned object whose value comes later (a task return).
     pub fn add_pending(&mut self, id: Vec<u8>) {
-        self.owned.insert(id, Owned { value: None, local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()) });
+        self.owned.insert(id, Owned { value: None, local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()), contains: Vec::new() });
     }
 
     /// Registers an owned object with its value (`put`).
     pub fn add_ready(&mut self, id: Vec<u8>, value: Value) {
-        self.owned.insert(id, Owned { value: Some(value), local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()) });
+        self.owned.insert(id, Owned { value: Some(value), local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()), contains: Vec::new() });
     }
 
     /// Sets the value of a pending owned object. Returns a store object to delete
@@ -79,6 +81,20 @@ impl ObjectTable {
         o.value = Some(value);
         o.ready.notify_waiters();
         self.maybe_free(id)
+    }
+
+    /// Records that `outer`'s value refers to `inner` (both owned here): `inner`
+    /// stays while `outer` does.
+    pub fn add_contained(&mut self, outer: &[u8], inner: &[u8]) {
+        if outer == inner || !self.owned.contains_key(inner) {
+            return;
+        }
+        if let Some(o) = self.owned.get_mut(outer) {
+            o.contains.push(inner.to_vec());
+            if let Some(i) = self.owned.get_mut(inner) {
+                i.task_refs += 1;
+            }
+        }
     }
 
     /// True when this worker owns `id`.
@@ -153,14 +169,26 @@ impl ObjectTable {
     }
 
     fn maybe_free(&mut self, id: &[u8]) -> Freed {
-        let free = self.owned.get(id).is_some_and(|o| o.local_refs == 0 && o.task_refs == 0 && o.value.is_some());
-        if !free {
-            return Vec::new();
+        let mut freed = Vec::new();
+        let mut work = vec![id.to_vec()];
+        while let Some(id) = work.pop() {
+            let free = self.owned.get(&id).is_some_and(|o| o.local_refs == 0 && o.task_refs == 0 && o.value.is_some());
+            if !free {
+                continue;
+            }
+            let Some(o) = self.owned.remove(&id) else { continue };
+            if let Some(Value::Plasma { node_id }) = o.value {
+                freed.push((id.clone(), node_id));
+            }
+            // What it referred to may go now too.
+            for inner in o.contains {
+                if let Some(i) = self.owned.get_mut(&inner) {
+                    i.task_refs = i.task_refs.saturating_sub(1);
+                    work.push(inner);
+                }
+            }
         }
-        match self.owned.remove(id).and_then(|o| o.value) {
-            Some(Value::Plasma { node_id }) => vec![(id.to_vec(), node_id)],
-            _ => Vec::new(),
-        }
+        freed
     }
 
     /// Drops owned objects that are pending with no reference at all (their task
@@ -203,6 +231,18 @@ mod tests {
         assert!(t.is_owned(b"r"));
         assert_eq!(t.set_value(b"r", plasma()).len(), 1, "nobody wants it: delete at once");
         assert!(!t.is_owned(b"r"));
+    }
+
+    #[test]
+    fn objects_inside_others_live_as_long_as_their_container() {
+        let mut t = ObjectTable::default();
+        t.add_ready(b"inner".to_vec(), plasma());
+        t.add_ready(b"outer".to_vec(), plasma());
+        t.add_local_ref(b"outer", "");
+        t.add_contained(b"outer", b"inner");
+        assert!(t.is_owned(b"inner"), "held by the container");
+        assert_eq!(t.remove_local_ref(b"outer").len(), 2, "both go, the inner one with its container");
+        assert!(!t.is_owned(b"inner"));
     }
 
     #[test]

@@ -57,6 +57,8 @@ struct Entry {
     /// The owner asked to delete it; freed when the last pin goes.
     deleted: bool,
     creator: String,
+    /// The owner's address: its objects go when it does.
+    owner: String,
 }
 
 /// Where a sealed object lies.
@@ -144,8 +146,17 @@ impl ObjectStore {
 
     /// Reserves room for an object; the creator writes it, then seals it.
     pub fn create_object(&mut self, id: &[u8], size: u64, creator: &str) -> Result<u64, StoreError> {
+        self.create_owned(id, size, creator, "")
+    }
+
+    /// Like [`Self::create_object`], recording the owner's address.
+    pub fn create_owned(&mut self, id: &[u8], size: u64, creator: &str, owner: &str) -> Result<u64, StoreError> {
         if self.objects.contains_key(id) {
             return Err(StoreError::Exists(hex(id)));
+        }
+        let full = StoreError::Full { requested: size, free: self.alloc.free(), capacity: self.capacity };
+        if size > self.capacity {
+            return Err(full);
         }
         let reserved = size.max(1).div_ceil(ALIGNMENT) * ALIGNMENT;
         let offset = self.alloc.allocate(reserved).ok_or(StoreError::Full {
@@ -155,7 +166,16 @@ impl ObjectStore {
         })?;
         self.objects.insert(
             id.to_vec(),
-            Entry { offset, size, reserved, sealed: false, pins: HashMap::new(), deleted: false, creator: creator.to_string() },
+            Entry {
+                offset,
+                size,
+                reserved,
+                sealed: false,
+                pins: HashMap::new(),
+                deleted: false,
+                creator: creator.to_string(),
+                owner: owner.to_string(),
+            },
         );
         Ok(offset)
     }
@@ -207,6 +227,19 @@ impl ObjectStore {
         }
     }
 
+    /// The owner at `owner` is gone: every object it owned is deleted (freed as
+    /// soon as no reader pins it). Returns how many.
+    pub fn delete_owned_by(&mut self, owner: &str) -> usize {
+        if owner.is_empty() {
+            return 0;
+        }
+        let ids: Vec<ObjectId> = self.objects.iter().filter(|(_, e)| e.owner == owner).map(|(k, _)| k.clone()).collect();
+        for id in &ids {
+            self.delete(id);
+        }
+        ids.len()
+    }
+
     /// A client went away: its pins go, and objects it created but never sealed.
     pub fn disconnect(&mut self, client: &str) {
         let ids: Vec<ObjectId> = self.objects.keys().cloned().collect();
@@ -255,6 +288,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = ObjectStore::create(dir.path(), "t", 1024).unwrap();
         s.create_object(b"a", 600, "w").unwrap();
+        assert!(matches!(s.create_object(b"huge", u64::MAX - 3, "w"), Err(StoreError::Full { .. })), "no wrap-around");
         let e = s.create_object(b"b", 600, "w").unwrap_err();
         assert!(matches!(e, StoreError::Full { requested: 600, .. }), "{e}");
         assert!(e.to_string().contains("object_store_memory"));
@@ -273,6 +307,18 @@ mod tests {
         s.disconnect("reader");
         s.disconnect("crasher");
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_dead_owners_objects_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ObjectStore::create(dir.path(), "t", 4096).unwrap();
+        s.create_owned(b"a", 10, "w", "owner:1").unwrap();
+        s.create_owned(b"b", 10, "w", "owner:2").unwrap();
+        s.seal(b"a").unwrap();
+        s.seal(b"b").unwrap();
+        assert_eq!(s.delete_owned_by("owner:1"), 1);
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Job {
     pub driver_pid: u32,
     /// The driver's worker id.
     pub driver_id: String,
+    /// The driver's core worker address (it owns objects in the store).
+    pub driver_address: String,
 }
 
 /// A granted lease.
@@ -96,6 +98,9 @@ pub struct Leasing {
     pub config: PoolConfig,
     /// The other nodes, from the GCS.
     pub cluster: Vec<RemoteNode>,
+    /// Workers removed before their exit was seen (pid -> worker id, address), so
+    /// their store pins are still released when they exit.
+    pub departed: HashMap<u32, (String, String)>,
     spawner: Spawner,
 }
 
@@ -113,6 +118,7 @@ impl Leasing {
             queue: Vec::new(),
             config,
             cluster: Vec::new(),
+            departed: HashMap::new(),
             spawner,
         }
     }
@@ -177,6 +183,7 @@ impl Leasing {
                         i += 1;
                         continue;
                     }
+                    res.lease_started();
                     let lease_id = new_id();
                     let w = self.workers.get_mut(&wid).expect("idle worker exists");
                     w.status = WorkerStatus::Leased(lease_id.clone());
@@ -273,13 +280,33 @@ impl Leasing {
             }
             if disconnect {
                 crate::worker_pool::kill(w.pid);
-                self.workers.remove(&lease.worker_id);
+                self.remove_worker(&lease.worker_id);
             } else {
                 w.status = WorkerStatus::Idle(Instant::now());
             }
         }
         res.release(&to_release);
+        res.lease_ended();
         true
+    }
+
+    /// Forgets a worker whose process is (being) killed; its exit event still finds
+    /// its id to release what it held in the store.
+    pub fn remove_worker(&mut self, worker_id: &str) -> Option<Worker> {
+        let w = self.workers.remove(worker_id)?;
+        if w.pid > 0 {
+            self.departed.insert(w.pid, (w.id.clone(), w.address.clone()));
+        }
+        Some(w)
+    }
+
+    /// Removes an idle worker (checked under the caller's lock, so a worker leased
+    /// a moment ago is never killed as idle); returns its pid.
+    pub fn remove_if_idle(&mut self, worker_id: &str) -> Option<u32> {
+        if !matches!(self.workers.get(worker_id)?.status, WorkerStatus::Idle(_)) {
+            return None;
+        }
+        self.remove_worker(worker_id).map(|w| w.pid)
     }
 
     /// A worker blocked in `ray.get` lends its CPU out; when unblocked it takes it back.
@@ -300,12 +327,33 @@ impl Leasing {
     }
 
     /// A worker process exited: its lease (if any) ends.
-    pub fn worker_exited(&mut self, pid: u32, res: &mut LocalResources) -> Option<Worker> {
-        let id = self.workers.values().find(|w| w.pid == pid)?.id.clone();
-        if let Some(WorkerStatus::Leased(lease_id)) = self.workers.get(&id).map(|w| w.status.clone()) {
-            self.return_lease(&lease_id, false, res);
+    /// A worker process exited: its own lease ends, and so do the leases it held as
+    /// an owner (the workers running its tasks are stopped: nobody waits for
+    /// their results). Returns the worker's id (also for workers already removed).
+    pub fn worker_exited(&mut self, pid: u32, res: &mut LocalResources) -> Option<(String, String, bool)> {
+        if let Some((id, address)) = self.departed.remove(&pid) {
+            self.owner_gone(&id, res);
+            return Some((id, address, false));
         }
-        self.workers.remove(&id)
+        let w = self.workers.values().find(|w| w.pid == pid)?.clone();
+        let leased = matches!(w.status, WorkerStatus::Leased(_));
+        if let WorkerStatus::Leased(lease_id) = &w.status {
+            self.return_lease(lease_id, false, res);
+        }
+        self.workers.remove(&w.id);
+        self.owner_gone(&w.id, res);
+        Some((w.id, w.address, leased))
+    }
+
+    /// The owner `owner_id` is gone: its queued requests are dropped and its leases
+    /// end, stopping the workers that run its tasks.
+    pub fn owner_gone(&mut self, owner_id: &str, res: &mut LocalResources) -> usize {
+        self.queue.retain(|p| p.owner != owner_id);
+        let leases: Vec<String> = self.leases.iter().filter(|(_, l)| l.owner == owner_id).map(|(id, _)| id.clone()).collect();
+        for l in &leases {
+            self.return_lease(l, true, res);
+        }
+        leases.len()
     }
 
     /// Idle workers to stop now: beyond the soft limit after the threshold, any
@@ -344,8 +392,8 @@ impl Leasing {
         for l in leases {
             self.return_lease(&l, false, res);
         }
-        let pids: Vec<u32> = self.workers.values().filter(|w| w.job_id == job_id).map(|w| w.pid).collect();
-        self.workers.retain(|_, w| w.job_id != job_id);
+        let ids: Vec<String> = self.workers.values().filter(|w| w.job_id == job_id).map(|w| w.id.clone()).collect();
+        let pids = ids.iter().filter_map(|id| self.remove_worker(id)).map(|w| w.pid).collect();
         self.jobs.remove(job_id);
         pids
     }

@@ -145,9 +145,12 @@ impl Raylet {
         self.sealed.notify_waiters();
     }
 
-    /// Waits until some object is sealed (or `timeout`).
-    pub async fn wait_sealed(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.sealed.notified()).await;
+    /// A future that completes when an object is sealed after this call (registered
+    /// at once, so a seal between a check and the wait is not missed).
+    pub fn sealed_notifier(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut n = Box::pin(self.sealed.notified());
+        n.as_mut().enable();
+        n
     }
 
     /// Grants what can be granted and refreshes the reported demand.
@@ -299,14 +302,17 @@ async fn pool_loop(r: Arc<Raylet>, mut events: tokio::sync::mpsc::UnboundedRecei
                         let mut res = r.resources();
                         l.worker_exited(pid, &mut res)
                     };
-                    if let Some(w) = gone {
-                        let leased = matches!(w.status, crate::worker_pool::WorkerStatus::Leased(_));
+                    if let Some((id, address, leased)) = gone {
                         if leased {
-                            tracing::warn!(worker_id = %w.id, pid, %status, job_id = %w.job_id, "a worker exited while leased");
+                            tracing::warn!(worker_id = %id, pid, %status, "a worker exited while leased");
                         } else {
-                            tracing::debug!(worker_id = %w.id, pid, %status, "worker exited");
+                            tracing::debug!(worker_id = %id, pid, %status, "worker exited");
                         }
-                        r.store().disconnect(&w.id);
+                        let mut store = r.store();
+                        store.disconnect(&id);
+                        // Objects it owned (put in its tasks) have no owner any more.
+                        store.delete_owned_by(&address);
+                        drop(store);
                         r.dispatch();
                     }
                 }
@@ -316,21 +322,24 @@ async fn pool_loop(r: Arc<Raylet>, mut events: tokio::sync::mpsc::UnboundedRecei
                 let (kill, dead_jobs) = {
                     let l = r.leasing();
                     let kill: Vec<(String, u32)> = l.idle_to_kill().into_iter().filter_map(|id| l.workers.get(&id).map(|w| (id, w.pid))).collect();
-                    let dead: Vec<(String, String)> = l
+                    let dead: Vec<(String, String, String)> = l
                         .jobs
                         .iter()
                         .filter(|(_, j)| j.driver_pid > 0 && std::fs::metadata(format!("/proc/{}", j.driver_pid)).is_err())
-                        .map(|(id, j)| (id.clone(), j.driver_id.clone()))
+                        .map(|(id, j)| (id.clone(), j.driver_id.clone(), j.driver_address.clone()))
                         .collect();
                     (kill, dead)
                 };
-                for (id, pid) in kill {
-                    tracing::debug!(worker_id = %id, pid, "stopping an idle worker");
-                    r.leasing().workers.remove(&id);
-                    crate::worker_pool::kill(pid);
+                for (id, _) in kill {
+                    // Checked again under the lock: it may have been leased meanwhile.
+                    let removed = r.leasing().remove_if_idle(&id);
+                    if let Some(pid) = removed {
+                        tracing::debug!(worker_id = %id, pid, "stopping an idle worker");
+                        crate::worker_pool::kill(pid);
+                    }
                 }
-                for (job, driver) in dead_jobs {
-                    tracing::info!(job_id = %job, "the driver exited; stopping the job's workers");
+                for (job, driver, driver_address) in dead_jobs {
+                    tracing::info!(job_id = %job, "the driver exited; stopping the job's workers and freeing its objects");
                     let pids = {
                         let mut l = r.leasing();
                         let mut res = r.resources();
@@ -339,7 +348,11 @@ async fn pool_loop(r: Arc<Raylet>, mut events: tokio::sync::mpsc::UnboundedRecei
                     for pid in pids {
                         crate::worker_pool::kill(pid);
                     }
-                    r.store().disconnect(&driver);
+                    {
+                        let mut store = r.store();
+                        store.disconnect(&driver);
+                        store.delete_owned_by(&driver_address);
+                    }
                     r.dispatch();
                 }
             }

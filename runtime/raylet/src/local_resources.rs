@@ -36,6 +36,9 @@ pub struct LocalResources {
     available: ResourceSet,
     /// Taken beyond what was free (a blocked worker that woke up); paid back first.
     debt: ResourceSet,
+    /// Leases granted and not returned: a node running work is never idle, even
+    /// when its tasks hold no resources (`num_cpus=0`) or lent their CPU out.
+    leases: u32,
     demand: BTreeMap<ResourceSet, DemandCount>,
     idle_since: Option<Instant>,
     drain: Option<Drain>,
@@ -48,6 +51,7 @@ impl LocalResources {
             available: total.clone(),
             total,
             debt: ResourceSet::new(),
+            leases: 0,
             demand: BTreeMap::new(),
             idle_since: Some(Instant::now()),
             drain: None,
@@ -104,6 +108,18 @@ impl LocalResources {
         self.update_idle();
     }
 
+    /// A lease was granted.
+    pub fn lease_started(&mut self) {
+        self.leases += 1;
+        self.update_idle();
+    }
+
+    /// A lease ended.
+    pub fn lease_ended(&mut self) {
+        self.leases = self.leases.saturating_sub(1);
+        self.update_idle();
+    }
+
     /// Replaces all queued demand.
     pub fn replace_demand(&mut self, demand: BTreeMap<ResourceSet, DemandCount>) {
         self.demand = demand.into_iter().filter(|(_, c)| *c != DemandCount::default()).collect();
@@ -121,7 +137,7 @@ impl LocalResources {
     }
 
     fn update_idle(&mut self) {
-        let idle = self.available == self.total && self.demand.is_empty() && self.debt.is_empty();
+        let idle = self.available == self.total && self.demand.is_empty() && self.debt.is_empty() && self.leases == 0;
         match (idle, self.idle_since) {
             (true, None) => self.idle_since = Some(Instant::now()),
             (false, Some(_)) => self.idle_since = None,
@@ -222,6 +238,16 @@ mod tests {
         r.release(&cpus(1));
         assert!(r.is_idle());
         assert!(r.try_acquire(&cpus(1)));
+    }
+
+    #[test]
+    fn a_lease_keeps_the_node_busy_even_without_resources() {
+        let mut r = LocalResources::new(cpus(1));
+        r.lease_started();
+        assert!(!r.is_idle(), "a num_cpus=0 task or a blocked worker still runs");
+        assert!(r.drain(DrainNodeReason::IdleTermination, "idle".into()).is_err());
+        r.lease_ended();
+        assert!(r.is_idle());
     }
 
     #[test]

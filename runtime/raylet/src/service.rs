@@ -95,7 +95,10 @@ impl NodeManagerService for NodeManager {
             let mut l = self.raylet.leasing();
             if r.is_driver {
                 let command = if r.worker_command.is_empty() { self.raylet.worker_command().to_vec() } else { r.worker_command.clone() };
-                l.jobs.insert(r.job_id.clone(), Job { command, driver_pid: r.pid, driver_id: r.worker_id.clone() });
+                l.jobs.insert(
+                    r.job_id.clone(),
+                    Job { command, driver_pid: r.pid, driver_id: r.worker_id.clone(), driver_address: r.address.clone() },
+                );
                 // Prestart workers so the driver's first tasks find them warm.
                 let n = l.config.soft_limit.min(8);
                 let have = l.workers.values().filter(|w| w.job_id == r.job_id).count();
@@ -150,7 +153,7 @@ impl NodeManagerService for NodeManager {
             let mut l = self.raylet.leasing();
             if !l.jobs.contains_key(&r.job_id) {
                 let command = self.raylet.worker_command().to_vec();
-                l.jobs.insert(r.job_id.clone(), Job { command, driver_pid: 0, driver_id: String::new() });
+                l.jobs.insert(r.job_id.clone(), Job { command, driver_pid: 0, driver_id: String::new(), driver_address: String::new() });
             }
             l.queue.push(Pending {
                 no_spillback: r.no_spillback,
@@ -209,9 +212,26 @@ impl NodeManagerService for NodeManager {
         Ok(Response::new(NotifyWorkerBlockedReply {}))
     }
 
+    async fn lease_stream_closed(
+        &self,
+        req: Request<LeaseStreamClosedRequest>,
+    ) -> Result<Response<LeaseStreamClosedReply>, Status> {
+        let r = req.into_inner();
+        let ended = {
+            let mut l = self.raylet.leasing();
+            let mut res = self.raylet.resources();
+            l.return_lease(&r.lease_id, true, &mut res)
+        };
+        if ended {
+            tracing::info!(lease_id = %r.lease_id, "the owner of a lease went away; its worker was stopped");
+            self.raylet.dispatch();
+        }
+        Ok(Response::new(LeaseStreamClosedReply { lease_ended: ended }))
+    }
+
     async fn create_object(&self, req: Request<CreateObjectRequest>) -> Result<Response<CreateObjectReply>, Status> {
         let r = req.into_inner();
-        let result = self.raylet.store().create_object(&r.object_id, r.data_size, &r.client_id);
+        let result = self.raylet.store().create_owned(&r.object_id, r.data_size, &r.client_id, &r.owner_address);
         self.raylet.notify_changed();
         Ok(Response::new(match result {
             Ok(offset) => CreateObjectReply { offset, error: String::new(), store_full: false },
@@ -230,6 +250,7 @@ impl NodeManagerService for NodeManager {
         let r = req.into_inner();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(r.timeout_ms.min(3_600_000));
         loop {
+            let sealed = self.raylet.sealed_notifier();
             let ready = {
                 let s = self.raylet.store();
                 r.object_ids.iter().all(|id| s.is_sealed(id))
@@ -247,7 +268,7 @@ impl NodeManagerService for NodeManager {
                     .collect();
                 return Ok(Response::new(GetObjectsReply { objects }));
             }
-            self.raylet.wait_sealed(deadline - now).await;
+            let _ = tokio::time::timeout(deadline - now, sealed).await;
         }
     }
 

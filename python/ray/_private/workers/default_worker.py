@@ -3,6 +3,7 @@
 import argparse
 import os
 import pickle
+import signal
 import sys
 import threading
 import traceback
@@ -97,6 +98,7 @@ class _Worker:
         retry_on = None
         try:
             try:
+                self.conn.interruptible = self.conn.current_task_id
                 fn = self.function(task.job_id, task.function_id)
                 values = self.resolve(task.args())
                 kw_names = task.kwarg_names
@@ -107,6 +109,7 @@ class _Worker:
                     kwargs = dict(zip(kw_names, kw_values))
                     retry_on = kwargs.pop(RETRY_EXCEPTIONS_KWARG, None)
                 result = fn(*values, **kwargs)
+                self.conn.interruptible = None
                 if returns > 1:
                     result = list(result)
                     if len(result) != returns:
@@ -136,12 +139,21 @@ class _Worker:
                 retryable = retry_on is None or any(isinstance(e, c) for c in retry_on)
                 self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, retryable)
                 return
-            out = []
-            for r in result:
-                data, buffers, refs = serialization.serialize(r)
-                out.append((serialization.KIND_VALUE, data, buffers, refs))
+            self.conn.interruptible = None
+            try:
+                out = []
+                for r in result:
+                    data, buffers, refs = serialization.serialize(r)
+                    out.append((serialization.KIND_VALUE, data, buffers, refs))
+            except Exception as e:  # noqa: BLE001 - e.g. a return value that cannot be pickled
+                tb = traceback.format_exc()
+                err = _exc.RayTaskError(name, tb, e, pid=os.getpid())
+                data, buffers, refs = serialization.serialize_error(err)
+                self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, False)
+                return
             self._finish(task, out, False, False)
         finally:
+            self.conn.interruptible = None
             sys.stdout.flush()
             sys.stderr.flush()
             self.conn.current_task_id = None
@@ -195,6 +207,15 @@ def main(argv=None):
     _worker.set_connection(conn)
     sys.stdout = _TaskOutput(core, conn, 1, sys.stdout)
     sys.stderr = _TaskOutput(core, conn, 2, sys.stderr)
+    conn.interruptible = None
+
+    def on_sigint(signum, frame):
+        # ray.cancel: interrupt only the user code of the task it names.
+        task = conn.interruptible
+        if task is not None and core.take_cancel(task):
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     w = _Worker(core, conn)
     while True:
         try:
