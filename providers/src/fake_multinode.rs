@@ -165,7 +165,7 @@ impl FakeMultiNodeProvider {
         let args = self.raylet_args(req, cloud_id, node_id, &sess.dir().display().to_string());
         let mut cmd = std::process::Command::new(&self.ctx.ray_executable);
         cmd.arg0("raylet")
-            .args(&args)
+            .args(process::joined_flags(&args))
             .envs(self.ctx.node_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -204,9 +204,8 @@ fn find_raylet_by_instance(cloud_id: &str) -> Option<(u32, u64)> {
     let rd = std::fs::read_dir("/proc").ok()?;
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let hit = args.windows(2).any(|w| w[0] == b"--instance-id" && w[1] == cloud_id.as_bytes());
+        let Some(args) = process::cmdline(pid) else { continue };
+        let hit = process::flag_value(&args, "--instance-id") == Some(cloud_id);
         if hit && !process::is_zombie(pid) {
             return process::start_time_ticks(pid).map(|t| (pid, t));
         }

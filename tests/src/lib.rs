@@ -272,9 +272,8 @@ impl RayEnv {
 
 /// The node id a raylet process was started with (from its command line).
 pub fn raylet_node_id(pid: u32) -> Option<String> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-    args.iter().position(|a| a == "--node-id").and_then(|i| args.get(i + 1).cloned())
+    let args = ray_common::process::cmdline(pid)?;
+    ray_common::process::flag_value(&args, "--node-id").map(str::to_string)
 }
 
 /// Counts the nodes listed in `ray status`'s Active and Idle sections.

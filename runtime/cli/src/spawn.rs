@@ -38,7 +38,7 @@ impl Launcher<'_> {
         let err = file.try_clone()?;
         let mut cmd = Command::new(&exe);
         cmd.arg0(argv0)
-            .args(args)
+            .args(process::joined_flags(args))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))

@@ -95,6 +95,48 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Joins `["--flag", "value"]` pairs into `"--flag=value"`, the form Ray's own
+/// processes use on their command lines (tools that scan `ps` for Ray processes
+/// parse it that way).
+pub fn joined_flags(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        match args.get(i + 1) {
+            Some(v) if a.starts_with("--") && !a.contains('=') && !v.starts_with("--") => {
+                out.push(format!("{a}={v}"));
+                i += 2;
+            }
+            _ => {
+                out.push(a.clone());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The value of `--flag` on a command line, in either form.
+pub fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let prefix = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        if let Some(v) = a.strip_prefix(&prefix) {
+            Some(v)
+        } else if a == flag {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            None
+        }
+    })
+}
+
+/// A process's command line.
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+}
+
 /// The path of the running executable.
 pub fn current_exe() -> std::io::Result<std::path::PathBuf> {
     std::env::current_exe()
@@ -109,6 +151,16 @@ pub fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_are_joined_and_read_back() {
+        let args: Vec<String> = ["--head", "--port", "0", "--resources", "{\"A\": 1}", "--block"].iter().map(|s| s.to_string()).collect();
+        let j = joined_flags(&args);
+        assert_eq!(j, ["--head", "--port=0", "--resources={\"A\": 1}", "--block"]);
+        assert_eq!(flag_value(&j, "--port"), Some("0"));
+        assert_eq!(flag_value(&args, "--port"), Some("0"));
+        assert_eq!(flag_value(&j, "--missing"), None);
+    }
 
     #[test]
     fn own_process_is_alive_and_has_rss() {

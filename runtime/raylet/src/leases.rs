@@ -131,6 +131,7 @@ impl Leasing {
         command.extend(extra_args.iter().cloned());
         command.extend(["--worker-id".to_string(), id.clone(), "--job-id".to_string(), job_id.to_string()]);
         let log = self.config.log_dir.join(format!("worker-{id}-{job_id}.out"));
+        let command = ray_common::process::joined_flags(&command);
         self.spawner.spawn(SpawnRequest { worker_id: id.clone(), command, env: self.config.env.clone(), log });
         self.workers.insert(
             id.clone(),
