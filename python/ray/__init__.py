@@ -12,7 +12,6 @@
 
 import inspect as _inspect
 import os as _os
-import os
 import sys as _sys
 
 from ray import exceptions
@@ -100,7 +99,7 @@ def init(
         try:
             gcs = _raylet.GcsConnection(gcs_address)
         except (ConnectionError, RuntimeError) as e:
-            if address is not None or os.environ.get("RAY_ADDRESS"):
+            if address is not None or _os.environ.get("RAY_ADDRESS"):
                 raise
             # A stale record of a cluster on this machine: start a new local one.
             print(
@@ -306,8 +305,6 @@ def cluster_resources():
 
 def available_resources():
     """Free resources of the live nodes (from the last reports)."""
-    import json
-
     status = _connection().gcs.resource_usage()
     free = {}
     for avail in status:

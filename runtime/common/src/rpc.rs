@@ -33,6 +33,9 @@ pub type Channel = InterceptedService<tonic::transport::Channel, ClientAuth>;
 /// The server type every process builds services on.
 pub type SecureServer = Server<Stack<InterceptorLayer<ServerAuth>, Identity>>;
 
+/// A [`SecureServer`] with its services added.
+pub type SecureRouter = tonic::transport::server::Router<Stack<InterceptorLayer<ServerAuth>, Identity>>;
+
 /// Token and TLS settings of one process.
 #[derive(Debug, Clone)]
 pub struct Security {

@@ -728,8 +728,8 @@ impl CoreWorker {
             },
         );
         if waiting.is_empty() {
-            let mut out = self.resolve_args(&mut st, &task_id);
-            out.request_leases.extend(st.submitter.enqueue(&task_id, self.max_inflight).request_leases);
+            self.resolve_args(&mut st, &task_id);
+            let out = st.submitter.enqueue(&task_id, self.max_inflight);
             drop(st);
             self.act(out);
         } else {
@@ -749,11 +749,8 @@ impl CoreWorker {
                 }
                 let out = {
                     let mut st = me.state();
-                    let mut out = me.resolve_args(&mut st, &task_id);
-                    let more = st.submitter.enqueue(&task_id, me.max_inflight);
-                    out.request_leases.extend(more.request_leases);
-                    out.cancel_requests.extend(more.cancel_requests);
-                    out
+                    me.resolve_args(&mut st, &task_id);
+                    st.submitter.enqueue(&task_id, me.max_inflight)
                 };
                 me.act(out);
             });
@@ -763,7 +760,7 @@ impl CoreWorker {
 
     /// Inlines owned, ready, small arguments into the spec (Ray's dependency
     /// resolution): the worker then needs no round trip for them.
-    fn resolve_args(&self, st: &mut State, task_id: &[u8]) -> PumpOut {
+    fn resolve_args(&self, st: &mut State, task_id: &[u8]) {
         let State { objects, submitter } = st;
         if let Some(t) = submitter.tasks.get_mut(task_id) {
             for a in t.spec.args.iter_mut() {
@@ -774,7 +771,6 @@ impl CoreWorker {
                 }
             }
         }
-        PumpOut::default()
     }
 
     fn act(&self, out: PumpOut) {

@@ -191,8 +191,7 @@ impl ObjectTable {
         freed
     }
 
-    /// Drops owned objects that are pending with no reference at all (their task
-    /// was submitted and the refs discarded at once): kept until the value comes.
+    /// Number of owned objects (pending ones included).
     pub fn len_owned(&self) -> usize {
         self.owned.len()
     }

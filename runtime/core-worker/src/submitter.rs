@@ -114,8 +114,6 @@ pub struct PumpOut {
     pub cancel_requests: Vec<ResourceSet>,
 }
 
-/// Tasks pushed at most to one worker at a time.
-pub const DEFAULT_MAX_INFLIGHT: usize = 8;
 /// Lease requests outstanding per shape.
 pub const MAX_PENDING_LEASE_REQUESTS: usize = 10;
 

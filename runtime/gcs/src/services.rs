@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use ray_common::rpc::{MAX_MESSAGE_BYTES, Security};
+use ray_common::rpc::{MAX_MESSAGE_BYTES, SecureRouter, Security};
 use ray_proto::rpc::autoscaler::autoscaler_state_service_server::{AutoscalerStateService, AutoscalerStateServiceServer};
 use ray_proto::rpc::autoscaler::*;
 use ray_proto::rpc::gcs_subscriber_service_server::{GcsSubscriberService, GcsSubscriberServiceServer};
@@ -17,7 +17,6 @@ use ray_proto::rpc::node_manager_service_client::NodeManagerServiceClient;
 use ray_proto::rpc::node_resource_gcs_service_server::{NodeResourceGcsService, NodeResourceGcsServiceServer};
 use ray_proto::rpc::*;
 use tokio::sync::broadcast::error::RecvError;
-use tonic::transport::server::Router;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Gcs;
@@ -27,7 +26,7 @@ use crate::state::{StateError, death};
 pub fn router(
     gcs: &Arc<Gcs>,
     security: &Security,
-) -> Result<Router<tower::layer::util::Stack<tonic::service::interceptor::InterceptorLayer<ray_common::auth::ServerAuth>, tower::layer::util::Identity>>, tonic::transport::Error> {
+) -> Result<SecureRouter, tonic::transport::Error> {
     let svc = GcsService { gcs: gcs.clone() };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     drop(health_reporter); // Serving by default.

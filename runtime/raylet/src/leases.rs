@@ -63,8 +63,6 @@ pub struct Pending {
     pub owner: String,
     /// Where the answer goes.
     pub reply: oneshot::Sender<RequestWorkerLeaseReply>,
-    /// When it arrived.
-    pub since: Instant,
 }
 
 /// Settings of the pool.

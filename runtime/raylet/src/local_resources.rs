@@ -126,16 +126,6 @@ impl LocalResources {
         self.update_idle();
     }
 
-    /// Replaces the queued demand of one shape.
-    pub fn set_demand(&mut self, shape: ResourceSet, count: DemandCount) {
-        if count == DemandCount::default() {
-            self.demand.remove(&shape);
-        } else {
-            self.demand.insert(shape, count);
-        }
-        self.update_idle();
-    }
-
     fn update_idle(&mut self) {
         let idle = self.available == self.total && self.demand.is_empty() && self.debt.is_empty() && self.leases == 0;
         match (idle, self.idle_since) {
@@ -220,9 +210,9 @@ mod tests {
         assert!(r.try_acquire(&cpus(1)));
         assert!(r.drain(DrainNodeReason::IdleTermination, "idle".into()).is_err());
         r.release(&cpus(1));
-        r.set_demand(cpus(1), DemandCount { backlog: 1, ..Default::default() });
+        r.replace_demand([(cpus(1), DemandCount { backlog: 1, ..Default::default() })].into());
         assert!(r.drain(DrainNodeReason::IdleTermination, "idle".into()).is_err());
-        r.set_demand(cpus(1), DemandCount::default());
+        r.replace_demand(BTreeMap::new());
         assert!(r.drain(DrainNodeReason::IdleTermination, "idle".into()).is_ok());
         assert!(!r.try_acquire(&cpus(1)), "a draining node takes no new work");
     }

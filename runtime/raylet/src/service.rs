@@ -3,25 +3,16 @@
 
 use std::sync::Arc;
 
-use ray_common::rpc::{MAX_MESSAGE_BYTES, Security};
+use ray_common::rpc::{MAX_MESSAGE_BYTES, SecureRouter, Security};
 use ray_proto::rpc::autoscaler::DrainNodeReason;
 use ray_proto::rpc::node_manager_service_server::{NodeManagerService, NodeManagerServiceServer};
 use ray_proto::rpc::*;
-use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
 
 use crate::leases::{Job, Pending};
 use crate::worker_pool::WorkerStatus;
 use crate::{ExitReason, Raylet};
 use ray_object_store::StoreError;
-
-/// The router type every secured server of this process uses.
-pub type SecureRouter = Router<
-    tower::layer::util::Stack<
-        tonic::service::interceptor::InterceptorLayer<ray_common::auth::ServerAuth>,
-        tower::layer::util::Identity,
-    >,
->;
 
 /// Every service of the raylet on one router.
 pub fn router(raylet: &Arc<Raylet>, security: &Security) -> Result<SecureRouter, tonic::transport::Error> {
@@ -161,7 +152,6 @@ impl NodeManagerService for NodeManager {
                 job_id: r.job_id,
                 owner: r.owner_worker_id,
                 reply: tx,
-                since: std::time::Instant::now(),
             });
         }
         self.raylet.dispatch();
