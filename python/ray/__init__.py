@@ -209,12 +209,8 @@ def get(object_refs, *, timeout=None):
     _check_refs(refs, "ray.get()")
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be None or a non-negative number, got {!r}.".format(timeout))
-    try:
-        raw = conn.core.get(refs, timeout)
-    except TimeoutError:
-        raise exceptions.GetTimeoutError("Get timed out: some object(s) not ready.") from None
-    except RuntimeError as e:
-        raise exceptions.from_runtime_error(e) from None
+    # The core raises Ray's exceptions itself (GetTimeoutError, ObjectLostError, ...).
+    raw = conn.core.get(refs, timeout)
     out = []
     for kind, data, buffers in raw:
         value = _ser.deserialize(kind, data, buffers)
@@ -230,10 +226,7 @@ def put(value):
         raise TypeError("Calling 'put' on an ray.ObjectRef is not allowed. If you really want to do this, you can wrap the ray.ObjectRef in a list and call 'put' on it.")
     conn = _connection()
     data, buffers, refs = _ser.serialize(value)
-    try:
-        return conn.core.put(_ser.KIND_VALUE, data, buffers, refs)
-    except MemoryError as e:
-        raise exceptions.ObjectStoreFullError(str(e)) from None
+    return conn.core.put(_ser.KIND_VALUE, data, buffers, refs)
 
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
@@ -265,11 +258,7 @@ def cancel(object_ref, *, force=False, recursive=True):
     raises TaskCancelledError."""
     if type(object_ref) is not ObjectRef:
         raise TypeError("ray.cancel() only supported for object refs. For actors, try ray.kill().")
-    conn = _connection()
-    try:
-        conn.core.cancel(object_ref, force)
-    except RuntimeError as e:
-        raise exceptions.RaySystemError(str(e)) from None
+    _connection().core.cancel(object_ref, force)
 
 
 def nodes():

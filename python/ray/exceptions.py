@@ -129,15 +129,6 @@ def system_error(kind, message):
     return cls(message)
 
 
-def from_runtime_error(err):
-    """Maps a core error message "Kind: message" to its exception."""
-    text = str(err)
-    head, _, rest = text.partition(": ")
-    if head in _SYSTEM_ERRORS:
-        return _SYSTEM_ERRORS[head](rest)
-    return RaySystemError(text)
-
-
 __all__ = [
     "RayError",
     "RaySystemError",

@@ -1,228 +1,27 @@
-//! Python bindings of the core worker: `CoreWorker`, `ObjectRef`, `PlasmaBuffer`
-//! (zero-copy views of the shared-memory store) and `Task` (a task to execute).
+//! `ray._raylet.CoreWorker`: the Python face of the Rust core worker. Values
+//! cross as `(kind, data, [buffers], [nested refs])`; byte buffers are read in
+//! place (no copy) while the GIL is released for the store write.
 
 use std::collections::HashMap;
-use std::ffi::{c_int, c_void};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use ray_common::ResourceSet;
 use ray_common::rpc::Security;
-use ray_core_worker::executor::ExecTask;
-use ray_core_worker::{ArgIn, CoreWorker as Core, GetError, Got, Mode, Options, SubmitSpec};
-use ray_proto::rpc::{ReturnObject, SerializedObject, TaskResult, task_arg};
+use ray_common::{JobId, TaskId, WorkerId};
+use ray_core_worker::{ArgIn, CoreWorker as Core, Got, Mode, Options, Reference, Serialized, SubmitSpec};
+use ray_proto::rpc::{ReturnObject, SerializedObject, TaskResult};
 
-/// The core worker of this process, for ObjectRef reference counting.
-static CURRENT: Mutex<Option<Arc<Core>>> = Mutex::new(None);
-
-fn current() -> Option<Arc<Core>> {
-    CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
+use crate::errors::to_py;
+use crate::object_ref::{ObjectRef, PlasmaBuffer, object_id, set_current};
+use crate::task::{Task, serialized_to_py};
 
 fn rt_err(e: impl std::fmt::Display) -> PyErr {
     PyRuntimeError::new_err(e.to_string())
-}
-
-/// A reference to an object, counted by its process's core worker.
-#[pyclass(module = "ray._raylet", frozen, eq, hash)]
-pub struct ObjectRef {
-    id: Vec<u8>,
-    owner: String,
-    core: Option<Arc<Core>>,
-}
-
-impl PartialEq for ObjectRef {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-    }
-}
-
-impl std::hash::Hash for ObjectRef {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.id.hash(state)
-    }
-}
-
-impl ObjectRef {
-    /// Takes over a reference the core worker already counted.
-    fn adopt(id: Vec<u8>, owner: String, core: Arc<Core>) -> Self {
-        Self { id, owner, core: Some(core) }
-    }
-
-    fn new(id: Vec<u8>, owner: String) -> Self {
-        let core = current();
-        if let Some(c) = &core {
-            c.add_local_ref(&id, &owner);
-        }
-        Self { id, owner, core }
-    }
-}
-
-impl Drop for ObjectRef {
-    fn drop(&mut self) {
-        if let Some(c) = &self.core {
-            c.remove_local_ref(&self.id);
-        }
-    }
-}
-
-#[pymethods]
-impl ObjectRef {
-    /// Rebuilds a ref from its pickled form (a borrowed reference).
-    #[staticmethod]
-    fn _from_pickle(id: Vec<u8>, owner: String) -> Self {
-        Self::new(id, owner)
-    }
-
-    /// The id as hex.
-    fn hex(&self) -> String {
-        ray_core_worker::ids::hex(&self.id)
-    }
-
-    /// The id as bytes.
-    fn binary<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.id)
-    }
-
-    /// Where the owner's core worker listens.
-    fn owner_address(&self) -> String {
-        self.owner.clone()
-    }
-
-    /// The id of the task that returns this object.
-    fn task_id(&self) -> String {
-        ray_core_worker::ids::hex(ray_core_worker::ids::task_of(&self.id))
-    }
-
-    fn __repr__(&self) -> String {
-        format!("ObjectRef({})", self.hex())
-    }
-
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>, String))> {
-        let py = slf.py();
-        let f = slf.get_type().getattr("_from_pickle")?;
-        let me = slf.get();
-        Ok((f, (PyBytes::new(py, &me.id), me.owner.clone())))
-    }
-}
-
-/// A read-only view of part of an object in the shared-memory store. The object
-/// stays pinned while any view (or any numpy array built on one) is alive.
-#[pyclass(module = "ray._raylet", frozen)]
-pub struct PlasmaBuffer {
-    pin: Arc<ray_core_worker::plasma::Pin>,
-    offset: u64,
-    len: u64,
-}
-
-#[pymethods]
-impl PlasmaBuffer {
-    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut pyo3::ffi::Py_buffer, flags: c_int) -> PyResult<()> {
-        if (flags & pyo3::ffi::PyBUF_WRITABLE) == pyo3::ffi::PyBUF_WRITABLE {
-            return Err(pyo3::exceptions::PyBufferError::new_err("objects in the object store are read-only"));
-        }
-        let me = slf.get();
-        let ptr = (me.pin.address() + me.offset as usize) as *mut c_void;
-        // SAFETY: the view points into the pinned object, which outlives the view
-        // (the view holds a reference to this PlasmaBuffer, which holds the pin).
-        let rc = unsafe { pyo3::ffi::PyBuffer_FillInfo(view, slf.as_ptr(), ptr, me.len as isize, 1, flags) };
-        if rc != 0 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        Ok(())
-    }
-
-    unsafe fn __releasebuffer__(&self, _view: *mut pyo3::ffi::Py_buffer) {}
-
-    /// Address of the first byte in this process.
-    #[getter]
-    fn address(&self) -> usize {
-        self.pin.address() + self.offset as usize
-    }
-
-    fn __len__(&self) -> usize {
-        self.len as usize
-    }
-}
-
-/// A task for this worker to run.
-#[pyclass(module = "ray._raylet")]
-pub struct Task {
-    inner: Option<ExecTask>,
-}
-
-fn serialized_to_py<'py>(py: Python<'py>, v: &SerializedObject) -> PyResult<Bound<'py, PyTuple>> {
-    let bufs: Vec<Bound<'py, PyBytes>> = v.buffers.iter().map(|b| PyBytes::new(py, b)).collect();
-    (v.kind, PyBytes::new(py, &v.data), PyList::new(py, bufs)?).into_pyobject(py)
-}
-
-impl Task {
-    fn spec(&self) -> PyResult<&ExecTask> {
-        self.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the task was already finished"))
-    }
-}
-
-#[pymethods]
-impl Task {
-    /// Task id (bytes).
-    #[getter]
-    fn task_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.spec()?.spec.task_id))
-    }
-
-    /// Job id.
-    #[getter]
-    fn job_id(&self) -> PyResult<String> {
-        Ok(self.spec()?.spec.job_id.clone())
-    }
-
-    /// Function key.
-    #[getter]
-    fn function_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.spec()?.spec.function_id))
-    }
-
-    /// Function name.
-    #[getter]
-    fn function_name(&self) -> PyResult<String> {
-        Ok(self.spec()?.spec.function_name.clone())
-    }
-
-    /// Names of keyword arguments.
-    #[getter]
-    fn kwarg_names(&self) -> PyResult<Vec<String>> {
-        Ok(self.spec()?.spec.kwarg_names.clone())
-    }
-
-    /// Number of returns.
-    #[getter]
-    fn num_returns(&self) -> PyResult<u32> {
-        Ok(self.spec()?.spec.num_returns)
-    }
-
-    /// Attempt number (0 first).
-    #[getter]
-    fn attempt(&self) -> PyResult<u64> {
-        Ok(self.spec()?.spec.attempt)
-    }
-
-    /// Arguments: ("v", (kind, data, buffers)) or ("r", ObjectRef).
-    fn args<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let spec = &self.spec()?.spec;
-        let out = PyList::empty(py);
-        for a in &spec.args {
-            match &a.arg {
-                Some(task_arg::Arg::Value(v)) => out.append(("v", serialized_to_py(py, v)?))?,
-                Some(task_arg::Arg::PlasmaRef(r)) => out.append(("r", ObjectRef::new(r.object_id.clone(), r.owner_address.clone())))?,
-                None => out.append(("v", (0u32, PyBytes::new(py, b""), PyList::empty(py))))?,
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Extracts contiguous byte views of buffers (PickleBuffer.raw() memoryviews).
@@ -246,8 +45,14 @@ fn slices(bufs: &[PyBuffer<u8>]) -> Vec<&[u8]> {
         .collect()
 }
 
-fn nested_from(list: &Bound<'_, PyList>) -> PyResult<Vec<(Vec<u8>, String)>> {
-    list.iter().map(|r| r.extract::<(Vec<u8>, String)>()).collect()
+/// References pickled inside a value: a list of `(id bytes, owner address)`.
+fn nested_from(list: &Bound<'_, PyList>) -> PyResult<Vec<Reference>> {
+    list.iter()
+        .map(|r| {
+            let (id, owner) = r.extract::<(Vec<u8>, String)>()?;
+            Ok(Reference { id: object_id(&id)?, owner })
+        })
+        .collect()
 }
 
 /// `ray._raylet.CoreWorker`.
@@ -259,7 +64,7 @@ pub struct CoreWorker {
 fn start(py: Python<'_>, opts: Options) -> PyResult<CoreWorker> {
     let rt = crate::runtime::get()?;
     let core = py.detach(|| rt.block_on(Core::start(opts))).map_err(|e| pyo3::exceptions::PyConnectionError::new_err(e.to_string()))?;
-    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(core.clone());
+    set_current(Some(core.clone()));
     Ok(CoreWorker { core })
 }
 
@@ -301,7 +106,7 @@ impl CoreWorker {
             raylet_address,
             node_ip: parse_ip(node_ip)?,
             job_id: None,
-            worker_id,
+            worker_id: WorkerId::new(worker_id),
             worker_command,
             entrypoint,
             security,
@@ -318,8 +123,8 @@ impl CoreWorker {
             gcs_address,
             raylet_address,
             node_ip: parse_ip(node_ip)?,
-            job_id: Some(job_id),
-            worker_id,
+            job_id: Some(JobId::new(job_id)),
+            worker_id: WorkerId::new(worker_id),
             worker_command: Vec::new(),
             entrypoint: String::new(),
             security,
@@ -370,15 +175,13 @@ impl CoreWorker {
         let nested = nested_from(nested)?;
         let core = self.core.clone();
         let id = {
-            let d = slices(std::slice::from_ref(&data));
-            let b = slices(&views);
-            let (dp, bp) = (SendSlices(d), SendSlices(b));
+            let (d, b) = (SendSlices(slices(std::slice::from_ref(&data))), SendSlices(slices(&views)));
             py.detach(move || {
-                let (dp, bp) = (dp, bp);
-                core.put(kind, dp.0[0], &bp.0, nested)
+                let (d, b) = (d, b);
+                core.put(&Serialized { kind, data: d.0[0], buffers: b.0, nested })
             })
         }
-        .map_err(|e| if e.contains("full") { PyErr::new::<pyo3::exceptions::PyMemoryError, _>(e) } else { rt_err(e) })?;
+        .map_err(to_py)?;
         Ok(ObjectRef::adopt(id, self.core.address().to_string(), self.core.clone()))
     }
 
@@ -401,8 +204,7 @@ impl CoreWorker {
         for item in args.iter() {
             let (tag, payload): (String, Bound<'_, PyAny>) = item.extract()?;
             if tag == "r" {
-                let r = payload.cast::<ObjectRef>()?.get();
-                a.push(ArgIn::Ref { id: r.id.clone(), owner: r.owner.clone() });
+                a.push(ArgIn::Ref(payload.cast::<ObjectRef>()?.get().reference().clone()));
             } else {
                 let (kind, data, bufs): (u32, Vec<u8>, Vec<Vec<u8>>) = payload.extract()?;
                 a.push(ArgIn::Value(SerializedObject { kind, data, buffers: bufs, nested_refs: Vec::new() }));
@@ -423,53 +225,49 @@ impl CoreWorker {
         Ok(self.core.submit(spec).into_iter().map(|id| ObjectRef::adopt(id, owner.clone(), self.core.clone())).collect())
     }
 
-    /// Values of refs: (kind, data, [buffers]) each. Raises TimeoutError.
+    /// Values of refs: (kind, data, [buffers]) each. Raises Ray's errors
+    /// (GetTimeoutError, ObjectLostError, OwnerDiedError, ...).
     #[pyo3(signature = (refs, timeout = None))]
     fn get<'py>(&self, py: Python<'py>, refs: Vec<Bound<'py, ObjectRef>>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
-        let ids: Vec<(Vec<u8>, String)> = refs.iter().map(|r| (r.get().id.clone(), r.get().owner.clone())).collect();
+        let refs: Vec<Reference> = refs.iter().map(|r| r.get().reference().clone()).collect();
         let core = self.core.clone();
         let t = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
-        let got = py.detach(move || core.get(&ids, t));
-        match got {
-            Ok(values) => {
-                let out = PyList::empty(py);
-                for v in values {
-                    out.append(to_tuple(py, v)?)?;
-                }
-                Ok(out)
-            }
-            Err(GetError::Timeout) => Err(PyTimeoutError::new_err("get timed out")),
-            Err(GetError::Other(m)) => Err(rt_err(m)),
+        let values = py.detach(move || core.get(&refs, t)).map_err(to_py)?;
+        let out = PyList::empty(py);
+        for v in values {
+            out.append(to_tuple(py, v)?)?;
         }
+        Ok(out)
     }
 
     /// Which refs are ready.
     #[pyo3(signature = (refs, num_returns, timeout = None))]
     fn wait(&self, py: Python<'_>, refs: Vec<Bound<'_, ObjectRef>>, num_returns: usize, timeout: Option<f64>) -> Vec<bool> {
-        let ids: Vec<(Vec<u8>, String)> = refs.iter().map(|r| (r.get().id.clone(), r.get().owner.clone())).collect();
+        let refs: Vec<Reference> = refs.iter().map(|r| r.get().reference().clone()).collect();
         let core = self.core.clone();
         let t = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
-        py.detach(move || core.wait(&ids, num_returns, t))
+        py.detach(move || core.wait(&refs, num_returns, t))
     }
 
     /// Cancels the task producing `r`.
     #[pyo3(signature = (r, force = false))]
     fn cancel(&self, py: Python<'_>, r: Bound<'_, ObjectRef>, force: bool) -> PyResult<()> {
-        let id = r.get().id.clone();
+        let id = r.get().reference().id;
         let core = self.core.clone();
-        py.detach(move || core.cancel(&id, force)).map_err(rt_err)
+        py.detach(move || core.cancel(id, force)).map_err(to_py)
     }
 
     /// Stores a pickled function.
     fn export_function(&self, py: Python<'_>, function_id: Vec<u8>, body: Vec<u8>) -> PyResult<()> {
         let core = self.core.clone();
-        py.detach(move || core.export_function(&function_id, body)).map_err(rt_err)
+        py.detach(move || core.export_function(&function_id, body)).map_err(to_py)
     }
 
     /// Reads a pickled function.
     fn fetch_function<'py>(&self, py: Python<'py>, job_id: String, function_id: Vec<u8>) -> PyResult<Bound<'py, PyBytes>> {
         let core = self.core.clone();
-        let body = py.detach(move || core.fetch_function(&job_id, &function_id)).map_err(rt_err)?;
+        let job_id = JobId::new(job_id);
+        let body = py.detach(move || core.fetch_function(&job_id, &function_id)).map_err(to_py)?;
         Ok(PyBytes::new(py, &body))
     }
 
@@ -483,43 +281,30 @@ impl CoreWorker {
     #[pyo3(signature = (task, returns, is_error = false, is_application_error = false))]
     fn finish_task(&self, py: Python<'_>, mut task: PyRefMut<'_, Task>, returns: &Bound<'_, PyList>, is_error: bool, is_application_error: bool) -> PyResult<()> {
         let t = task.inner.take().ok_or_else(|| PyRuntimeError::new_err("the task was already finished"))?;
-        let ids = t.spec.return_ids.clone();
+        let ids = t.spec.return_ids.iter().map(|id| object_id(id)).collect::<PyResult<Vec<_>>>()?;
         let mut out: Vec<ReturnObject> = Vec::with_capacity(ids.len());
-        for (i, item) in returns.iter().enumerate() {
-            let Some(id) = ids.get(i) else { break };
+        for (item, &id) in returns.iter().zip(&ids) {
             let (kind, data, bufs, nested): (u32, Bound<'_, PyAny>, Bound<'_, PyList>, Bound<'_, PyList>) = item.extract()?;
             let data = PyBuffer::<u8>::get(&data)?;
             let views = byte_views(&bufs)?;
             let nested = nested_from(&nested)?;
             let core = self.core.clone();
-            let d = SendSlices(slices(std::slice::from_ref(&data)));
-            let b = SendSlices(slices(&views));
-            let id = id.clone();
+            let (d, b) = (SendSlices(slices(std::slice::from_ref(&data))), SendSlices(slices(&views)));
             let r = py.detach(move || {
                 let (d, b) = (d, b);
-                core.make_return(&id, kind, d.0[0], &b.0, nested)
+                core.make_return(id, &Serialized { kind, data: d.0[0], buffers: b.0, nested })
             });
-            match r {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    // The value could not be stored (e.g. a full store): the owner gets the error.
-                    let body = format!("{{\"type\": \"ObjectStoreFullError\", \"message\": {}}}", ray_core_worker::json_string(&e));
-                    out.push(ReturnObject {
-                        object_id: ids[i].clone(),
-                        value: Some(SerializedObject { kind: ray_core_worker::KIND_SYSTEM_ERROR, data: body.into_bytes(), ..Default::default() }),
-                        ..Default::default()
-                    });
-                }
-            }
+            // A value that could not be stored (e.g. a full store): the owner gets the error.
+            out.push(r.unwrap_or_else(|e| ReturnObject { object_id: id.to_vec(), value: Some(e.to_value()), ..Default::default() }));
         }
-        let result = TaskResult { task_id: t.spec.task_id.clone(), returns: out, is_error, is_application_error, ..Default::default() };
+        let result = TaskResult { task_id: t.id.as_bytes().to_vec(), returns: out, is_error, is_application_error, ..Default::default() };
         self.core.finish_task(&t, result);
         Ok(())
     }
 
     /// True (once) when `ray.cancel` asked to interrupt this task.
     fn take_cancel(&self, task_id: Vec<u8>) -> bool {
-        self.core.take_cancel(&task_id)
+        TaskId::from_bytes(&task_id).is_ok_and(|t| self.core.take_cancel(t))
     }
 
     /// Forwards a printed line of the running task to its owner.
@@ -537,7 +322,7 @@ impl CoreWorker {
     /// object_store_capacity_bytes, num_objects.
     fn node_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let core = self.core.clone();
-        let s = py.detach(move || core.node_stats()).map_err(rt_err)?;
+        let s = py.detach(move || core.node_stats()).map_err(to_py)?;
         let d = PyDict::new(py);
         d.set_item("num_workers", s.num_workers)?;
         d.set_item("object_store_used_bytes", s.object_store_used_bytes)?;
@@ -556,7 +341,7 @@ impl CoreWorker {
     fn shutdown(&self, py: Python<'_>) {
         let core = self.core.clone();
         py.detach(move || core.shutdown());
-        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        set_current(None);
     }
 
     /// GCS client helpers (KV) for the frontend.

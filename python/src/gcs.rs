@@ -93,7 +93,7 @@ impl GcsConnection {
             .detach(|| rt.block_on(client.get_cluster_status(GetClusterStatusRequest {})))
             .map_err(|s| call_err(&self.address, s))?
             .into_inner();
-        Ok(ray_autoscaler::status::format_status(&reply, chrono::Local::now(), verbose))
+        Ok(ray_status::format_status(&reply, chrono::Local::now(), verbose))
     }
 
     /// Free resources of every live node.

@@ -1,8 +1,11 @@
 //! `ray._raylet`: the native core of the `ray` Python package.
 
 mod core;
+mod errors;
 mod gcs;
+mod object_ref;
 mod runtime;
+mod task;
 
 use pyo3::prelude::*;
 

@@ -49,6 +49,7 @@ pub const NODE_TYPE_KEYS: &[&str] = &[
     "max_workers",
     "idle_timeout_s",
     "priority",
+    "price",
     "labels",
     "initialization_commands",
     "worker_setup_commands",
@@ -109,6 +110,10 @@ pub struct NodeTypeConfig {
     pub idle_timeout_s: Option<f64>,
     /// Preference when choices tie (higher first).
     pub priority: i64,
+    /// Hourly price of one node of this type (`price`, finite, >= 0). The scheduler
+    /// picks the cheapest way to place demand; without a price, a type's cost is
+    /// proportional to its capacity. Ray's own schema has no such key.
+    pub price: Option<f64>,
     /// Node labels.
     pub labels: BTreeMap<String, String>,
     /// Overrides the global `initialization_commands`.
@@ -267,6 +272,7 @@ fn default_type(name: &str, resources: &[(&str, i64)], min: u32, max: u32) -> No
         max_workers: max,
         idle_timeout_s: None,
         priority: 0,
+        price: None,
         labels: BTreeMap::new(),
         initialization_commands: None,
         worker_setup_commands: None,
@@ -409,7 +415,7 @@ fn build(r: &mut Reader, root: &Node) -> Option<ClusterConfig> {
                 .and_then(|m| m.get_node(&t.name))
                 .and_then(|n| n.as_mapping())
                 .and_then(|m| m.get_node("min_workers"))
-                .map(|n| n.span().clone());
+                .map(|n| *n.span());
             let path = child_path(&child_path("available_node_types", &t.name), "min_workers");
             let msg = format!("min_workers ({}) is larger than max_workers ({})", t.min_workers, t.max_workers);
             match span {
@@ -514,6 +520,7 @@ fn node_types(r: &mut Reader, n: &Node, _global_max: u32) -> Vec<NodeTypeConfig>
         let max_workers = int(r, "max_workers").map(|v| v.min(u32::MAX as i64 - 1) as u32).unwrap_or(u32::MAX);
         let idle_timeout_s = get(tm, "idle_timeout_s").and_then(|v| r.number(v, &child_path(&path, "idle_timeout_s"), 0.0));
         let priority = get(tm, "priority").and_then(|v| r.integer(v, &child_path(&path, "priority"), i64::MIN)).unwrap_or(0);
+        let price = get(tm, "price").and_then(|v| r.number(v, &child_path(&path, "price"), 0.0));
         let labels = get(tm, "labels")
             .and_then(|v| r.string_map(v, &child_path(&path, "labels")))
             .map(|v| v.into_iter().collect())
@@ -536,6 +543,7 @@ fn node_types(r: &mut Reader, n: &Node, _global_max: u32) -> Vec<NodeTypeConfig>
             max_workers,
             idle_timeout_s,
             priority,
+            price,
             labels,
             initialization_commands,
             worker_setup_commands,

@@ -159,3 +159,25 @@ fn every_fault_is_reported_at_once() {
     assert!(shown.starts_with("invalid cluster config (3 problems):"), "{shown}");
     assert!(shown.contains("c.yaml:2:"), "{shown}");
 }
+
+#[test]
+fn price_is_an_optional_non_negative_number_per_type() {
+    let c = ClusterConfig::parse("c.yaml", GOOD).unwrap();
+    assert_eq!(c.node_type("ray.worker.cpu").unwrap().price, None, "no price: cost follows capacity");
+    let text = GOOD.replace("    min_workers: 1\n", "    min_workers: 1\n    price: 0.096\n");
+    let c = ClusterConfig::parse("c.yaml", &text).unwrap();
+    assert_eq!(c.node_type("ray.worker.cpu").unwrap().price, Some(0.096));
+    let c = ClusterConfig::parse("c.yaml", &text.replace("price: 0.096", "price: 0")).unwrap();
+    assert_eq!(c.node_type("ray.worker.cpu").unwrap().price, Some(0.0), "free is allowed");
+
+    let e = one_error(&text.replace("price: 0.096", "price: -0.5"));
+    assert_eq!((e.path.as_str(), e.line), ("available_node_types[\"ray.worker.cpu\"].price", 17));
+    assert!(e.message.contains("expected a number >= 0") && e.message.contains("-0.5"), "{e}");
+    assert!(e.to_string().starts_with("c.yaml:17:"), "{e}");
+    let e = one_error(&text.replace("price: 0.096", "price: cheap"));
+    assert!(e.message.contains("expected a number >= 0") && e.message.contains("\"cheap\""), "{e}");
+    let e = one_error(&text.replace("price: 0.096", "price: .inf"));
+    assert_eq!(e.line, 17, "{e}");
+    let e = one_error(&text.replace("price: 0.096", "prize: 0.096"));
+    assert!(e.message.contains("did you mean \"price\""), "{e}");
+}

@@ -4,6 +4,7 @@
 //! killed and started again knows what it had asked for and neither leaks nor
 //! launches twice.
 
+pub mod manager;
 pub mod store;
 
 use std::fmt;
@@ -18,13 +19,15 @@ pub enum InstanceStatus {
     Queued,
     /// Asked of the provider (with a launch request id).
     Requested,
-    /// The provider has it (a VM exists / a process runs).
+    /// The provider accepted or created it (a VM exists / a process runs).
     Allocated,
-    /// Ray is being installed and started on it (SSH providers).
+    /// The provider lists it as running, but its raylet has not registered yet:
+    /// Ray is starting on it.
     Installing,
     /// Its raylet registered with the GCS.
     Running,
-    /// The GCS accepted a drain; it takes no new work.
+    /// Being retired: the drain is recorded before it is asked of the GCS; once
+    /// accepted the node takes no new work. A refused drain goes back to RUNNING.
     Draining,
     /// Asked the provider to terminate it.
     Terminating,
@@ -134,6 +137,10 @@ pub struct Instance {
     pub node_id: Option<String>,
     /// Why it is being (or was) terminated.
     pub termination_reason: Option<String>,
+    /// Why it is being retired, while DRAINING (so a drain can be asked again
+    /// after a restart with the same reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_reason: Option<crate::scheduler::TerminateReason>,
     /// Recent status changes, newest last.
     pub history: Vec<StatusChange>,
 }
@@ -150,6 +157,7 @@ impl Instance {
             cloud_id: None,
             node_id: None,
             termination_reason: None,
+            retire_reason: None,
             history: vec![StatusChange { status: Queued, at_ms: now_ms, details: details.into() }],
         }
     }

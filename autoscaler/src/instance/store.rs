@@ -62,11 +62,16 @@ impl GcsInstanceStorage {
 
 #[async_trait]
 impl InstanceStorage for GcsInstanceStorage {
+    /// One `Keys` call and one `MultiGet` call, whatever the table's size. A record
+    /// deleted between the two calls is simply absent from the answer.
     async fn load_all(&self) -> Result<Vec<Instance>, StoreError> {
         let keys = self.gcs.kv_keys(NAMESPACE, PREFIX.as_bytes()).await.map_err(|s| StoreError::Gcs(s.message().into()))?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = self.gcs.kv_multi_get(NAMESPACE, &keys).await.map_err(|s| StoreError::Gcs(s.message().into()))?;
         let mut out = Vec::new();
-        for k in keys {
-            let Some(v) = self.gcs.kv_get(NAMESPACE, &k).await.map_err(|s| StoreError::Gcs(s.message().into()))? else { continue };
+        for (k, v) in entries {
             match serde_json::from_slice::<Instance>(&v) {
                 Ok(i) => {
                     self.seen().insert(i.id.clone(), i.version);
@@ -75,6 +80,7 @@ impl InstanceStorage for GcsInstanceStorage {
                 Err(e) => tracing::warn!(key = %String::from_utf8_lossy(&k), error = %e, "skipping an unreadable instance record"),
             }
         }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 

@@ -160,7 +160,8 @@ impl LaunchReason {
 }
 
 /// Why a node is retired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TerminateReason {
     /// Idle past its timeout.
     Idle,

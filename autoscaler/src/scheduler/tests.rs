@@ -109,6 +109,35 @@ fn cheapest_per_bundle_wins() {
 }
 
 #[test]
+fn a_price_changes_which_type_is_chosen() {
+    // By capacity alone one 16-CPU node is cheaper per bundle than eight 2-CPU
+    // nodes (the test above); prices say the small type is the bargain.
+    let priced = |small: f64, big: f64| {
+        let mut s = ty("small", &[("CPU", 2.0)], 0, 100);
+        s.price = Some(small);
+        let mut b = ty("big", &[("CPU", 16.0)], 0, 100);
+        b.price = Some(big);
+        let mut i = base(vec![head(), s, b], 100);
+        i.upscaling_speed = 100.0;
+        i.demands = vec![demand(&[("CPU", 1.0)], 16)];
+        decide(&i)
+    };
+    let d = priced(0.10, 2.00);
+    assert_eq!((launched(&d, "small"), launched(&d, "big")), (8, 0), "0.05/CPU beats 0.125/CPU");
+    let d = priced(0.10, 0.50);
+    assert_eq!((launched(&d, "small"), launched(&d, "big")), (0, 1), "0.031/CPU beats 0.05/CPU");
+    // Same shape, different prices (spot vs on-demand): the cheaper one.
+    let mut spot = ty("spot", &[("CPU", 4.0)], 0, 10);
+    spot.price = Some(0.3);
+    let mut ondemand = ty("ondemand", &[("CPU", 4.0)], 0, 10);
+    ondemand.price = Some(1.0);
+    let mut i = base(vec![head(), ondemand, spot], 10);
+    i.demands = vec![demand(&[("CPU", 1.0)], 4)];
+    let d = decide(&i);
+    assert_eq!((launched(&d, "spot"), launched(&d, "ondemand")), (1, 0));
+}
+
+#[test]
 fn max_workers_caps_per_type_and_globally() {
     let mut i = base(vec![head(), ty("cpu", &[("CPU", 1.0)], 0, 3)], 10);
     i.constraints = vec![demand(&[("CPU", 1.0)], 50)];

@@ -88,5 +88,10 @@ def deserialize(kind, data, buffers):
     return value
 
 
+def system_error(type_name, message):
+    """The stored form of an error the runtime reports: JSON {"type", "message"}."""
+    return json.dumps({"type": type_name, "message": message}).encode()
+
+
 def is_error_kind(kind):
     return kind in (KIND_ERROR, KIND_SYSTEM_ERROR)

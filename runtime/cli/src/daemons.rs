@@ -343,7 +343,7 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
         ray_executable: exe,
         node_env: node_env(&security),
     };
-    let provider = match ray_providers::make_provider(&cluster.provider, ctx) {
+    let provider = match ray_provider_registry::make_provider(&cluster.provider, ctx) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!("provider: {e}");
@@ -376,7 +376,47 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
             }
         }
         let storage = std::sync::Arc::new(ray_autoscaler::instance::store::GcsInstanceStorage::new(gcs.clone()));
-        ray_autoscaler::reconciler::Autoscaler::new(cluster, gcs, provider, storage).run(shutdown).await;
+        let gcs_cluster = std::sync::Arc::new(ray_autoscaler::cluster::GcsCluster::new(gcs));
+        ray_autoscaler::Autoscaler::new(cluster, gcs_cluster, provider, storage).run(shutdown).await;
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ray_common::raylet_command::RayletCommand;
+
+    /// The one builder of raylet command lines and the raylet's parser agree on
+    /// every flag.
+    #[test]
+    fn the_raylet_parses_every_flag_the_command_builder_writes() {
+        let id = NodeId::random();
+        let mut c = RayletCommand::new(id.clone(), "10.0.0.1:6379", "10.0.0.2".parse().unwrap(), "/tmp/ray/session_x");
+        c.port = 7000;
+        c.num_cpus = Some(2.5);
+        c.num_gpus = Some(1.0);
+        c.memory = Some(1 << 30);
+        c.object_store_memory = Some(1 << 28);
+        c.resources.insert("TPU".into(), 4.0);
+        c.labels.insert("zone".into(), "a".into());
+        c.head = true;
+        c.instance_id = Some("fake-1".into());
+        c.node_type = Some("small".into());
+        c.ready_file = Some("/tmp/r.json".into());
+        c.watch_pid = Some(42);
+        let a = RayletArgs::try_parse_from(std::iter::once("raylet".to_string()).chain(c.args())).expect("parses");
+        assert_eq!(a.node_id, id.to_string());
+        assert_eq!(a.gcs_address, "10.0.0.1:6379");
+        assert_eq!(a.node_ip_address.to_string(), "10.0.0.2");
+        assert_eq!(a.port, 7000);
+        assert_eq!((a.num_cpus, a.num_gpus), (Some(2.5), Some(1.0)));
+        assert_eq!((a.memory, a.object_store_memory), (Some(1 << 30), Some(1 << 28)));
+        assert_eq!(a.resources.unwrap().get("TPU"), Some(&4.0));
+        assert_eq!(a.labels.unwrap().get("zone").map(String::as_str), Some("a"));
+        assert!(a.head);
+        assert_eq!((a.session_dir.as_str(), a.instance_id.as_str(), a.node_type.as_str()), ("/tmp/ray/session_x", "fake-1", "small"));
+        assert_eq!(a.ready_file, Some(PathBuf::from("/tmp/r.json")));
+        assert_eq!(a.watch_pid, Some(42));
+    }
 }

@@ -1,12 +1,14 @@
 //! `ray start`: a head node (GCS + raylet [+ autoscaler]) or a node joining one.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ray_common::NodeId;
 use ray_common::config::RayConfig;
 use ray_common::gcs_client::{GcsClient, GcsConnectError};
+use ray_common::raylet_command::RayletCommand;
 use ray_common::rpc::Security;
 use ray_common::session::{self, Session};
 
@@ -46,44 +48,20 @@ fn child_env(security: &Security) -> Vec<(String, String)> {
     env
 }
 
-fn raylet_args(a: &StartArgs, node_id: &NodeId, gcs: &str, ip: IpAddr, head: bool, session: &Session) -> Vec<String> {
-    let mut v = vec![
-        "--node-id".to_string(),
-        node_id.to_string(),
-        "--gcs-address".into(),
-        gcs.to_string(),
-        "--node-ip-address".into(),
-        ip.to_string(),
-        "--port".into(),
-        a.node_manager_port.to_string(),
-        "--session-dir".into(),
-        session.dir().display().to_string(),
-    ];
-    if let Some(n) = a.num_cpus {
-        v.extend(["--num-cpus".into(), n.to_string()]);
-    }
-    if let Some(n) = a.num_gpus {
-        v.extend(["--num-gpus".into(), n.to_string()]);
-    }
-    if let Some(n) = a.memory {
-        v.extend(["--memory".into(), n.to_string()]);
-    }
-    if let Some(n) = a.object_store_memory {
-        v.extend(["--object-store-memory".into(), n.to_string()]);
-    }
-    if let Some(r) = &a.resources {
-        v.extend(["--resources".into(), serde_json::to_string(r).unwrap_or_default()]);
-    }
-    if let Some(l) = &a.labels {
-        v.extend(["--labels".into(), serde_json::to_string(l).unwrap_or_default()]);
-    }
-    if head {
-        v.push("--head".into());
-    }
-    if let Some(pid) = a.watch_pid {
-        v.extend(["--watch-pid".into(), pid.to_string()]);
-    }
-    v
+/// The raylet's command line for this `ray start`.
+fn raylet_command(a: &StartArgs, node_id: NodeId, gcs: &str, ip: IpAddr, head: bool, session: &Session, ready: PathBuf) -> RayletCommand {
+    let mut c = RayletCommand::new(node_id, gcs, ip, session.dir());
+    c.port = a.node_manager_port;
+    c.num_cpus = a.num_cpus;
+    c.num_gpus = a.num_gpus;
+    c.memory = a.memory;
+    c.object_store_memory = a.object_store_memory;
+    c.resources = a.resources.clone().unwrap_or_default();
+    c.labels = a.labels.clone().unwrap_or_default();
+    c.head = head;
+    c.watch_pid = a.watch_pid;
+    c.ready_file = Some(ready);
+    c
 }
 
 /// Refuses a port that a running cluster or another program holds, with a message
@@ -128,7 +106,7 @@ fn load_autoscaling_config(path: &std::path::Path) -> Result<ray_autoscaler::con
         ray_executable: std::path::PathBuf::from("ray"),
         node_env: Vec::new(),
     };
-    ray_providers::make_provider(&cfg.provider, ctx).map_err(|e| anyhow!("--autoscaling-config {}: provider: {e}", path.display()))?;
+    ray_provider_registry::make_provider(&cfg.provider, ctx).map_err(|e| anyhow!("--autoscaling-config {}: provider: {e}", path.display()))?;
     Ok(cfg)
 }
 
@@ -182,12 +160,9 @@ fn start_head(a: StartArgs) -> Result<()> {
 
         let node_id = NodeId::random();
         let ready = launcher.ready_file("raylet");
-        let mut args = raylet_args(&a, &node_id, &gcs_addr, ip, true, &session);
-        args.extend(["--ready-file".into(), ready.display().to_string()]);
-        if let Some((_, cfg)) = &autoscaling {
-            args.extend(["--node-type".into(), cfg.head_node_type.clone()]);
-        }
-        started.0.push(launcher.spawn("raylet", "raylet", "out", &args)?);
+        let mut command = raylet_command(&a, node_id, &gcs_addr, ip, true, &session, ready.clone());
+        command.node_type = autoscaling.as_ref().map(|(_, cfg)| cfg.head_node_type.clone());
+        started.0.push(launcher.spawn("raylet", "raylet", "out", &command.args())?);
         let info = started.0.last_mut().map(|r| r.wait_ready(&ready, READY_TIMEOUT)).transpose()?.unwrap_or_default();
         raylet_info = (
             info["node_id"].as_str().unwrap_or_default().to_string(),
@@ -304,9 +279,8 @@ fn start_worker(a: StartArgs) -> Result<()> {
     println!("Local node IP: {ip}");
     let node_id = NodeId::random();
     let ready = launcher.ready_file("raylet");
-    let mut args = raylet_args(&a, &node_id, &gcs_addr, ip, false, &session);
-    args.extend(["--ready-file".into(), ready.display().to_string()]);
-    let mut started = Started(vec![launcher.spawn("raylet", "raylet", "out", &args)?]);
+    let command = raylet_command(&a, node_id, &gcs_addr, ip, false, &session, ready.clone());
+    let mut started = Started(vec![launcher.spawn("raylet", "raylet", "out", &command.args())?]);
     if let Err(e) = started.0[0].wait_ready(&ready, READY_TIMEOUT) {
         started.abort();
         return Err(e);

@@ -24,6 +24,6 @@ pub fn run(a: crate::args::StatusArgs) -> Result<()> {
             .map(|r| r.into_inner())
     })
     .with_context(|| format!("cannot read the cluster status from {addr}"))?;
-    println!("{}", ray_autoscaler::status::format_status(&reply, chrono::Local::now(), a.verbose));
+    println!("{}", ray_status::format_status(&reply, chrono::Local::now(), a.verbose));
     Ok(())
 }

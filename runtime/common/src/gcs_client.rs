@@ -7,7 +7,7 @@ use ray_proto::rpc::gcs_subscriber_service_client::GcsSubscriberServiceClient;
 use ray_proto::rpc::internal_kv_gcs_service_client::InternalKvGcsServiceClient;
 use ray_proto::rpc::node_info_gcs_service_client::NodeInfoGcsServiceClient;
 use ray_proto::rpc::node_resource_gcs_service_client::NodeResourceGcsServiceClient;
-use ray_proto::rpc::{GetClusterInfoReply, GetClusterInfoRequest, KvGetRequest, KvPutRequest, KvDelRequest, KvKeysRequest};
+use ray_proto::rpc::{GetClusterInfoReply, GetClusterInfoRequest, KvGetRequest, KvPutRequest, KvDelRequest, KvKeysRequest, KvMultiGetRequest};
 
 use crate::rpc::{Channel, ConnectError, MAX_MESSAGE_BYTES, Security, explain_status};
 
@@ -81,6 +81,21 @@ impl GcsClient {
             .await?
             .into_inner()
             .value)
+    }
+
+    /// Reads several KV keys in one call. Keys that do not exist are left out of
+    /// the answer, so it may hold fewer entries than `keys`, in any order.
+    pub async fn kv_multi_get(&self, namespace: &str, keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, tonic::Status> {
+        Ok(self
+            .kv
+            .clone()
+            .multi_get(KvMultiGetRequest { namespace: namespace.into(), keys: keys.to_vec() })
+            .await?
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect())
     }
 
     /// Writes one KV key (overwriting).

@@ -1,136 +1,127 @@
-//! The core worker's server (every worker and driver runs one): workers take
-//! tasks from their owners' streams and hand them, in order, to the language
-//! runtime's main thread; any owner answers borrowers asking for its objects.
+//! Execution, in workers: tasks arrive on their owners' streams and wait here, in
+//! order, for the language runtime's main thread, which takes them one at a time
+//! and sends each result (and the lines the task prints) back on the stream it
+//! came from. `ray.cancel` drops a queued task or interrupts the running one.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use futures::Stream;
-use ray_proto::rpc::core_worker_service_server::CoreWorkerService;
-use ray_proto::rpc::*;
+use ray_common::TaskId;
+use ray_proto::rpc::{PushTasksReply, TaskResult, TaskSpec};
 use tokio::sync::mpsc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
-use crate::CoreWorker;
-
-/// Metadata key carrying the lease id on a task stream.
-pub const LEASE_HEADER: &str = "ray-lease-id";
+/// Where a task's result and printed lines go: its owner's stream.
+pub(crate) type ReplyTx = mpsc::UnboundedSender<Result<PushTasksReply, Status>>;
 
 /// A task handed to the language runtime.
 pub struct ExecTask {
+    /// Its id.
+    pub id: TaskId,
     /// Its spec.
     pub spec: TaskSpec,
-    /// Where its result (and printed lines) go.
-    pub reply: mpsc::UnboundedSender<Result<PushTasksReply, Status>>,
+    reply: ReplyTx,
 }
 
-/// Tasks waiting for the main thread, in arrival order.
+impl ExecTask {
+    /// A task from an owner's stream.
+    pub(crate) fn new(id: TaskId, spec: TaskSpec, reply: ReplyTx) -> Self {
+        Self { id, spec, reply }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The queue of tasks for the main thread, the task running now, and cancellation.
 #[derive(Default)]
-pub struct ExecQueue {
+pub(crate) struct Executor {
     queue: Mutex<VecDeque<ExecTask>>,
     ready: Condvar,
-    /// The task running now: its id and reply stream (for printed lines).
-    pub current: Mutex<Option<(Vec<u8>, mpsc::UnboundedSender<Result<PushTasksReply, Status>>)>>,
+    /// The task running now and its reply stream (for printed lines).
+    current: Mutex<Option<(TaskId, ReplyTx)>>,
+    /// The task `ray.cancel` asked to interrupt (checked by the signal handler).
+    cancel_requested: Mutex<Option<TaskId>>,
+    interrupt: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
-impl ExecQueue {
-    fn push(&self, t: ExecTask) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(t);
+impl Executor {
+    /// Queues a task from an owner's stream.
+    pub fn push(&self, t: ExecTask) {
+        lock(&self.queue).push_back(t);
         self.ready.notify_one();
     }
 
-    /// Waits up to `timeout` for the next task.
-    pub fn pop(&self, timeout: Duration) -> Option<ExecTask> {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+    /// The next task for the main thread (waits up to `timeout`); it becomes the
+    /// running task.
+    pub fn next(&self, timeout: Duration) -> Option<ExecTask> {
+        let mut q = lock(&self.queue);
         if q.is_empty() {
             q = self.ready.wait_timeout(q, timeout).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
-        q.pop_front()
+        let t = q.pop_front()?;
+        drop(q);
+        *lock(&self.current) = Some((t.id, t.reply.clone()));
+        Some(t)
     }
 
-    /// Removes a queued task; returns it.
-    pub fn remove(&self, task_id: &[u8]) -> Option<ExecTask> {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let i = q.iter().position(|t| t.spec.task_id == task_id)?;
-        q.remove(i)
+    /// Sends a finished task's result to its owner.
+    pub fn finish(&self, task: &ExecTask, result: TaskResult) {
+        *lock(&self.current) = None;
+        let _ = task.reply.send(Ok(PushTasksReply { result: Some(result), log_lines: Vec::new(), pid: std::process::id() }));
     }
-}
 
-/// The gRPC service, holding the core worker weakly (it outlives no one).
-#[derive(Clone)]
-pub struct Service {
-    /// The core worker.
-    pub core: Arc<std::sync::OnceLock<Weak<CoreWorker>>>,
-}
-
-impl Service {
-    /// The core worker; a call that arrives while it is still starting (it
-    /// registers with the raylet just before it is complete) waits a moment.
-    async fn core(&self) -> Result<Arc<CoreWorker>, Status> {
-        for _ in 0..500 {
-            if let Some(c) = self.core.get() {
-                return c.upgrade().ok_or_else(|| Status::unavailable("the worker is stopping"));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    /// A line printed by the running task, for its owner's console.
+    pub fn log_line(&self, line: String) {
+        if let Some((_, reply)) = lock(&self.current).as_ref() {
+            let _ = reply.send(Ok(PushTasksReply { result: None, log_lines: vec![line], pid: std::process::id() }));
         }
-        Err(Status::unavailable("the worker did not finish starting"))
     }
-}
 
-type ReplyStream = Pin<Box<dyn Stream<Item = Result<PushTasksReply, Status>> + Send + 'static>>;
+    /// Sets how to interrupt the task running on the main thread.
+    pub fn set_interrupt(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.interrupt.set(f);
+    }
 
-#[tonic::async_trait]
-impl CoreWorkerService for Service {
-    type PushTasksStream = ReplyStream;
-
-    async fn push_tasks(&self, req: Request<Streaming<PushTasksRequest>>) -> Result<Response<Self::PushTasksStream>, Status> {
-        let core = self.core().await?;
-        let Some(exec) = core.exec.clone() else {
-            return Err(Status::failed_precondition("a driver does not execute tasks"));
+    /// `ray.cancel` on this worker: drop a queued task (its owner hears it was
+    /// cancelled), or interrupt (with `force`, exit on) the running one. False if
+    /// the task is neither queued nor running here.
+    pub fn cancel(&self, task: TaskId, force: bool) -> bool {
+        let queued = {
+            let mut q = lock(&self.queue);
+            q.iter().position(|t| t.id == task).and_then(|i| q.remove(i))
         };
-        let lease_id = req.metadata().get(LEASE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let mut incoming = req.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match incoming.message().await {
-                    Ok(Some(m)) => {
-                        if let Some(spec) = m.task {
-                            exec.push(ExecTask { spec, reply: tx.clone() });
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            // An owner returns its lease before closing the stream; if the lease is
-            // still active, the owner died and the raylet takes the lease back.
-            if !lease_id.is_empty() {
-                core.lease_stream_closed(lease_id).await;
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+        if let Some(t) = queued {
+            let result = TaskResult { task_id: task.as_bytes().to_vec(), cancelled: true, ..Default::default() };
+            let _ = t.reply.send(Ok(PushTasksReply { result: Some(result), ..Default::default() }));
+            return true;
+        }
+        let running = lock(&self.current).as_ref().is_some_and(|(id, _)| *id == task);
+        if !running {
+            return false;
+        }
+        if force {
+            tracing::info!("force-cancelled: exiting");
+            std::process::exit(1);
+        }
+        *lock(&self.cancel_requested) = Some(task);
+        if let Some(f) = self.interrupt.get() {
+            f();
+        }
+        true
     }
 
-    async fn get_object_status(&self, req: Request<GetObjectStatusRequest>) -> Result<Response<GetObjectStatusReply>, Status> {
-        let core = self.core().await?;
-        let r = req.into_inner();
-        Ok(Response::new(core.object_status(&r.object_id, Duration::from_millis(r.timeout_ms.min(3_600_000))).await))
-    }
-
-    async fn cancel_task(&self, req: Request<CancelTaskRequest>) -> Result<Response<CancelTaskReply>, Status> {
-        let core = self.core().await?;
-        let r = req.into_inner();
-        Ok(Response::new(CancelTaskReply { attempted: core.cancel_local(&r.task_id, r.force) }))
-    }
-
-    async fn exit(&self, _req: Request<ExitRequest>) -> Result<Response<ExitReply>, Status> {
-        tracing::info!("exit requested by the raylet");
-        tokio::spawn(async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            std::process::exit(0);
-        });
-        Ok(Response::new(ExitReply {}))
+    /// True (once) when `ray.cancel` asked to interrupt `task`: the worker's
+    /// SIGINT handler raises KeyboardInterrupt only then, and only in user code.
+    pub fn take_cancel(&self, task: TaskId) -> bool {
+        let mut c = lock(&self.cancel_requested);
+        if *c == Some(task) {
+            *c = None;
+            true
+        } else {
+            false
+        }
     }
 }

@@ -1,14 +1,13 @@
-//! Task and object ids. An object id is its task id plus a return index, so the
-//! returns of a task are known before it runs.
+//! Task ids for one worker: a random prefix and a counter, so ids are unique
+//! across the cluster without coordination. Object ids derive from them
+//! (`ObjectId::for_return`), so the returns of a task are known before it runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bytes of a task id.
-pub const TASK_ID_LEN: usize = 16;
-/// Bytes of an object id: task id + 4-byte index.
-pub const OBJECT_ID_LEN: usize = TASK_ID_LEN + 4;
+use ray_common::TaskId;
+use ray_common::ids::TASK_ID_LEN;
 
-/// Makes unique ids for one worker: a random prefix and a counter.
+/// Makes unique task ids for one worker.
 pub struct IdGen {
     prefix: [u8; 8],
     counter: AtomicU64,
@@ -29,36 +28,19 @@ impl IdGen {
     }
 
     /// A new task id.
-    pub fn task_id(&self) -> Vec<u8> {
+    pub fn task_id(&self) -> TaskId {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut id = Vec::with_capacity(TASK_ID_LEN);
-        id.extend_from_slice(&self.prefix);
-        id.extend_from_slice(&n.to_be_bytes());
-        id
+        let mut id = [0u8; TASK_ID_LEN];
+        id[..8].copy_from_slice(&self.prefix);
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        TaskId::new(id)
     }
-}
-
-/// The id of return `index` (1-based) of `task_id`; index 0 is used by `put`.
-pub fn object_id(task_id: &[u8], index: u32) -> Vec<u8> {
-    let mut id = Vec::with_capacity(OBJECT_ID_LEN);
-    id.extend_from_slice(task_id);
-    id.extend_from_slice(&index.to_be_bytes());
-    id
-}
-
-/// The task an object id belongs to.
-pub fn task_of(object_id: &[u8]) -> &[u8] {
-    &object_id[..object_id.len().saturating_sub(4)]
-}
-
-/// Lowercase hex.
-pub fn hex(id: &[u8]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ray_common::ObjectId;
 
     #[test]
     fn ids_are_unique_and_returns_derive_from_tasks() {
@@ -66,8 +48,7 @@ mod tests {
         let a = g.task_id();
         let b = g.task_id();
         assert_ne!(a, b);
-        let o = object_id(&a, 2);
-        assert_eq!(o.len(), OBJECT_ID_LEN);
-        assert_eq!(task_of(&o), a.as_slice());
+        let o = ObjectId::for_return(a, 2);
+        assert_eq!(o.task_id(), a);
     }
 }

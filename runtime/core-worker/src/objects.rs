@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ray_common::{NodeId, ObjectId};
 use ray_proto::rpc::SerializedObject;
 use tokio::sync::Notify;
 
@@ -17,7 +18,7 @@ pub enum Value {
     /// In the object store of a node.
     Plasma {
         /// The node.
-        node_id: String,
+        node_id: NodeId,
     },
 }
 
@@ -33,7 +34,7 @@ pub struct Owned {
     /// Wakes `get`/`wait` when the value arrives.
     pub ready: Arc<Notify>,
     /// Owned objects referenced from inside this one's value: held until it goes.
-    pub contains: Vec<Vec<u8>>,
+    pub contains: Vec<ObjectId>,
 }
 
 /// One borrowed object.
@@ -48,33 +49,37 @@ pub struct Borrowed {
 }
 
 /// What freeing released: store objects to delete on a node.
-pub type Freed = Vec<(Vec<u8>, String)>;
+pub type Freed = Vec<(ObjectId, NodeId)>;
+
+/// Asked for the value of an object this worker does not own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotOwned;
 
 /// The table.
 #[derive(Debug, Default)]
 pub struct ObjectTable {
-    owned: HashMap<Vec<u8>, Owned>,
-    borrowed: HashMap<Vec<u8>, Borrowed>,
+    owned: HashMap<ObjectId, Owned>,
+    borrowed: HashMap<ObjectId, Borrowed>,
 }
 
 impl ObjectTable {
     /// Registers an owned object whose value comes later (a task return).
-    pub fn add_pending(&mut self, id: Vec<u8>) {
+    pub fn add_pending(&mut self, id: ObjectId) {
         self.owned.insert(id, Owned { value: None, local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()), contains: Vec::new() });
     }
 
     /// Registers an owned object with its value (`put`).
-    pub fn add_ready(&mut self, id: Vec<u8>, value: Value) {
+    pub fn add_ready(&mut self, id: ObjectId, value: Value) {
         self.owned.insert(id, Owned { value: Some(value), local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()), contains: Vec::new() });
     }
 
     /// Sets the value of a pending owned object. Returns a store object to delete
     /// when nobody references it any more.
-    pub fn set_value(&mut self, id: &[u8], value: Value) -> Freed {
-        let Some(o) = self.owned.get_mut(id) else {
+    pub fn set_value(&mut self, id: ObjectId, value: Value) -> Freed {
+        let Some(o) = self.owned.get_mut(&id) else {
             // Freed before its task finished: drop what the task stored.
             return match value {
-                Value::Plasma { node_id } => vec![(id.to_vec(), node_id)],
+                Value::Plasma { node_id } => vec![(id, node_id)],
                 Value::Inline(_) => Vec::new(),
             };
         };
@@ -85,92 +90,93 @@ impl ObjectTable {
 
     /// Records that `outer`'s value refers to `inner` (both owned here): `inner`
     /// stays while `outer` does.
-    pub fn add_contained(&mut self, outer: &[u8], inner: &[u8]) {
-        if outer == inner || !self.owned.contains_key(inner) {
+    pub fn add_contained(&mut self, outer: ObjectId, inner: ObjectId) {
+        if outer == inner || !self.owned.contains_key(&inner) {
             return;
         }
-        if let Some(o) = self.owned.get_mut(outer) {
-            o.contains.push(inner.to_vec());
-            if let Some(i) = self.owned.get_mut(inner) {
+        if let Some(o) = self.owned.get_mut(&outer) {
+            o.contains.push(inner);
+            if let Some(i) = self.owned.get_mut(&inner) {
                 i.task_refs += 1;
             }
         }
     }
 
     /// True when this worker owns `id`.
-    pub fn is_owned(&self, id: &[u8]) -> bool {
-        self.owned.contains_key(id)
+    pub fn is_owned(&self, id: ObjectId) -> bool {
+        self.owned.contains_key(&id)
     }
 
-    /// The value of an owned object, if ready; `None` if pending; `Err` if unknown.
-    pub fn owned_value(&self, id: &[u8]) -> Result<Option<Value>, ()> {
-        self.owned.get(id).map(|o| o.value.clone()).ok_or(())
+    /// The value of an owned object, if ready; `None` if pending; `Err` if this
+    /// worker does not own it.
+    pub fn owned_value(&self, id: ObjectId) -> Result<Option<Value>, NotOwned> {
+        self.owned.get(&id).map(|o| o.value.clone()).ok_or(NotOwned)
     }
 
     /// The notifier of an owned object.
-    pub fn ready_notify(&self, id: &[u8]) -> Option<Arc<Notify>> {
-        self.owned.get(id).map(|o| o.ready.clone())
+    pub fn ready_notify(&self, id: ObjectId) -> Option<Arc<Notify>> {
+        self.owned.get(&id).map(|o| o.ready.clone())
     }
 
     /// Owner of a borrowed object.
-    pub fn borrowed_owner(&self, id: &[u8]) -> Option<(String, Option<Value>)> {
-        self.borrowed.get(id).map(|b| (b.owner.clone(), b.cache.clone()))
+    pub fn borrowed_owner(&self, id: ObjectId) -> Option<(String, Option<Value>)> {
+        self.borrowed.get(&id).map(|b| (b.owner.clone(), b.cache.clone()))
     }
 
     /// Caches a borrowed object's value.
-    pub fn cache_borrowed(&mut self, id: &[u8], v: Value) {
-        if let Some(b) = self.borrowed.get_mut(id) {
+    pub fn cache_borrowed(&mut self, id: ObjectId, v: Value) {
+        if let Some(b) = self.borrowed.get_mut(&id) {
             b.cache = Some(v);
         }
     }
 
     /// A Python reference appeared. `owner` is the owner's address for refs that
     /// are not ours.
-    pub fn add_local_ref(&mut self, id: &[u8], owner: &str) {
-        if let Some(o) = self.owned.get_mut(id) {
+    pub fn add_local_ref(&mut self, id: ObjectId, owner: &str) {
+        if let Some(o) = self.owned.get_mut(&id) {
             o.local_refs += 1;
             return;
         }
         self.borrowed
-            .entry(id.to_vec())
+            .entry(id)
             .or_insert_with(|| Borrowed { owner: owner.to_string(), local_refs: 0, cache: None })
             .local_refs += 1;
     }
 
     /// A Python reference went away.
-    pub fn remove_local_ref(&mut self, id: &[u8]) -> Freed {
-        if let Some(o) = self.owned.get_mut(id) {
+    pub fn remove_local_ref(&mut self, id: ObjectId) -> Freed {
+        if let Some(o) = self.owned.get_mut(&id) {
             o.local_refs = o.local_refs.saturating_sub(1);
             return self.maybe_free(id);
         }
-        if let Some(b) = self.borrowed.get_mut(id) {
+        if let Some(b) = self.borrowed.get_mut(&id) {
             b.local_refs = b.local_refs.saturating_sub(1);
             if b.local_refs == 0 {
-                self.borrowed.remove(id);
+                self.borrowed.remove(&id);
             }
         }
         Vec::new()
     }
 
     /// A pending task holds `id` (an argument).
-    pub fn add_task_ref(&mut self, id: &[u8]) {
-        if let Some(o) = self.owned.get_mut(id) {
+    pub fn add_task_ref(&mut self, id: ObjectId) {
+        if let Some(o) = self.owned.get_mut(&id) {
             o.task_refs += 1;
         }
     }
 
     /// A task that held `id` finished.
-    pub fn remove_task_ref(&mut self, id: &[u8]) -> Freed {
-        if let Some(o) = self.owned.get_mut(id) {
+    pub fn remove_task_ref(&mut self, id: ObjectId) -> Freed {
+        if let Some(o) = self.owned.get_mut(&id) {
             o.task_refs = o.task_refs.saturating_sub(1);
             return self.maybe_free(id);
         }
         Vec::new()
     }
 
-    fn maybe_free(&mut self, id: &[u8]) -> Freed {
+    fn maybe_free(&mut self, id: ObjectId) -> Freed {
         let mut freed = Vec::new();
-        let mut work = vec![id.to_vec()];
+        let mut work = vec![id];
         while let Some(id) = work.pop() {
             let free = self.owned.get(&id).is_some_and(|o| o.local_refs == 0 && o.task_refs == 0 && o.value.is_some());
             if !free {
@@ -178,7 +184,7 @@ impl ObjectTable {
             }
             let Some(o) = self.owned.remove(&id) else { continue };
             if let Some(Value::Plasma { node_id }) = o.value {
-                freed.push((id.clone(), node_id));
+                freed.push((id, node_id));
             }
             // What it referred to may go now too.
             for inner in o.contains {
@@ -205,54 +211,67 @@ impl ObjectTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ray_common::TaskId;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId::for_return(TaskId::new([n; 16]), 1)
+    }
+
+    fn node() -> NodeId {
+        NodeId::parse(&"ab".repeat(28)).unwrap()
+    }
 
     fn plasma() -> Value {
-        Value::Plasma { node_id: "n".into() }
+        Value::Plasma { node_id: node() }
     }
 
     #[test]
     fn freed_when_refs_and_task_refs_are_gone() {
         let mut t = ObjectTable::default();
-        t.add_ready(b"a".to_vec(), plasma());
-        t.add_local_ref(b"a", "");
-        t.add_task_ref(b"a");
-        assert!(t.remove_local_ref(b"a").is_empty(), "a pending task still holds it");
-        assert_eq!(t.remove_task_ref(b"a"), vec![(b"a".to_vec(), "n".to_string())]);
-        assert!(!t.is_owned(b"a"));
+        let a = id(1);
+        t.add_ready(a, plasma());
+        t.add_local_ref(a, "");
+        t.add_task_ref(a);
+        assert!(t.remove_local_ref(a).is_empty(), "a pending task still holds it");
+        assert_eq!(t.remove_task_ref(a), vec![(a, node())]);
+        assert!(!t.is_owned(a));
     }
 
     #[test]
     fn a_pending_object_is_kept_until_its_value_arrives() {
         let mut t = ObjectTable::default();
-        t.add_pending(b"r".to_vec());
-        t.add_local_ref(b"r", "");
-        assert!(t.remove_local_ref(b"r").is_empty());
-        assert!(t.is_owned(b"r"));
-        assert_eq!(t.set_value(b"r", plasma()).len(), 1, "nobody wants it: delete at once");
-        assert!(!t.is_owned(b"r"));
+        let r = id(2);
+        t.add_pending(r);
+        t.add_local_ref(r, "");
+        assert!(t.remove_local_ref(r).is_empty());
+        assert!(t.is_owned(r));
+        assert_eq!(t.set_value(r, plasma()).len(), 1, "nobody wants it: delete at once");
+        assert!(!t.is_owned(r));
     }
 
     #[test]
     fn objects_inside_others_live_as_long_as_their_container() {
         let mut t = ObjectTable::default();
-        t.add_ready(b"inner".to_vec(), plasma());
-        t.add_ready(b"outer".to_vec(), plasma());
-        t.add_local_ref(b"outer", "");
-        t.add_contained(b"outer", b"inner");
-        assert!(t.is_owned(b"inner"), "held by the container");
-        assert_eq!(t.remove_local_ref(b"outer").len(), 2, "both go, the inner one with its container");
-        assert!(!t.is_owned(b"inner"));
+        let (inner, outer) = (id(3), id(4));
+        t.add_ready(inner, plasma());
+        t.add_ready(outer, plasma());
+        t.add_local_ref(outer, "");
+        t.add_contained(outer, inner);
+        assert!(t.is_owned(inner), "held by the container");
+        assert_eq!(t.remove_local_ref(outer).len(), 2, "both go, the inner one with its container");
+        assert!(!t.is_owned(inner));
     }
 
     #[test]
     fn borrowed_refs_are_counted_separately() {
         let mut t = ObjectTable::default();
-        t.add_local_ref(b"x", "owner:1");
-        t.add_local_ref(b"x", "owner:1");
-        assert_eq!(t.borrowed_owner(b"x").unwrap().0, "owner:1");
-        t.remove_local_ref(b"x");
+        let x = id(5);
+        t.add_local_ref(x, "owner:1");
+        t.add_local_ref(x, "owner:1");
+        assert_eq!(t.borrowed_owner(x).unwrap().0, "owner:1");
+        t.remove_local_ref(x);
         assert_eq!(t.len_borrowed(), 1);
-        t.remove_local_ref(b"x");
+        t.remove_local_ref(x);
         assert_eq!(t.len_borrowed(), 0);
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ray_common::ObjectId;
 use ray_common::rpc::Channel;
 use ray_object_store::mapping::StoreMapping;
 use ray_proto::rpc::node_manager_service_client::NodeManagerServiceClient;
@@ -24,8 +25,8 @@ pub enum PlasmaError {
 }
 
 enum Msg {
-    Release(Vec<u8>),
-    Delete(Vec<u8>),
+    Release(ObjectId),
+    Delete(ObjectId),
     /// Answered once everything sent before it reached the raylet.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -67,7 +68,7 @@ pub struct PlasmaClient {
 
 /// A sealed object pinned in the store for this process; unpinned on drop.
 pub struct Pin {
-    id: Vec<u8>,
+    id: ObjectId,
     /// Offset in the store file.
     pub offset: u64,
     /// Size.
@@ -96,7 +97,7 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        self.outbox.send(Msg::Release(std::mem::take(&mut self.id)));
+        self.outbox.send(Msg::Release(self.id));
     }
 }
 
@@ -116,7 +117,7 @@ impl PlasmaClient {
     }
 
     /// Reserves room for an object of `layout`; returns its offset.
-    pub async fn create(&self, id: &[u8], total: u64, owner: &str) -> Result<u64, PlasmaError> {
+    pub async fn create(&self, id: ObjectId, total: u64, owner: &str) -> Result<u64, PlasmaError> {
         // Objects freed just before (a loop of put, get, del) give their space back
         // first, so it is reused instead of touching fresh pages.
         self.outbox.flush().await;
@@ -148,7 +149,7 @@ impl PlasmaClient {
     }
 
     /// Makes a written object readable.
-    pub async fn seal(&self, id: &[u8]) -> Result<(), PlasmaError> {
+    pub async fn seal(&self, id: ObjectId) -> Result<(), PlasmaError> {
         self.raylet
             .clone()
             .seal_object(SealObjectRequest { object_id: id.to_vec() })
@@ -158,18 +159,20 @@ impl PlasmaClient {
     }
 
     /// Pins and returns objects that are (or become, within `timeout`) sealed.
-    pub async fn get(&self, ids: &[Vec<u8>], timeout: Duration) -> Result<Vec<Option<Pin>>, PlasmaError> {
+    pub async fn get(&self, ids: &[ObjectId], timeout: Duration) -> Result<Vec<Option<Pin>>, PlasmaError> {
         let req = GetObjectsRequest {
-            object_ids: ids.to_vec(),
+            object_ids: ids.iter().map(ObjectId::to_vec).collect(),
             timeout_ms: timeout.as_millis() as u64,
             client_id: self.client_id.clone(),
         };
         let r = self.raylet.clone().get_objects(req).await.map_err(|s| PlasmaError::Other(s.message().to_string()))?.into_inner();
-        Ok(r.objects
-            .into_iter()
-            .map(|o| {
+        // The reply lists the objects in the order asked.
+        Ok(ids
+            .iter()
+            .zip(r.objects)
+            .map(|(id, o)| {
                 o.found.then(|| Pin {
-                    id: o.object_id,
+                    id: *id,
                     offset: o.offset,
                     size: o.size,
                     mapping: self.mapping.clone(),
@@ -180,7 +183,7 @@ impl PlasmaClient {
     }
 
     /// Deletes an object (its owner no longer needs it).
-    pub fn delete(&self, id: Vec<u8>) {
+    pub fn delete(&self, id: ObjectId) {
         self.outbox.send(Msg::Delete(id));
     }
 }
@@ -213,10 +216,12 @@ async fn batcher(
             push(m);
         }
         if !release.is_empty() {
-            let _ = raylet.clone().release_objects(ReleaseObjectsRequest { object_ids: release, client_id: client_id.clone() }).await;
+            let object_ids = release.iter().map(ObjectId::to_vec).collect();
+            let _ = raylet.clone().release_objects(ReleaseObjectsRequest { object_ids, client_id: client_id.clone() }).await;
         }
         if !delete.is_empty() {
-            let _ = raylet.clone().delete_objects(DeleteObjectsRequest { object_ids: delete }).await;
+            let object_ids = delete.iter().map(ObjectId::to_vec).collect();
+            let _ = raylet.clone().delete_objects(DeleteObjectsRequest { object_ids }).await;
         }
         pending.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
         for f in flushes {

@@ -80,8 +80,6 @@ impl NodeInfoGcsService for GcsService {
             node_id = %info.node_id, %addr, head = info.is_head_node, resources = ?info.resources_total,
             "node registered"
         );
-        let body = prost::Message::encode_to_vec(&info);
-        self.gcs.store().put("NODE", info.node_id.as_bytes(), body, true).await.map_err(store_err)?;
         crate::health::watch(&self.gcs, info.node_id.clone(), addr);
         let session_name = self.gcs.state().session_name().to_string();
         Ok(Response::new(RegisterNodeReply { session_name }))

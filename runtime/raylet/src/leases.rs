@@ -1,10 +1,13 @@
-//! Leasing workers to task owners: the queue of lease requests, dispatch onto
-//! free resources and idle workers (starting workers on demand), returns, blocked
-//! workers lending their CPU, and the demand this node reports to the GCS.
+//! Leasing workers to task owners: jobs, the queue of lease requests, dispatch
+//! onto free resources and idle workers (starting workers on demand, spilling to
+//! other nodes), returns, blocked workers lending their CPU, owners and jobs that
+//! go away, and the demand this node reports to the GCS.
+//!
+//! Every method takes the node's [`LocalResources`] from its one owner
+//! (`state.rs`), which re-dispatches after each change; none of them blocks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ray_common::ResourceSet;
 use ray_common::resources::CPU;
@@ -12,14 +15,15 @@ use ray_proto::rpc::RequestWorkerLeaseReply;
 use tokio::sync::oneshot;
 
 use crate::local_resources::{DemandCount, LocalResources};
-use crate::worker_pool::{SpawnRequest, Spawner, Worker, WorkerStatus};
+use crate::worker_pool::{Exited, WorkerPool, WorkerStatus};
 
 /// A job's settings on this node.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// argv that starts a worker of this job.
     pub command: Vec<String>,
-    /// The driver's pid (watched: the job ends when it exits).
+    /// The driver's pid (watched: the job ends when it exits); 0 when the driver
+    /// is on another node.
     pub driver_pid: u32,
     /// The driver's worker id.
     pub driver_id: String,
@@ -47,8 +51,6 @@ pub struct RemoteNode {
     pub address: String,
     /// Free resources.
     pub available: ResourceSet,
-    /// Total resources.
-    pub total: ResourceSet,
 }
 
 /// A lease request waiting for resources or a worker.
@@ -65,103 +67,109 @@ pub struct Pending {
     pub reply: oneshot::Sender<RequestWorkerLeaseReply>,
 }
 
-/// Settings of the pool.
-#[derive(Debug, Clone)]
-pub struct PoolConfig {
-    /// Idle workers kept without a time limit (the node's CPUs).
-    pub soft_limit: usize,
-    /// Idle workers beyond the soft limit go after this long.
-    pub idle_kill_threshold: Duration,
-    /// Any idle worker goes after this long.
-    pub max_idle: Duration,
-    /// Workers started at once, at most.
-    pub max_starting: usize,
-    /// Logs of workers go here.
-    pub log_dir: PathBuf,
-    /// Environment of every worker.
-    pub env: Vec<(String, String)>,
+/// A worker process that exited, as the store and the log need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitedWorker {
+    /// Worker id (its store client id).
+    pub id: String,
+    /// Its core worker's address (it owned objects).
+    pub address: String,
+    /// It held a lease when it exited.
+    pub leased: bool,
 }
 
 /// Workers, jobs, leases and the queue of one node.
 pub struct Leasing {
-    /// Every worker process.
-    pub workers: HashMap<String, Worker>,
-    /// Jobs with a driver on this node (or that leased here).
-    pub jobs: HashMap<String, Job>,
-    /// Granted leases.
-    pub leases: HashMap<String, Lease>,
+    pool: WorkerPool,
+    jobs: HashMap<String, Job>,
+    leases: HashMap<String, Lease>,
     /// Waiting requests, in arrival order.
-    pub queue: Vec<Pending>,
-    /// Pool settings.
-    pub config: PoolConfig,
+    queue: Vec<Pending>,
     /// The other nodes, from the GCS.
-    pub cluster: Vec<RemoteNode>,
-    /// Workers removed before their exit was seen (pid -> worker id, address), so
-    /// their store pins are still released when they exit.
-    pub departed: HashMap<u32, (String, String)>,
-    spawner: Spawner,
-}
-
-fn new_id() -> String {
-    ray_common::ids::random_hex(16)
+    cluster: Vec<RemoteNode>,
 }
 
 impl Leasing {
-    /// An empty pool.
-    pub fn new(config: PoolConfig, spawner: Spawner) -> Self {
-        Self {
-            workers: HashMap::new(),
-            jobs: HashMap::new(),
-            leases: HashMap::new(),
-            queue: Vec::new(),
-            config,
-            cluster: Vec::new(),
-            departed: HashMap::new(),
-            spawner,
+    /// No jobs, no leases, an empty queue.
+    pub fn new(pool: WorkerPool) -> Self {
+        Self { pool, jobs: HashMap::new(), leases: HashMap::new(), queue: Vec::new(), cluster: Vec::new() }
+    }
+
+    /// The worker pool.
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
+    }
+
+    /// The worker pool, for changes that touch no lease (a process started or
+    /// registered, a failed spawn, idle workers stopped, all killed).
+    pub fn pool_mut(&mut self) -> &mut WorkerPool {
+        &mut self.pool
+    }
+
+    /// A job by id.
+    pub fn job(&self, job_id: &str) -> Option<&Job> {
+        self.jobs.get(job_id)
+    }
+
+    /// Jobs whose driver runs on this node: (job id, driver pid).
+    pub fn local_drivers(&self) -> Vec<(String, u32)> {
+        self.jobs.iter().filter(|(_, j)| j.driver_pid > 0).map(|(id, j)| (id.clone(), j.driver_pid)).collect()
+    }
+
+    /// A driver connected: its job is (re)defined, and workers are prestarted so
+    /// its first tasks find them warm.
+    pub fn register_driver(&mut self, job_id: &str, job: Job) {
+        self.jobs.insert(job_id.to_string(), job);
+        let n = self.pool.config().soft_limit.min(8);
+        let have = self.pool.of_job(job_id).len();
+        for _ in have..n {
+            self.start_worker(job_id);
         }
     }
 
-    /// Starts a worker of `job_id`; returns its id.
-    pub fn start_worker(&mut self, job_id: &str, extra_args: &[String]) -> Option<String> {
+    /// Adds `job_id` with `command` unless it is known (a lease request whose
+    /// driver is on another node).
+    pub fn ensure_job(&mut self, job_id: &str, command: &[String]) {
+        self.jobs.entry(job_id.to_string()).or_insert_with(|| Job {
+            command: command.to_vec(),
+            driver_pid: 0,
+            driver_id: String::new(),
+            driver_address: String::new(),
+        });
+    }
+
+    /// Queues a request (granted by the next dispatch if it can be).
+    pub fn enqueue(&mut self, p: Pending) {
+        self.queue.push(p);
+    }
+
+    /// Drops the queued requests of `owner` (of `shape` only, unless it is
+    /// empty); returns how many.
+    pub fn cancel(&mut self, owner: &str, shape: &ResourceSet) -> u32 {
+        let before = self.queue.len();
+        self.queue.retain(|p| !(p.owner == owner && (shape.is_empty() || &p.shape == shape)));
+        (before - self.queue.len()) as u32
+    }
+
+    /// Drops every queued request (their callers hear that it was dropped).
+    pub fn clear_queue(&mut self) {
+        self.queue.clear();
+    }
+
+    /// Replaces the view of the other nodes.
+    pub fn set_cluster_view(&mut self, view: Vec<RemoteNode>) {
+        self.cluster = view;
+    }
+
+    fn start_worker(&mut self, job_id: &str) -> Option<String> {
         let job = self.jobs.get(job_id)?;
-        let id = new_id();
-        let mut command = job.command.clone();
-        command.extend(extra_args.iter().cloned());
-        command.extend(["--worker-id".to_string(), id.clone(), "--job-id".to_string(), job_id.to_string()]);
-        let log = self.config.log_dir.join(format!("worker-{id}-{job_id}.out"));
-        let command = ray_common::process::joined_flags(&command);
-        self.spawner.spawn(SpawnRequest { worker_id: id.clone(), command, env: self.config.env.clone(), log });
-        self.workers.insert(
-            id.clone(),
-            Worker { id: id.clone(), pid: 0, job_id: job_id.to_string(), address: String::new(), status: WorkerStatus::Starting, blocked: false },
-        );
-        Some(id)
-    }
-
-    fn starting(&self, job_id: &str) -> usize {
-        self.workers.values().filter(|w| w.job_id == job_id && w.status == WorkerStatus::Starting).count()
-    }
-
-    fn total_starting(&self) -> usize {
-        self.workers.values().filter(|w| w.status == WorkerStatus::Starting).count()
-    }
-
-    fn idle_worker(&self, job_id: &str) -> Option<String> {
-        // The most recently idle first: its caches are warm.
-        self.workers
-            .values()
-            .filter(|w| w.job_id == job_id)
-            .filter_map(|w| match w.status {
-                WorkerStatus::Idle(t) => Some((t, w.id.clone())),
-                _ => None,
-            })
-            .max_by_key(|(t, _)| *t)
-            .map(|(_, id)| id)
+        Some(self.pool.start(job_id, &job.command))
     }
 
     /// Grants what can be granted now; starts workers for requests that have
-    /// resources but no idle worker. Returns the demand by shape.
-    pub fn dispatch(&mut self, res: &mut LocalResources, worker_args: &[String]) -> BTreeMap<ResourceSet, DemandCount> {
+    /// resources but no idle worker; spills what another node can take. Returns
+    /// the demand by shape.
+    pub fn dispatch(&mut self, res: &mut LocalResources) -> BTreeMap<ResourceSet, DemandCount> {
         // Requests that wait longer than a while are still served in order, but a
         // request that fits is never held up by one that does not (no head-of-line
         // blocking).
@@ -174,7 +182,7 @@ impl Leasing {
                 i += 1;
                 continue;
             }
-            match self.idle_worker(&p.job_id) {
+            match self.pool.idle_worker(&p.job_id) {
                 Some(wid) => {
                     let p = self.queue.remove(i);
                     if !res.try_acquire(&p.shape) {
@@ -183,8 +191,8 @@ impl Leasing {
                         continue;
                     }
                     res.lease_started();
-                    let lease_id = new_id();
-                    let w = self.workers.get_mut(&wid).expect("idle worker exists");
+                    let lease_id = ray_common::ids::random_hex(16);
+                    let w = self.pool.get_mut(&wid).expect("idle worker exists");
                     w.status = WorkerStatus::Leased(lease_id.clone());
                     let reply = RequestWorkerLeaseReply {
                         lease_id: lease_id.clone(),
@@ -210,9 +218,9 @@ impl Leasing {
         }
         self.spill(res);
         for (job, n) in waiting_for_worker {
-            let mut need = n.saturating_sub(self.starting(&job));
-            while need > 0 && self.total_starting() < self.config.max_starting.max(1) {
-                if self.start_worker(&job, worker_args).is_none() {
+            let mut need = n.saturating_sub(self.pool.starting(&job));
+            while need > 0 && self.pool.total_starting() < self.pool.config().max_starting.max(1) {
+                if self.start_worker(&job).is_none() {
                     break;
                 }
                 need -= 1;
@@ -251,7 +259,7 @@ impl Leasing {
 
     /// Demand by shape: ready (resources free, waiting for a worker), backlog
     /// (waiting for resources), infeasible (more than this node has).
-    pub fn demand(&self, res: &LocalResources) -> BTreeMap<ResourceSet, DemandCount> {
+    fn demand(&self, res: &LocalResources) -> BTreeMap<ResourceSet, DemandCount> {
         let mut d: BTreeMap<ResourceSet, DemandCount> = BTreeMap::new();
         for p in &self.queue {
             let c = d.entry(p.shape.clone()).or_default();
@@ -267,19 +275,18 @@ impl Leasing {
     }
 
     /// Ends a lease: resources back, the worker idle again (or killed when
-    /// `disconnect`).
+    /// `disconnect`). False for an unknown lease.
     pub fn return_lease(&mut self, lease_id: &str, disconnect: bool, res: &mut LocalResources) -> bool {
         let Some(lease) = self.leases.remove(lease_id) else { return false };
         let mut to_release = lease.resources.clone();
-        if let Some(w) = self.workers.get_mut(&lease.worker_id) {
+        if let Some(w) = self.pool.get_mut(&lease.worker_id) {
             if w.blocked {
                 // Its CPU was lent out while blocked: only the rest comes back.
                 to_release.set(CPU, ray_common::FixedPoint::ZERO);
                 w.blocked = false;
             }
             if disconnect {
-                crate::worker_pool::kill(w.pid);
-                self.remove_worker(&lease.worker_id);
+                self.pool.kill(&lease.worker_id);
             } else {
                 w.status = WorkerStatus::Idle(Instant::now());
             }
@@ -289,28 +296,10 @@ impl Leasing {
         true
     }
 
-    /// Forgets a worker whose process is (being) killed; its exit event still finds
-    /// its id to release what it held in the store.
-    pub fn remove_worker(&mut self, worker_id: &str) -> Option<Worker> {
-        let w = self.workers.remove(worker_id)?;
-        if w.pid > 0 {
-            self.departed.insert(w.pid, (w.id.clone(), w.address.clone()));
-        }
-        Some(w)
-    }
-
-    /// Removes an idle worker (checked under the caller's lock, so a worker leased
-    /// a moment ago is never killed as idle); returns its pid.
-    pub fn remove_if_idle(&mut self, worker_id: &str) -> Option<u32> {
-        if !matches!(self.workers.get(worker_id)?.status, WorkerStatus::Idle(_)) {
-            return None;
-        }
-        self.remove_worker(worker_id).map(|w| w.pid)
-    }
-
-    /// A worker blocked in `ray.get` lends its CPU out; when unblocked it takes it back.
+    /// A worker blocked in `ray.get` lends its CPU out; when unblocked it takes it
+    /// back (even beyond what is free: the shortfall is owed).
     pub fn set_blocked(&mut self, worker_id: &str, blocked: bool, res: &mut LocalResources) {
-        let Some(w) = self.workers.get_mut(worker_id) else { return };
+        let Some(w) = self.pool.get_mut(worker_id) else { return };
         let WorkerStatus::Leased(lease_id) = &w.status else { return };
         if w.blocked == blocked {
             return;
@@ -325,27 +314,26 @@ impl Leasing {
         }
     }
 
-    /// A worker process exited: its lease (if any) ends.
-    /// A worker process exited: its own lease ends, and so do the leases it held as
-    /// an owner (the workers running its tasks are stopped: nobody waits for
-    /// their results). Returns the worker's id (also for workers already removed).
-    pub fn worker_exited(&mut self, pid: u32, res: &mut LocalResources) -> Option<(String, String, bool)> {
-        if let Some((id, address)) = self.departed.remove(&pid) {
-            self.owner_gone(&id, res);
-            return Some((id, address, false));
-        }
-        let w = self.workers.values().find(|w| w.pid == pid)?.clone();
-        let leased = matches!(w.status, WorkerStatus::Leased(_));
-        if let WorkerStatus::Leased(lease_id) = &w.status {
+    /// A worker process exited: its own lease ends, and so do the leases it held
+    /// as an owner (the workers running its tasks are stopped: nobody waits for
+    /// their results). Returns the worker (also for workers already removed).
+    pub fn worker_exited(&mut self, pid: u32, res: &mut LocalResources) -> Option<ExitedWorker> {
+        // Returned while the worker is still in the pool, so a CPU it lent out
+        // while blocked is not given back twice.
+        let lease = self.pool.lease_of_pid(pid);
+        if let Some(lease_id) = &lease {
             self.return_lease(lease_id, false, res);
         }
-        self.workers.remove(&w.id);
-        self.owner_gone(&w.id, res);
-        Some((w.id, w.address, leased))
+        let gone = match self.pool.exited(pid)? {
+            Exited::Departed { id, address } => ExitedWorker { id, address, leased: false },
+            Exited::Live(w) => ExitedWorker { id: w.id, address: w.address, leased: lease.is_some() },
+        };
+        self.owner_gone(&gone.id, res);
+        Some(gone)
     }
 
     /// The owner `owner_id` is gone: its queued requests are dropped and its leases
-    /// end, stopping the workers that run its tasks.
+    /// end, stopping the workers that run its tasks. Returns how many leases.
     pub fn owner_gone(&mut self, owner_id: &str, res: &mut LocalResources) -> usize {
         self.queue.retain(|p| p.owner != owner_id);
         let leases: Vec<String> = self.leases.iter().filter(|(_, l)| l.owner == owner_id).map(|(id, _)| id.clone()).collect();
@@ -355,45 +343,22 @@ impl Leasing {
         leases.len()
     }
 
-    /// Idle workers to stop now: beyond the soft limit after the threshold, any
-    /// after the maximum idle time.
-    pub fn idle_to_kill(&self) -> Vec<String> {
-        let mut idle: Vec<(Instant, String)> = self
-            .workers
-            .values()
-            .filter_map(|w| match w.status {
-                WorkerStatus::Idle(t) => Some((t, w.id.clone())),
-                _ => None,
-            })
-            .collect();
-        idle.sort();
-        let mut out = Vec::new();
-        let mut count = self.workers.len();
-        for (since, id) in idle {
-            let age = since.elapsed();
-            if age >= self.config.max_idle || (count > self.config.soft_limit && age >= self.config.idle_kill_threshold) {
-                out.push(id);
-                count -= 1;
-            }
-        }
-        out
-    }
-
-    /// A job ended: its workers go, its queued requests are dropped.
-    pub fn end_job(&mut self, job_id: &str, res: &mut LocalResources) -> Vec<u32> {
+    /// A job ended: its leases end, its workers are killed, its queued requests
+    /// are dropped (their callers hear so). Returns the job, if it was known.
+    pub fn end_job(&mut self, job_id: &str, res: &mut LocalResources) -> Option<Job> {
         self.queue.retain(|p| p.job_id != job_id);
         let leases: Vec<String> = self
             .leases
             .iter()
-            .filter(|(_, l)| self.workers.get(&l.worker_id).is_some_and(|w| w.job_id == job_id))
+            .filter(|(_, l)| self.pool.get(&l.worker_id).is_some_and(|w| w.job_id == job_id))
             .map(|(id, _)| id.clone())
             .collect();
         for l in leases {
             self.return_lease(&l, false, res);
         }
-        let ids: Vec<String> = self.workers.values().filter(|w| w.job_id == job_id).map(|w| w.id.clone()).collect();
-        let pids = ids.iter().filter_map(|id| self.remove_worker(id)).map(|w| w.pid).collect();
-        self.jobs.remove(job_id);
-        pids
+        for id in self.pool.of_job(job_id) {
+            self.pool.kill(&id);
+        }
+        self.jobs.remove(job_id)
     }
 }

@@ -1,6 +1,6 @@
 //! The node's own resource accounting: total, available, what is queued by shape,
-//! and whether it is idle or draining. The scheduler and worker pool acquire and
-//! release through this; the reporter reads snapshots of it.
+//! and whether it is idle or draining. Owned by the node state (`state.rs`):
+//! leasing acquires and releases through it, and reports and stats read it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -123,14 +123,14 @@ class _Worker:
                 data, buffers, refs = serialization.serialize_error(_unwrap(err))
                 kind = serialization.KIND_ERROR if isinstance(err, _exc.RayTaskError) else serialization.KIND_VALUE
                 if not isinstance(err, _exc.RayTaskError):
-                    body = '{{"type": "{}", "message": {}}}'.format(type(err).__name__, _json(str(err)))
-                    self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body.encode(), [], [])] * returns, True, False)
+                    body = serialization.system_error(type(err).__name__, str(err))
+                    self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
                     return
                 self._finish(task, [(kind, data, buffers, refs)] * returns, True, False)
                 return
             except KeyboardInterrupt:
-                body = '{"type": "TaskCancelledError", "message": "the task was cancelled while running"}'
-                self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body.encode(), [], [])] * returns, True, False)
+                body = serialization.system_error("TaskCancelledError", "the task was cancelled while running")
+                self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
                 return
             except Exception as e:  # noqa: BLE001 - every task error goes back to the owner
                 tb = traceback.format_exc()
@@ -176,12 +176,6 @@ def _unwrap(err):
     if isinstance(err, _exc.RayTaskError):
         return _exc.RayTaskError(err.function_name, err.traceback_str, err.cause, pid=err.pid, ip=err.ip)
     return err
-
-
-def _json(s):
-    import json
-
-    return json.dumps(s)
 
 
 def main(argv=None):

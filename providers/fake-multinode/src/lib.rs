@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ray_common::process;
-use ray_common::resources::{CPU, GPU, MEMORY, OBJECT_STORE_MEMORY};
+use ray_common::NodeId;
+use ray_common::raylet_command::RayletCommand;
 use ray_common::session::{self, ProcessRecord, Session};
 use serde::{Deserialize, Serialize};
 
-use crate::*;
+use ray_providers::*;
 
 /// A process-backed instance, as recorded in the state file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,7 +50,7 @@ pub struct FakeMultiNodeProvider {
     lock: tokio::sync::Mutex<()>,
     launch_error: Option<ProviderError>,
     launch_delay: Duration,
-    node_ip: String,
+    node_ip: std::net::IpAddr,
 }
 
 /// Entries without a process for longer than this after creation are dead.
@@ -77,7 +78,10 @@ impl FakeMultiNodeProvider {
         if !(0.0..=3600.0).contains(&launch_delay) {
             return Err(ProviderError::new(ErrorClass::InvalidConfig, "provider.launch_delay_s: expected 0..3600"));
         }
-        let node_ip = cfg.get("node_ip").and_then(|v| v.as_str()).unwrap_or("127.0.0.1").to_string();
+        let node_ip = cfg.get("node_ip").and_then(|v| v.as_str()).unwrap_or("127.0.0.1");
+        let node_ip = node_ip
+            .parse()
+            .map_err(|_| ProviderError::new(ErrorClass::InvalidConfig, format!("provider.node_ip: {node_ip:?} is not an IP address")))?;
         let state_path = ctx
             .temp_root
             .join(&ctx.session_name)
@@ -115,57 +119,19 @@ impl FakeMultiNodeProvider {
         }
     }
 
-    fn raylet_args(&self, req: &CreateRequest, cloud_id: &str, node_id: &str, session_dir: &str) -> Vec<String> {
-        let r = &req.resources;
-        let mut custom: BTreeMap<String, f64> = BTreeMap::new();
-        for (k, v) in r.iter() {
-            if ![CPU, GPU, MEMORY, OBJECT_STORE_MEMORY].contains(&k) {
-                custom.insert(k.to_string(), v.to_f64());
-            }
-        }
-        let mut args = vec![
-            "--node-id".to_string(),
-            node_id.to_string(),
-            "--gcs-address".into(),
-            self.ctx.gcs_address.clone(),
-            "--node-ip-address".into(),
-            self.node_ip.clone(),
-            "--session-dir".into(),
-            session_dir.to_string(),
-            "--instance-id".into(),
-            cloud_id.to_string(),
-            "--node-type".into(),
-            req.node_type.clone(),
-            "--num-cpus".into(),
-            r.get(CPU).to_f64().to_string(),
-            "--num-gpus".into(),
-            r.get(GPU).to_f64().to_string(),
-        ];
-        if r.get(MEMORY).is_positive() {
-            args.extend(["--memory".into(), (r.get(MEMORY).to_f64() as u64).to_string()]);
-        }
-        if r.get(OBJECT_STORE_MEMORY).is_positive() {
-            args.extend(["--object-store-memory".into(), (r.get(OBJECT_STORE_MEMORY).to_f64() as u64).to_string()]);
-        }
-        if !custom.is_empty() {
-            args.extend(["--resources".into(), serde_json::to_string(&custom).unwrap_or_default()]);
-        }
-        if !req.labels.is_empty() {
-            args.extend(["--labels".into(), serde_json::to_string(&req.labels).unwrap_or_default()]);
-        }
-        args
-    }
-
     /// Starts one raylet; returns its pid.
-    fn spawn(&self, req: &CreateRequest, cloud_id: &str, node_id: &str) -> Result<u32, ProviderError> {
+    fn spawn(&self, req: &CreateRequest, cloud_id: &str, node_id: NodeId) -> Result<u32, ProviderError> {
         let fail = |what: &str, e: std::io::Error| ProviderError::new(ErrorClass::Other, format!("{what}: {e}"));
         let sess = Session::open(&self.ctx.temp_root, &self.ctx.session_name).map_err(|e| fail("session folder", e))?;
         let (_, log) = sess.create_log("raylet", "out").map_err(|e| fail("log file", e))?;
         let err = log.try_clone().map_err(|e| fail("log file", e))?;
-        let args = self.raylet_args(req, cloud_id, node_id, &sess.dir().display().to_string());
+        let mut command = RayletCommand::new(node_id, self.ctx.gcs_address.clone(), self.node_ip, sess.dir()).with_resources(&req.resources);
+        command.instance_id = Some(cloud_id.to_string());
+        command.node_type = Some(req.node_type.clone());
+        command.labels = req.labels.clone();
         let mut cmd = std::process::Command::new(&self.ctx.ray_executable);
         cmd.arg0("raylet")
-            .args(process::joined_flags(&args))
+            .args(command.args())
             .envs(self.ctx.node_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -239,11 +205,12 @@ impl NodeProvider for FakeMultiNodeProvider {
             let mut tags = req.tags.clone();
             tags.insert(TAG_LAUNCH_REQUEST.into(), req.request_id.clone());
             tags.insert(TAG_INSTANCE_ID.into(), instance_id.clone());
+            let node_id = NodeId::random();
             let entry = Entry {
                 cloud_id: cloud_id.clone(),
                 node_type: req.node_type.clone(),
                 tags,
-                node_id: ray_common::NodeId::random().to_string(),
+                node_id: node_id.to_string(),
                 pid: None,
                 start_ticks: None,
                 created_ms: ray_common::time::now_ms(),
@@ -253,7 +220,7 @@ impl NodeProvider for FakeMultiNodeProvider {
             // `list` resolves (adopts the process or drops the record).
             st.entries.push(entry.clone());
             self.save(&st)?;
-            let pid = match self.spawn(req, &cloud_id, &entry.node_id) {
+            let pid = match self.spawn(req, &cloud_id, node_id) {
                 Ok(pid) => pid,
                 Err(e) => {
                     st.entries.retain(|x| x.cloud_id != cloud_id);

@@ -4,12 +4,13 @@
 //! by a launch request id), terminate, list the cluster's instances, and an
 //! optional bootstrap step. Errors are classified so the autoscaler can back off,
 //! fall back, and tell the user why without knowing which cloud spoke.
-
-pub mod fake_multinode;
+//!
+//! Providers live in crates of their own (`ray-provider-fake-multinode`, ...), and
+//! `ray-provider-registry` builds the one a config names, each behind its own cargo
+//! feature, so this crate stays free of every cloud SDK.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use ray_common::ResourceSet;
@@ -181,23 +182,4 @@ pub struct ProviderContext {
     pub ray_executable: std::path::PathBuf,
     /// Environment for started nodes (cluster token by value, TLS paths).
     pub node_env: Vec<(String, String)>,
-}
-
-/// Builds the provider named by `provider.type`.
-pub fn make_provider(
-    provider_config: &serde_json::Value,
-    ctx: ProviderContext,
-) -> Result<Arc<dyn NodeProvider>, ProviderError> {
-    let kind = provider_config.get("type").and_then(|v| v.as_str()).unwrap_or("");
-    match kind {
-        "fake_multinode" => Ok(Arc::new(fake_multinode::FakeMultiNodeProvider::new(provider_config, ctx)?)),
-        "local" | "aws" | "gcp" => Err(ProviderError::new(
-            ErrorClass::InvalidConfig,
-            format!("provider.type {kind:?} is not available in this build yet; use \"fake_multinode\""),
-        )),
-        other => Err(ProviderError::new(
-            ErrorClass::InvalidConfig,
-            format!("unknown provider.type {other:?}; expected one of: fake_multinode, local, aws, gcp"),
-        )),
-    }
 }

@@ -1,0 +1,235 @@
+//! The autoscaler's loop. Each round observes (the cluster state and the
+//! provider's listing), reconciles the instance table with it, decides (the pure
+//! scheduler), plans (records launches and drains), acts (the actuator, in the
+//! background) and reports. Between rounds it waits for a cluster change, a tick,
+//! or an action's outcome, which it applies to the table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ray_proto::rpc::autoscaler::AutoscalingState;
+use ray_providers::{NodeProvider, TAG_INSTANCE_ID};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::actuator::{Actuator, Outcome};
+use crate::backoff::{LaunchBackoff, LaunchFailure};
+use crate::clock::Clock;
+use crate::cluster::{Cluster, ClusterError};
+use crate::config::ClusterConfig;
+use crate::instance::manager::InstanceManager;
+use crate::instance::store::{InstanceStorage, StoreError};
+use crate::instance::{Instance, InstanceStatus};
+use crate::reconciler::{self, Context};
+use crate::reporter::Reporter;
+use crate::scheduler;
+
+/// Why a round stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// The cluster state could not be read.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// The autoscaler: one loop over an instance manager, the reconciler, an actuator
+/// and a reporter.
+pub struct Autoscaler {
+    config: ClusterConfig,
+    cluster: Arc<dyn Cluster>,
+    provider: Arc<dyn NodeProvider>,
+    manager: InstanceManager,
+    actuator: Actuator,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    backoff: LaunchBackoff,
+    reporter: Reporter,
+    clock: Clock,
+    tick: Duration,
+    state_version: u64,
+}
+
+impl Autoscaler {
+    /// An autoscaler over a config, a cluster, a provider and a record store.
+    pub fn new(
+        config: ClusterConfig,
+        cluster: Arc<dyn Cluster>,
+        provider: Arc<dyn NodeProvider>,
+        storage: Arc<dyn InstanceStorage>,
+    ) -> Self {
+        let clock = Clock::start();
+        let (actuator, outcomes) = Actuator::new(provider.clone(), cluster.clone(), clock);
+        Self {
+            config,
+            cluster,
+            provider,
+            manager: InstanceManager::new(storage, clock),
+            actuator,
+            outcomes,
+            backoff: LaunchBackoff::new(),
+            reporter: Reporter::new(),
+            clock,
+            tick: Duration::from_millis(1000),
+            state_version: 0,
+        }
+    }
+
+    /// Sets the longest sleep between rounds when nothing changes.
+    pub fn with_tick(mut self, tick: Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+
+    /// Uses another clock (tests start it at a fixed wall time).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self.manager.set_clock(clock);
+        self.actuator.set_clock(clock);
+        self
+    }
+
+    /// The instance table (for tests and tools).
+    pub fn instances(&self) -> &BTreeMap<String, Instance> {
+        self.manager.instances()
+    }
+
+    /// The last autoscaling state the cluster took.
+    pub fn last_report(&self) -> Option<&AutoscalingState> {
+        self.reporter.last_report()
+    }
+
+    /// Reads the instance table from storage (a restart finds what it had asked for).
+    pub async fn load(&mut self) -> Result<usize, StoreError> {
+        let n = self.manager.load().await?;
+        if n > 0 {
+            let summary: Vec<String> = self.instances().values().map(|i| format!("{}={}", i.id, i.status())).collect();
+            tracing::info!(instances = %summary.join(" "), "resumed with the instance table from the GCS");
+        }
+        Ok(n)
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        while let Err(e) = self.load().await {
+            tracing::warn!(error = %e, "cannot read the instance table yet; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        let wake = Arc::new(Notify::new());
+        let (cluster, w, s) = (self.cluster.clone(), wake.clone(), shutdown.clone());
+        tokio::spawn(async move { cluster.watch(w, s).await });
+        loop {
+            if let Err(e) = self.round().await {
+                tracing::warn!(error = %e, "autoscaler round failed; retrying");
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(self.tick) => {}
+                Some(o) = self.outcomes.recv() => self.apply(o).await,
+                _ = shutdown.cancelled() => break,
+            }
+            self.apply_outcomes().await;
+        }
+        tracing::info!("autoscaler stopped");
+    }
+
+    /// One observe-reconcile-decide-act-report round.
+    pub async fn round(&mut self) -> Result<(), RoundError> {
+        let state = self.cluster.resource_state(self.state_version).await?;
+        self.state_version = state.cluster_resource_state_version;
+        let cloud = match self.provider.list().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, provider = self.provider.name(), "cannot list instances; skipping cleanup this round");
+                None
+            }
+        };
+        let in_flight = self.actuator.in_flight().clone();
+        let cx = Context { config: &self.config, in_flight: &in_flight, backoff: &self.backoff, now: self.clock.instant(), now_ms: self.clock.now_ms() };
+        let mut actions = reconciler::sync::sync(&mut self.manager, &cx, &state, cloud.as_deref()).await;
+        let input = reconciler::input::input(&cx, self.manager.instances(), &state);
+        let decision = scheduler::decide(&input);
+        actions.extend(reconciler::plan::plan(&mut self.manager, &cx, &decision, &state).await);
+        self.actuator.execute(actions);
+        self.reporter.narrate(&state, &decision);
+        let sent = self
+            .reporter
+            .report(self.cluster.as_ref(), &self.clock, &state, &decision, self.manager.instances(), &self.backoff)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot report the autoscaling state");
+        }
+        Ok(())
+    }
+
+    /// Applies every outcome that has arrived, without waiting; returns how many.
+    pub async fn apply_outcomes(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(o) = self.outcomes.try_recv() {
+            self.apply(o).await;
+            n += 1;
+        }
+        n
+    }
+
+    /// Records what an action did.
+    async fn apply(&mut self, o: Outcome) {
+        self.actuator.finished(&o);
+        match o {
+            Outcome::Launched { node_type, result: Ok(created), .. } => {
+                self.backoff.succeeded(&node_type);
+                for c in created {
+                    let Some(iid) = c.tags.get(TAG_INSTANCE_ID) else { continue };
+                    if self.manager.get(iid).is_some_and(|i| i.status() == InstanceStatus::Requested) {
+                        let cloud_id = c.cloud_id.clone();
+                        let details = format!("allocated as {cloud_id}");
+                        let _ = self.manager.transition(iid, InstanceStatus::Allocated, details, |x| x.cloud_id = Some(cloud_id)).await;
+                    }
+                }
+            }
+            Outcome::Launched { node_type, instance_ids, result: Err(e), started_ms, .. } => {
+                let n = instance_ids.len();
+                let failure = LaunchFailure { node_type: &node_type, count: n, error: &e, started_ms, failed_ms: self.clock.now_ms() };
+                let reason = self.backoff.failed(&failure, self.clock.instant());
+                tracing::warn!(node_type = %node_type, count = n, class = %e.class, "Failed to launch {n} node(s) of type {node_type}: {reason}");
+                for id in &instance_ids {
+                    if self.manager.get(id).is_some_and(|i| i.status() == InstanceStatus::Requested) {
+                        let _ = self.manager.transition(id, InstanceStatus::AllocationFailed, format!("launch failed: {e}"), |_| {}).await;
+                    }
+                }
+            }
+            Outcome::Drained { instance_id, accepted, message } => {
+                if self.manager.get(&instance_id).is_none_or(|i| i.status() != InstanceStatus::Draining) {
+                    return;
+                }
+                if accepted {
+                    let why = message.clone();
+                    let details = format!("drain accepted: {message}");
+                    let recorded = self.manager.transition(&instance_id, InstanceStatus::Terminating, details, |x| x.termination_reason = Some(why)).await;
+                    if recorded.is_ok() {
+                        self.actuator.execute(reconciler::terminate_action(&self.manager, &instance_id).into_iter().collect());
+                    }
+                } else {
+                    let details = format!("drain not accepted; keeping the node: {message}");
+                    let _ = self
+                        .manager
+                        .transition(&instance_id, InstanceStatus::Running, details, |x| {
+                            x.termination_reason = None;
+                            x.retire_reason = None;
+                        })
+                        .await;
+                }
+            }
+            Outcome::Terminated { instance_id, result } => {
+                if let Err(e) = result {
+                    tracing::warn!(instance = %instance_id, error = %e, "terminate failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! Sync: brings the instance table in line with what the GCS (node states) and the
+//! provider (its listing) report, one step per instance per round.
+//!
+//! | status | seen | becomes |
+//! |---|---|---|
+//! | QUEUED | (a round that could not record REQUESTED, or a restart) | REQUESTED, launched |
+//! | REQUESTED | listed by the provider | ALLOCATED |
+//! | REQUESTED | not listed, no launch under way (a restart) | launched again, same request id |
+//! | ALLOCATED | listed as running, raylet not registered | INSTALLING |
+//! | ALLOCATED, INSTALLING | its raylet registered | RUNNING |
+//! | ALLOCATED, INSTALLING | not listed any more | TERMINATED |
+//! | ALLOCATED, INSTALLING | no raylet within [`REGISTER_TIMEOUT_MS`] | TERMINATING |
+//! | RUNNING, DRAINING | not listed any more | TERMINATED |
+//! | RUNNING, DRAINING | its Ray node is dead | TERMINATING |
+//! | DRAINING | no drain under way (a restart) | drained again |
+//! | TERMINATING | not listed any more / still listed | TERMINATED / terminated again |
+//!
+//! Listed instances the table does not know are adopted (a crash between the
+//! provider's answer and the record), or terminated when their node type is not
+//! in the config.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ray_proto::rpc::autoscaler::{ClusterResourceState, NodeState, NodeStatus};
+use ray_providers::{CloudInstance, CloudState, TAG_INSTANCE_ID};
+
+use super::{Action, Context, new_id, plan, short};
+use crate::instance::InstanceStatus::{self, *};
+use crate::instance::manager::InstanceManager;
+use crate::instance::{Instance, StatusChange};
+
+/// A node allocated but not registered with the GCS after this long is given up.
+pub const REGISTER_TIMEOUT_MS: u64 = 120_000;
+
+/// Launch requests to send again, by request id: node type and instance ids.
+type Requests = BTreeMap<String, (String, Vec<String>)>;
+
+/// Moves the table toward what was observed; returns what to do about it. `cloud`
+/// is `None` when the provider could not be listed this round: then nothing is
+/// declared gone and nothing is adopted.
+pub async fn sync(
+    m: &mut InstanceManager,
+    cx: &Context<'_>,
+    state: &ClusterResourceState,
+    cloud: Option<&[CloudInstance]>,
+) -> Vec<Action> {
+    let nodes = |dead: bool| -> HashMap<&str, &NodeState> {
+        state
+            .node_states
+            .iter()
+            .filter(|n| (n.status == NodeStatus::Dead as i32) == dead && !n.instance_id.is_empty())
+            .map(|n| (n.instance_id.as_str(), n))
+            .collect()
+    };
+    let alive = nodes(false);
+    let dead = nodes(true);
+    let listed: HashMap<String, &CloudInstance> = cloud.unwrap_or_default().iter().map(|c| (instance_id_of(c), c)).collect();
+    let cloud_known = cloud.is_some();
+    let mut actions = Vec::new();
+    let mut queued: Requests = BTreeMap::new();
+    let mut reissue: Requests = BTreeMap::new();
+    let ids: Vec<String> = m.instances().keys().cloned().collect();
+    for id in ids {
+        let Some(i) = m.get(&id).cloned() else { continue };
+        let in_cloud = listed.get(&id).copied();
+        let backing_off = cx.backoff.is_backing_off(&i.node_type, cx.now);
+        let cid = i.cloud_id.clone().unwrap_or_default();
+        match i.status() {
+            Queued if !backing_off => {
+                // Decided earlier, but REQUESTED was never recorded: request it now.
+                let rid = i.launch_request_id.clone().unwrap_or_else(new_id);
+                let r = rid.clone();
+                let details = format!("requested with launch request {rid}");
+                if m.transition(&id, Requested, details, |x| x.launch_request_id = Some(r)).await.is_ok() {
+                    queued.entry(rid).or_insert_with(|| (i.node_type.clone(), Vec::new())).1.push(id);
+                }
+            }
+            Queued => {}
+            Requested => {
+                if let Some(c) = in_cloud {
+                    let c = c.cloud_id.clone();
+                    let details = format!("the provider lists it as {c}");
+                    let _ = m.transition(&id, Allocated, details, |x| x.cloud_id = Some(c)).await;
+                } else if let Some(rid) = &i.launch_request_id
+                    && cloud_known
+                    && !backing_off
+                    && !cx.in_flight.launches.contains(rid)
+                {
+                    // Asked for, but nobody is asking now (a restart): ask again with the
+                    // same request id; the provider creates only what is missing.
+                    reissue.entry(rid.clone()).or_insert_with(|| (i.node_type.clone(), Vec::new())).1.push(id);
+                }
+            }
+            Allocated | Installing => {
+                let allocated_ms = since(&i, Allocated);
+                if let Some(n) = alive.get(cid.as_str()) {
+                    let node_id = n.node_id.clone();
+                    let details = format!("Ray node {} registered", short(&node_id));
+                    let _ = m.transition(&id, Running, details, |x| x.node_id = Some(node_id)).await;
+                } else if cloud_known && in_cloud.is_none() {
+                    let _ = m.transition(&id, Terminated, "the instance disappeared before Ray started on it", |_| {}).await;
+                } else if cx.now_ms.saturating_sub(allocated_ms) > REGISTER_TIMEOUT_MS {
+                    let why = format!("its raylet did not register within {} s", REGISTER_TIMEOUT_MS / 1000);
+                    actions.extend(super::terminate(m, &id, why).await);
+                } else if i.status() == Allocated && in_cloud.is_some_and(|c| c.state == CloudState::Running) {
+                    let _ = m.transition(&id, Installing, "the provider reports it running; Ray is starting on it", |_| {}).await;
+                }
+            }
+            Running | Draining => {
+                if cloud_known && in_cloud.is_none() {
+                    let details = "the instance is gone (its process or VM no longer exists)";
+                    let _ = m.transition(&id, Terminated, details, |_| {}).await;
+                } else if let Some(d) = dead.get(cid.as_str())
+                    && !alive.contains_key(cid.as_str())
+                {
+                    let why = d.death_info.as_ref().map(|d| d.reason_message.clone()).unwrap_or_default();
+                    actions.extend(super::terminate(m, &id, format!("its Ray node died: {why}")).await);
+                } else if i.status() == Draining && !cx.in_flight.drains.contains(&id) {
+                    // Recorded as draining, but no drain is under way (a restart, or the
+                    // accepted drain could not be recorded as TERMINATING): ask again.
+                    actions.push(Action::Drain {
+                        instance_id: id.clone(),
+                        node_id: i.node_id.clone().unwrap_or_default(),
+                        reason: i.retire_reason.unwrap_or(crate::scheduler::TerminateReason::Idle),
+                        message: i.termination_reason.clone().unwrap_or_default(),
+                    });
+                }
+            }
+            Terminating => {
+                if cloud_known && in_cloud.is_none() {
+                    let _ = m.transition(&id, Terminated, "terminated", |_| {}).await;
+                } else if !cx.in_flight.terminations.contains(&id)
+                    && let Some(a) = super::terminate_action(m, &id)
+                {
+                    actions.push(a);
+                }
+            }
+            InstallFailed => actions.extend(super::terminate(m, &id, "Ray could not be installed".to_string()).await),
+            // Final instances leave the table when they are recorded.
+            Terminated | AllocationFailed => {}
+        }
+    }
+    for (rid, (node_type, ids)) in queued {
+        tracing::info!(request = %rid, node_type = %node_type, count = ids.len(), "Adding {} node(s) of type {node_type} (queued earlier).", ids.len());
+        actions.extend(plan::launch(cx.config, rid, &node_type, ids).map(Action::Launch));
+    }
+    for (rid, (node_type, ids)) in reissue {
+        tracing::info!(request = %rid, node_type = %node_type, count = ids.len(), "re-issuing a launch request after a restart (idempotent)");
+        actions.extend(plan::launch(cx.config, rid, &node_type, ids).map(Action::Launch));
+    }
+    if let Some(cloud) = cloud {
+        actions.extend(adopt(m, cx, cloud).await);
+    }
+    actions
+}
+
+/// Instances the provider lists that the table does not know (a crash between a
+/// provider call and a record write): adopts them, or terminates strays.
+async fn adopt(m: &mut InstanceManager, cx: &Context<'_>, cloud: &[CloudInstance]) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let known_cloud: HashSet<String> = m.instances().values().filter_map(|i| i.cloud_id.clone()).collect();
+    for c in cloud {
+        let iid = instance_id_of(c);
+        if m.get(&iid).is_some() || known_cloud.contains(&c.cloud_id) || c.state == CloudState::Terminating {
+            continue;
+        }
+        if c.launch_request().is_some_and(|r| cx.in_flight.launches.contains(r)) {
+            continue;
+        }
+        if cx.config.node_type(&c.node_type).is_none() {
+            tracing::warn!(cloud_id = %c.cloud_id, node_type = %c.node_type, "terminating a stray instance of an unknown node type");
+            actions.push(Action::TerminateStray { cloud_id: c.cloud_id.clone() });
+            continue;
+        }
+        let mut i = Instance::new(iid.clone(), c.node_type.clone(), cx.now_ms, "adopted from the provider's listing");
+        i.cloud_id = Some(c.cloud_id.clone());
+        i.launch_request_id = c.launch_request().map(str::to_string);
+        if i.transition(Requested, cx.now_ms, "adopted").and_then(|_| i.transition(Allocated, cx.now_ms, "adopted")).is_err() {
+            continue;
+        }
+        if m.create(i).await.is_ok() {
+            tracing::info!(instance = %iid, cloud_id = %c.cloud_id, node_type = %c.node_type, "adopted an instance the table did not know");
+        }
+    }
+    actions
+}
+
+/// The autoscaler's id of a listed instance (its tag), else the provider's id.
+fn instance_id_of(c: &CloudInstance) -> String {
+    c.tags.get(TAG_INSTANCE_ID).cloned().unwrap_or_else(|| c.cloud_id.clone())
+}
+
+/// When the instance last entered `status` (its current status's start if the
+/// history no longer says).
+fn since(i: &Instance, status: InstanceStatus) -> u64 {
+    i.history.iter().rev().find(|h: &&StatusChange| h.status == status).map(|h| h.at_ms).unwrap_or_else(|| i.status_since_ms())
+}

@@ -1,0 +1,92 @@
+//! The core worker's server (every worker and driver runs one, behind the cluster
+//! token): workers take tasks from their owners' streams; every owner answers
+//! borrowers asking for its objects; the raylet may ask a worker to exit.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use ray_common::{ObjectId, TaskId};
+use ray_proto::rpc::core_worker_service_server::CoreWorkerService;
+use ray_proto::rpc::*;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::context::{Context, Mode};
+use crate::executor::{ExecTask, Executor};
+use crate::reader::Reader;
+
+/// Metadata key carrying the lease id on a task stream.
+pub const LEASE_HEADER: &str = "ray-lease-id";
+
+/// The gRPC service.
+pub(crate) struct Server {
+    pub ctx: Arc<Context>,
+    pub reader: Arc<Reader>,
+    pub executor: Arc<Executor>,
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<PushTasksReply, Status>> + Send + 'static>>;
+
+impl Server {
+    /// An owner's lease on this worker ended without a return (its stream closed
+    /// while the lease was active): the owner died, and the raylet takes the lease back.
+    async fn lease_stream_closed(ctx: &Context, lease_id: String) {
+        let _ = ctx.raylet.clone().lease_stream_closed(LeaseStreamClosedRequest { lease_id }).await;
+    }
+}
+
+#[tonic::async_trait]
+impl CoreWorkerService for Server {
+    type PushTasksStream = ReplyStream;
+
+    async fn push_tasks(&self, req: Request<Streaming<PushTasksRequest>>) -> Result<Response<Self::PushTasksStream>, Status> {
+        if self.ctx.mode == Mode::Driver {
+            return Err(Status::failed_precondition("a driver does not execute tasks"));
+        }
+        let lease_id = req.metadata().get(LEASE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let executor = self.executor.clone();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = incoming.message().await {
+                let Some(spec) = m.task else { continue };
+                match TaskId::from_bytes(&spec.task_id) {
+                    Ok(id) => executor.push(ExecTask::new(id, spec, tx.clone())),
+                    Err(e) => tracing::warn!(error = %e, "ignoring a task with a malformed id"),
+                }
+            }
+            // An owner returns its lease before closing the stream; if the lease is
+            // still active, the owner died and the raylet takes the lease back.
+            if !lease_id.is_empty() {
+                Self::lease_stream_closed(&ctx, lease_id).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn get_object_status(&self, req: Request<GetObjectStatusRequest>) -> Result<Response<GetObjectStatusReply>, Status> {
+        let r = req.into_inner();
+        let id = ObjectId::from_bytes(&r.object_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let timeout = Duration::from_millis(r.timeout_ms.min(3_600_000));
+        Ok(Response::new(self.reader.object_status(id, timeout).await))
+    }
+
+    async fn cancel_task(&self, req: Request<CancelTaskRequest>) -> Result<Response<CancelTaskReply>, Status> {
+        let r = req.into_inner();
+        let id = TaskId::from_bytes(&r.task_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let attempted = self.ctx.mode == Mode::Worker && self.executor.cancel(id, r.force);
+        Ok(Response::new(CancelTaskReply { attempted }))
+    }
+
+    async fn exit(&self, _req: Request<ExitRequest>) -> Result<Response<ExitReply>, Status> {
+        tracing::info!("exit requested by the raylet");
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::process::exit(0);
+        });
+        Ok(Response::new(ExitReply {}))
+    }
+}

@@ -1,0 +1,131 @@
+//! Leases: asking the local raylet for a worker (following spillback to the
+//! raylet of a node with free resources), opening the task stream to the leased
+//! worker, and giving leases back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ray_common::NodeId;
+use ray_proto::rpc::{PushTasksReply, PushTasksRequest, RequestWorkerLeaseReply, RequestWorkerLeaseRequest, ReturnWorkerRequest};
+use tokio::sync::mpsc;
+
+use super::Submitter;
+use super::queues::{LeaseKey, QueueKey};
+use crate::context::RayletClient;
+use crate::server::LEASE_HEADER;
+
+/// Spillback hops followed for one lease request.
+const MAX_HOPS: u32 = 4;
+
+impl Submitter {
+    /// Asks for one lease for `key`'s queue and, once granted, starts feeding it.
+    pub(super) async fn request_lease(self: Arc<Self>, key: QueueKey) {
+        // Idle leases of other queues go back first, so this request can get their resources.
+        let idle = self.queues().idle_leases(Duration::ZERO, Some(&key));
+        for lease in idle {
+            self.return_lease(lease, false).await;
+        }
+        let (raylet, granting_node, reply) = self.lease_following_spillback(&key).await;
+        let reply = match reply {
+            Some(r) => r,
+            None => {
+                let out = self.queues().lease_request_failed(&key);
+                if !out.request_leases.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                self.act(out);
+                return;
+            }
+        };
+        if let Some(node) = granting_node
+            && node != self.ctx.node_id
+        {
+            self.ctx.peers.remember_raylet(node, raylet.clone());
+        }
+        let (tx, stream) = match self.open_stream(&reply.worker_address, &reply.lease_id).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(worker = %reply.worker_address, error = %e, "cannot reach a leased worker; returning it");
+                let _ = raylet.clone().return_worker(ReturnWorkerRequest { lease_id: reply.lease_id, disconnect: true }).await;
+                let out = self.queues().lease_request_failed(&key);
+                self.act(out);
+                return;
+            }
+        };
+        let (lease, out) = self.queues().lease_granted(&key, reply.lease_id, reply.worker_address, reply.worker_pid, raylet, tx);
+        self.act(out);
+        let me = self.clone();
+        tokio::spawn(async move { me.read_results(lease, key, stream).await });
+    }
+
+    /// Requests a lease from the local raylet and follows spillback answers to
+    /// other nodes' raylets. Returns the raylet that answered last, the node it
+    /// runs on, and the grant (`None` when refused or unreachable).
+    async fn lease_following_spillback(&self, key: &QueueKey) -> (RayletClient, Option<NodeId>, Option<RequestWorkerLeaseReply>) {
+        let mut raylet = self.ctx.raylet.clone();
+        let mut node = Some(self.ctx.node_id.clone());
+        let mut no_spillback = false;
+        let mut hops = 0;
+        loop {
+            let req = RequestWorkerLeaseRequest {
+                resources: key.shape().to_f64_map(),
+                job_id: self.ctx.job_id.to_string(),
+                owner_worker_id: self.ctx.worker_id.to_string(),
+                wait: true,
+                no_spillback,
+            };
+            let reply = match raylet.request_worker_lease(req).await {
+                Ok(r) => r.into_inner(),
+                Err(_) => return (raylet, node, None),
+            };
+            // Spillback: that node has the resources free; ask its raylet.
+            if !reply.spillback_address.is_empty() && hops < MAX_HOPS {
+                hops += 1;
+                match self.ctx.peers.raylet_at(&reply.spillback_address).await {
+                    Ok(r) => {
+                        raylet = r;
+                        node = NodeId::parse(&reply.spillback_node_id).ok();
+                        no_spillback = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(raylet = %reply.spillback_address, error = %e, "cannot reach the raylet a lease was spilled to");
+                        raylet = self.ctx.raylet.clone();
+                        node = Some(self.ctx.node_id.clone());
+                        no_spillback = false;
+                    }
+                }
+                continue;
+            }
+            if !reply.rejection.is_empty() || !reply.spillback_address.is_empty() {
+                if reply.infeasible {
+                    tracing::warn!(shape = %key.shape(), "no node can hold this shape: {}", reply.rejection);
+                }
+                return (raylet, node, None);
+            }
+            return (raylet, node, Some(reply));
+        }
+    }
+
+    /// Opens the task stream to a leased worker; the lease id travels in its metadata.
+    async fn open_stream(&self, addr: &str, lease_id: &str) -> Result<(mpsc::UnboundedSender<PushTasksRequest>, tonic::Streaming<PushTasksReply>), String> {
+        let mut client = self.ctx.peers.worker(addr).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut req = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(lease_id) {
+            req.metadata_mut().insert(LEASE_HEADER, v);
+        }
+        let resp = client.push_tasks(req).await.map_err(|s| s.message().to_string())?;
+        Ok((tx, resp.into_inner()))
+    }
+
+    /// Returns an idle lease. It is removed only if it is still idle under the lock
+    /// (a task may have been pushed since it was found idle); the raylet hears of
+    /// the return before the task stream closes, so the worker never looks orphaned.
+    pub(super) async fn return_lease(&self, lease: LeaseKey, disconnect: bool) {
+        let removed = self.queues().take_idle_lease(lease);
+        if let Some(l) = removed {
+            let _ = l.raylet.clone().return_worker(ReturnWorkerRequest { lease_id: l.lease_id, disconnect }).await;
+            drop(l.tx);
+        }
+    }
+}

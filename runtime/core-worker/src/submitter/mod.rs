@@ -1,0 +1,201 @@
+//! Submitting tasks: resolve owned arguments, queue by [`QueueKey`], lease workers
+//! from the raylet (following spillback to other nodes), and push tasks straight
+//! to the leased workers over one stream per lease (no raylet hop per task).
+//! Results come back on the same stream; a broken stream means the worker died,
+//! and its tasks are retried or fail.
+//!
+//! The books live in [`queues::Queues`] (no I/O, unit-tested); this module and
+//! its siblings do the calls: `leases.rs` asks for and returns leases, `results.rs`
+//! reads task streams.
+
+mod leases;
+pub mod queues;
+mod results;
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use ray_common::{ObjectId, ResourceSet};
+use ray_proto::rpc::{CancelTaskRequest, CancelWorkerLeaseRequest, SerializedObject, TaskArg, TaskSpec, task_arg};
+
+use crate::context::Context;
+use crate::error::{CoreError, SystemErrorKind, system_error};
+use crate::ownership::{Ownership, Reference};
+use queues::{Cancel, PumpOut, QueueKey, Queues, TaskEntry, TaskState};
+
+/// An argument as the frontend gives it.
+pub enum ArgIn {
+    /// A value (serialized).
+    Value(SerializedObject),
+    /// A reference.
+    Ref(Reference),
+}
+
+/// A task as the frontend submits it.
+pub struct SubmitSpec {
+    /// Function key in the GCS KV.
+    pub function_id: Vec<u8>,
+    /// Function name (logs, output prefixes).
+    pub function_name: String,
+    /// Arguments.
+    pub args: Vec<ArgIn>,
+    /// Names of keyword arguments (the last ones of `args`).
+    pub kwarg_names: Vec<String>,
+    /// Number of return objects.
+    pub num_returns: u32,
+    /// Resources it needs.
+    pub resources: ResourceSet,
+    /// Retries on worker failure (-1 = unlimited).
+    pub max_retries: i64,
+    /// Also retry when the task raises.
+    pub retry_exceptions: bool,
+    /// Refs inside argument values (kept alive until the task ends).
+    pub nested_refs: Vec<Reference>,
+}
+
+/// Submits this worker's tasks and owns its leases and queues.
+pub(crate) struct Submitter {
+    ctx: Arc<Context>,
+    own: Arc<Ownership>,
+    queues: Mutex<Queues>,
+}
+
+impl Submitter {
+    pub fn new(ctx: Arc<Context>, own: Arc<Ownership>) -> Arc<Self> {
+        let queues = Mutex::new(Queues::new(ctx.max_inflight));
+        let me = Arc::new(Self { ctx, own, queues });
+        me.ctx.rt.spawn(sweeper(Arc::downgrade(&me)));
+        me
+    }
+
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Submits a task; returns its return object ids (owned here), each with one
+    /// reference already counted for the caller.
+    pub fn submit(self: &Arc<Self>, spec: SubmitSpec) -> Vec<ObjectId> {
+        let id = self.ctx.ids.task_id();
+        let num_returns = spec.num_returns.max(1);
+        let returns: Vec<ObjectId> = (1..=num_returns).map(|i| ObjectId::for_return(id, i)).collect();
+        let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
+        let nested: Vec<ObjectId> = spec.nested_refs.iter().map(|r| r.id).collect();
+        let (held, waiting) = self.own.prepare_task(&arg_refs, &nested, &returns);
+        let mut args: Vec<TaskArg> = spec
+            .args
+            .into_iter()
+            .map(|a| TaskArg {
+                arg: Some(match a {
+                    ArgIn::Value(v) => task_arg::Arg::Value(v),
+                    ArgIn::Ref(r) => task_arg::Arg::PlasmaRef(ray_proto::rpc::ObjectRefProto { object_id: r.id.to_vec(), owner_address: r.owner }),
+                }),
+            })
+            .collect();
+        if waiting.is_empty() {
+            self.own.inline_args(&mut args);
+        }
+        let entry = TaskEntry {
+            id,
+            spec: TaskSpec {
+                task_id: id.as_bytes().to_vec(),
+                job_id: self.ctx.job_id.to_string(),
+                function_id: spec.function_id,
+                function_name: spec.function_name,
+                args,
+                kwarg_names: spec.kwarg_names,
+                num_returns,
+                return_ids: returns.iter().map(ObjectId::to_vec).collect(),
+                owner_address: self.ctx.address.clone(),
+                attempt: 0,
+                resources: spec.resources.to_f64_map(),
+            },
+            key: QueueKey::Shape(spec.resources),
+            return_ids: returns.clone(),
+            retries_left: spec.max_retries,
+            retry_exceptions: spec.retry_exceptions,
+            held,
+            state: TaskState::Resolving,
+            cancelled: false,
+        };
+        if waiting.is_empty() {
+            let out = {
+                let mut q = self.queues();
+                q.add(entry);
+                q.enqueue(id)
+            };
+            self.act(out);
+        } else {
+            self.queues().add(entry);
+            let me = self.clone();
+            self.ctx.rt.spawn(async move {
+                for arg in waiting {
+                    let _ = me.own.owned_value_by(arg, None).await;
+                }
+                // Inlined outside the books' lock: the arguments leave the entry for a moment.
+                let Some(mut args) = me.queues().take_args(id) else { return };
+                me.own.inline_args(&mut args);
+                let out = me.queues().resolved(id, args);
+                me.act(out);
+            });
+        }
+        returns
+    }
+
+    /// Sends the lease requests and cancellations the books asked for.
+    fn act(self: &Arc<Self>, out: PumpOut) {
+        for key in out.request_leases {
+            let me = self.clone();
+            self.ctx.rt.spawn(async move { me.request_lease(key).await });
+        }
+        for key in out.cancel_requests {
+            let mut raylet = self.ctx.raylet.clone();
+            let req = CancelWorkerLeaseRequest { owner_worker_id: self.ctx.worker_id.to_string(), resources: key.shape().to_f64_map() };
+            self.ctx.rt.spawn(async move {
+                let _ = raylet.cancel_worker_lease(req).await;
+            });
+        }
+    }
+
+    /// Cancels the task producing `object`: a task not yet running never runs; a
+    /// running one is interrupted by its worker (or the worker exits, with `force`).
+    pub fn cancel(self: &Arc<Self>, object: ObjectId, force: bool) -> Result<(), CoreError> {
+        let task = object.task_id();
+        let found = self.queues().cancel(task);
+        match found {
+            Cancel::Unknown => Ok(()),
+            Cancel::Dropped(t) => {
+                let err = system_error(SystemErrorKind::TaskCancelledError, "the task was cancelled before it ran");
+                self.own.task_failed(&t.return_ids, &err, &t.held);
+                Ok(())
+            }
+            Cancel::Running(addr) => self.ctx.rt.block_on(async {
+                let mut c = self.ctx.peers.worker(&addr).await.map_err(|e| CoreError::Rpc(format!("cannot reach the worker at {addr}: {e}")))?;
+                c.cancel_task(CancelTaskRequest { task_id: task.as_bytes().to_vec(), force })
+                    .await
+                    .map_err(|s| CoreError::Rpc(s.message().to_string()))?;
+                Ok(())
+            }),
+        }
+    }
+
+    /// Returns every lease (a driver's job is ending).
+    pub async fn return_all(&self) {
+        let keys = self.queues().lease_keys();
+        for k in keys {
+            self.return_lease(k, false).await;
+        }
+    }
+}
+
+/// Returns leases idle past the linger time; stops when the submitter is gone.
+async fn sweeper(weak: Weak<Submitter>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let Some(s) = weak.upgrade() else { return };
+        let idle = s.queues().idle_leases(s.ctx.lease_linger, None);
+        for key in idle {
+            s.return_lease(key, false).await;
+        }
+    }
+}
