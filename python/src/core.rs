@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use ray_common::ResourceSet;
 use ray_common::rpc::Security;
 use ray_common::{JobId, TaskId, WorkerId};
-use ray_core_worker::{ArgIn, CoreWorker as Core, Got, Mode, Options, Reference, Serialized, SubmitSpec};
+use ray_core_worker::{ArgIn, CoreError, CoreWorker as Core, Got, Mode, Options, Reference, Serialized, SubmitSpec};
 use ray_proto::rpc::{ReturnObject, SerializedObject, TaskResult};
 
 use crate::errors::to_py;
@@ -22,6 +22,17 @@ use crate::task::{Task, serialized_to_py};
 
 fn rt_err(e: impl std::fmt::Display) -> PyErr {
     PyRuntimeError::new_err(e.to_string())
+}
+
+/// Seconds from Python as a duration: negative or NaN is 0, and anything past a
+/// year (infinity included) is a year.
+fn seconds(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(s.min(365.0 * 86_400.0)) }
+}
+
+/// A `timeout=` argument: `None` and infinity wait forever.
+fn timeout_of(t: Option<f64>) -> Option<Duration> {
+    t.filter(|s| s.is_finite() || s.is_nan()).map(seconds)
 }
 
 /// Extracts contiguous byte views of buffers (PickleBuffer.raw() memoryviews).
@@ -76,7 +87,7 @@ fn to_tuple<'py>(py: Python<'py>, g: Got) -> PyResult<Bound<'py, PyAny>> {
     match g {
         Got::Inline(v) => Ok(serialized_to_py(py, &v)?.into_any()),
         Got::Plasma(pin) => {
-            let layout = pin.layout().ok_or_else(|| rt_err("a corrupt object in the object store"))?;
+            let layout = pin.layout().ok_or_else(|| to_py(CoreError::Store("a corrupt object in the object store".into())))?;
             let pin = Arc::new(pin);
             let view = |off: u64, len: u64| PlasmaBuffer { pin: pin.clone(), offset: off, len };
             let data = Bound::new(py, view(layout.data.0, layout.data.1))?;
@@ -231,7 +242,7 @@ impl CoreWorker {
     fn get<'py>(&self, py: Python<'py>, refs: Vec<Bound<'py, ObjectRef>>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let refs: Vec<Reference> = refs.iter().map(|r| r.get().reference().clone()).collect();
         let core = self.core.clone();
-        let t = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+        let t = timeout_of(timeout);
         let values = py.detach(move || core.get(&refs, t)).map_err(to_py)?;
         let out = PyList::empty(py);
         for v in values {
@@ -245,7 +256,7 @@ impl CoreWorker {
     fn wait(&self, py: Python<'_>, refs: Vec<Bound<'_, ObjectRef>>, num_returns: usize, timeout: Option<f64>) -> Vec<bool> {
         let refs: Vec<Reference> = refs.iter().map(|r| r.get().reference().clone()).collect();
         let core = self.core.clone();
-        let t = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+        let t = timeout_of(timeout);
         py.detach(move || core.wait(&refs, num_returns, t))
     }
 
@@ -274,16 +285,15 @@ impl CoreWorker {
     /// The next task to run (waits up to `timeout` seconds), or None.
     fn next_task(&self, py: Python<'_>, timeout: f64) -> Option<Task> {
         let core = self.core.clone();
-        py.detach(move || core.next_task(Duration::from_secs_f64(timeout.max(0.0)))).map(|t| Task { inner: Some(t) })
+        py.detach(move || core.next_task(seconds(timeout))).map(|t| Task { inner: Some(t) })
     }
 
     /// Finishes a task: `returns` is a list of (kind, data, [buffers], [nested refs]).
     #[pyo3(signature = (task, returns, is_error = false, is_application_error = false))]
     fn finish_task(&self, py: Python<'_>, mut task: PyRefMut<'_, Task>, returns: &Bound<'_, PyList>, is_error: bool, is_application_error: bool) -> PyResult<()> {
         let t = task.inner.take().ok_or_else(|| PyRuntimeError::new_err("the task was already finished"))?;
-        let ids = t.spec.return_ids.iter().map(|id| object_id(id)).collect::<PyResult<Vec<_>>>()?;
-        let mut out: Vec<ReturnObject> = Vec::with_capacity(ids.len());
-        for (item, &id) in returns.iter().zip(&ids) {
+        let mut out: Vec<ReturnObject> = Vec::with_capacity(t.return_ids.len());
+        for (item, &id) in returns.iter().zip(&t.return_ids) {
             let (kind, data, bufs, nested): (u32, Bound<'_, PyAny>, Bound<'_, PyList>, Bound<'_, PyList>) = item.extract()?;
             let data = PyBuffer::<u8>::get(&data)?;
             let views = byte_views(&bufs)?;
@@ -315,7 +325,7 @@ impl CoreWorker {
     /// Lines printed by this driver's tasks (waits up to `timeout` seconds for the first).
     fn next_log_lines(&self, py: Python<'_>, timeout: f64) -> Vec<String> {
         let core = self.core.clone();
-        py.detach(move || core.next_log_lines(Duration::from_secs_f64(timeout.max(0.0))))
+        py.detach(move || core.next_log_lines(seconds(timeout)))
     }
 
     /// The local node's stats: a dict with num_workers, object_store_used_bytes,
@@ -348,7 +358,7 @@ impl CoreWorker {
     fn kv_get<'py>(&self, py: Python<'py>, namespace: String, key: Vec<u8>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let core = self.core.clone();
         let rt = crate::runtime::get()?;
-        let v = py.detach(move || rt.block_on(core.gcs().kv_get(&namespace, &key))).map_err(|s| rt_err(s.message()))?;
+        let v = py.detach(move || rt.block_on(core.gcs().kv_get(&namespace, &key))).map_err(|s| to_py(CoreError::Rpc(s.message().to_string())))?;
         Ok(v.map(|b| PyBytes::new(py, &b)))
     }
 }

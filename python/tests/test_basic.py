@@ -72,6 +72,28 @@ def test_init_twice_and_shutdown(ray_1cpu):
     assert not ray.is_initialized()
 
 
+def test_shutdown_stops_the_drivers_core_worker_server(ray_1cpu):
+    import gc
+    import socket
+
+    import ray
+    from ray._private import worker
+
+    host, _, port = worker.global_connection().core.address.rpartition(":")
+    socket.create_connection((host, int(port)), timeout=2).close()
+    ray.shutdown()
+    gc.collect()
+    # Nothing holds the core worker any more: it is freed and its server stops.
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the core worker's server still accepts connections after ray.shutdown()")
+
+
 def test_runtime_context_inside_a_task(ray_1cpu):
     import ray
 

@@ -138,3 +138,35 @@ def test_an_unpicklable_return_value_is_an_error_not_a_crash(ray_1cpu):
         ray.get(returns_a_lock.remote())
     assert not isinstance(info.value, ray.exceptions.WorkerCrashedError)
     assert "lock" in str(info.value).lower()
+
+
+def test_core_errors_arrive_as_rays_exception_classes(ray_1cpu):
+    """The core raises Ray's exception class for each kind of failure (chosen by
+    the error's variant, not parsed from its text)."""
+    from ray import _raylet
+    from ray._private import worker
+
+    me = worker.global_connection().core.address
+    # Owned by this driver once, and gone: ObjectLostError, not the OwnerDiedError subclass.
+    freed = _raylet.ObjectRef._from_pickle(b"\x01" * 20, me)
+    with pytest.raises(ray.exceptions.ObjectLostError) as info:
+        ray.get(freed)
+    assert not isinstance(info.value, ray.exceptions.OwnerDiedError)
+    assert "was freed" in str(info.value) and not str(info.value).startswith("ObjectLostError")
+    # An owner nobody can reach: OwnerDiedError.
+    orphan = _raylet.ObjectRef._from_pickle(b"\x02" * 20, "127.0.0.1:1")
+    with pytest.raises(ray.exceptions.OwnerDiedError, match="127.0.0.1:1"):
+        ray.get(orphan, timeout=10)
+    # A malformed id is refused where it enters, naming what was expected.
+    with pytest.raises(ValueError, match="expected 20 bytes, got 3"):
+        _raylet.ObjectRef._from_pickle(b"abc", me)
+
+
+def test_an_infinite_timeout_waits_like_none(ray_1cpu):
+    @ray.remote
+    def f():
+        return 5
+
+    ref = f.remote()
+    assert ray.get(ref, timeout=float("inf")) == 5
+    assert ray.wait([ref], timeout=float("inf")) == ([ref], [])

@@ -60,6 +60,15 @@ pub enum CoreError {
     InvalidId(#[from] IdError),
 }
 
+impl From<crate::plasma::PlasmaError> for CoreError {
+    fn from(e: crate::plasma::PlasmaError) -> Self {
+        match e {
+            crate::plasma::PlasmaError::Full(m) => Self::StoreFull(m),
+            crate::plasma::PlasmaError::Other(m) => Self::Store(m),
+        }
+    }
+}
+
 impl CoreError {
     /// The runtime error kind an owner sees when this error replaces a task's return.
     pub fn kind(&self) -> SystemErrorKind {

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use ray_common::TaskId;
+use ray_common::ids::IdError;
+use ray_common::{ObjectId, TaskId};
 use ray_proto::rpc::{PushTasksReply, TaskResult, TaskSpec};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -19,15 +20,19 @@ pub(crate) type ReplyTx = mpsc::UnboundedSender<Result<PushTasksReply, Status>>;
 pub struct ExecTask {
     /// Its id.
     pub id: TaskId,
+    /// Its returns.
+    pub return_ids: Vec<ObjectId>,
     /// Its spec.
     pub spec: TaskSpec,
     reply: ReplyTx,
 }
 
 impl ExecTask {
-    /// A task from an owner's stream.
-    pub(crate) fn new(id: TaskId, spec: TaskSpec, reply: ReplyTx) -> Self {
-        Self { id, spec, reply }
+    /// A task from an owner's stream; `Err` when its ids are malformed.
+    pub(crate) fn parse(spec: TaskSpec, reply: ReplyTx) -> Result<Self, IdError> {
+        let id = TaskId::from_bytes(&spec.task_id)?;
+        let return_ids = spec.return_ids.iter().map(|r| ObjectId::from_bytes(r)).collect::<Result<_, _>>()?;
+        Ok(Self { id, return_ids, spec, reply })
     }
 }
 

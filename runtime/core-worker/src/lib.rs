@@ -58,13 +58,23 @@ pub struct CoreWorker {
     submitter: Arc<Submitter>,
     executor: Arc<Executor>,
     log_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Stops this worker's server when the core worker is dropped.
+    _serving: tokio_util::sync::DropGuard,
 }
 
 impl CoreWorker {
     /// Connects to the GCS and the raylet, registers, and starts serving.
     pub async fn start(opts: Options) -> Result<Arc<Self>, StartError> {
         let p = startup::start(opts).await?;
-        Ok(Arc::new(Self { ctx: p.ctx, own: p.own, reader: p.reader, submitter: p.submitter, executor: p.executor, log_rx: Mutex::new(Some(p.log_rx)) }))
+        Ok(Arc::new(Self {
+            ctx: p.ctx,
+            own: p.own,
+            reader: p.reader,
+            submitter: p.submitter,
+            executor: p.executor,
+            log_rx: Mutex::new(Some(p.log_rx)),
+            _serving: p.serving,
+        }))
     }
 
     /// The runtime it runs on.

@@ -164,10 +164,7 @@ impl Ownership {
                 nested_refs: v.nested_protos(),
             })));
         }
-        self.put_plasma(id, v).map_err(|e| match e {
-            PlasmaError::Full(m) => CoreError::StoreFull(m),
-            PlasmaError::Other(m) => CoreError::Store(m),
-        })?;
+        self.put_plasma(id, v)?;
         Ok(Value::Plasma { node_id: self.ctx.node_id.clone() })
     }
 

@@ -94,10 +94,13 @@ impl Reader {
         if *node_id != self.ctx.node_id {
             return Err(CoreError::ObjectLost {
                 id,
-                message: format!("object {id} is on node {} and moving objects between nodes is not available yet", node_id.short()),
+                message: format!(
+                    "object {id} is on node {} and moving objects between nodes is not available yet",
+                    ray_common::ids::truncate(node_id.as_str(), 12)
+                ),
             });
         }
-        let pins = self.own.plasma().get(&[id], Duration::from_secs(10)).await.map_err(|e| CoreError::Store(e.to_string()))?;
+        let pins = self.own.plasma().get(&[id], Duration::from_secs(10)).await.map_err(CoreError::from)?;
         pins.into_iter()
             .next()
             .flatten()

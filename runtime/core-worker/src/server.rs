@@ -3,7 +3,7 @@
 //! borrowers asking for its objects; the raylet may ask a worker to exit.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::Stream;
@@ -20,14 +20,20 @@ use crate::reader::Reader;
 /// Metadata key carrying the lease id on a task stream.
 pub const LEASE_HEADER: &str = "ray-lease-id";
 
-/// The gRPC service.
+/// The gRPC service. It holds the core worker's parts weakly: a core worker that
+/// was shut down and dropped is freed (its store mapping with it), and calls that
+/// still arrive are told it is stopping.
 pub(crate) struct Server {
-    pub ctx: Arc<Context>,
-    pub reader: Arc<Reader>,
-    pub executor: Arc<Executor>,
+    pub ctx: Weak<Context>,
+    pub reader: Weak<Reader>,
+    pub executor: Weak<Executor>,
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<PushTasksReply, Status>> + Send + 'static>>;
+
+fn alive<T>(w: &Weak<T>) -> Result<Arc<T>, Status> {
+    w.upgrade().ok_or_else(|| Status::unavailable("the worker is stopping"))
+}
 
 impl Server {
     /// An owner's lease on this worker ended without a return (its stream closed
@@ -42,19 +48,18 @@ impl CoreWorkerService for Server {
     type PushTasksStream = ReplyStream;
 
     async fn push_tasks(&self, req: Request<Streaming<PushTasksRequest>>) -> Result<Response<Self::PushTasksStream>, Status> {
-        if self.ctx.mode == Mode::Driver {
+        let (ctx, executor) = (alive(&self.ctx)?, alive(&self.executor)?);
+        if ctx.mode == Mode::Driver {
             return Err(Status::failed_precondition("a driver does not execute tasks"));
         }
         let lease_id = req.metadata().get(LEASE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
-        let executor = self.executor.clone();
-        let ctx = self.ctx.clone();
         tokio::spawn(async move {
             while let Ok(Some(m)) = incoming.message().await {
                 let Some(spec) = m.task else { continue };
-                match TaskId::from_bytes(&spec.task_id) {
-                    Ok(id) => executor.push(ExecTask::new(id, spec, tx.clone())),
+                match ExecTask::parse(spec, tx.clone()) {
+                    Ok(t) => executor.push(t),
                     Err(e) => tracing::warn!(error = %e, "ignoring a task with a malformed id"),
                 }
             }
@@ -71,13 +76,13 @@ impl CoreWorkerService for Server {
         let r = req.into_inner();
         let id = ObjectId::from_bytes(&r.object_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let timeout = Duration::from_millis(r.timeout_ms.min(3_600_000));
-        Ok(Response::new(self.reader.object_status(id, timeout).await))
+        Ok(Response::new(alive(&self.reader)?.object_status(id, timeout).await))
     }
 
     async fn cancel_task(&self, req: Request<CancelTaskRequest>) -> Result<Response<CancelTaskReply>, Status> {
         let r = req.into_inner();
         let id = TaskId::from_bytes(&r.task_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let attempted = self.ctx.mode == Mode::Worker && self.executor.cancel(id, r.force);
+        let attempted = alive(&self.ctx)?.mode == Mode::Worker && alive(&self.executor)?.cancel(id, r.force);
         Ok(Response::new(CancelTaskReply { attempted }))
     }
 

@@ -15,6 +15,7 @@ use ray_proto::rpc::job_info_gcs_service_client::JobInfoGcsServiceClient;
 use ray_proto::rpc::node_manager_service_client::NodeManagerServiceClient;
 use ray_proto::rpc::{AddJobRequest, JobInfo, RegisterWorkerRequest};
 use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::context::{Context, Mode, Peers};
 use crate::executor::Executor;
@@ -70,6 +71,8 @@ pub(crate) struct Parts {
     pub submitter: Arc<Submitter>,
     pub executor: Arc<Executor>,
     pub log_rx: mpsc::UnboundedReceiver<String>,
+    /// Stops the server when dropped (with the core worker).
+    pub serving: DropGuard,
 }
 
 /// Connects, registers, and starts serving.
@@ -87,6 +90,8 @@ pub(crate) async fn start(opts: Options) -> Result<Parts, StartError> {
         IpAddr::V6(v6) => format!("[{v6}]:{}", local.port()),
         IpAddr::V4(v4) => format!("{v4}:{}", local.port()),
     };
+    // TLS problems show before the raylet hears of a worker that would never serve.
+    let mut builder = opts.security.server_builder().map_err(|e| StartError::Server(rpc::error_chain(&e)))?;
     let ch = opts.security.connect(&opts.raylet_address, timeout).await.map_err(|e| StartError::Raylet(e.to_string()))?;
     let raylet = NodeManagerServiceClient::new(ch).max_decoding_message_size(rpc::MAX_MESSAGE_BYTES);
     let reg = RegisterWorkerRequest {
@@ -128,17 +133,19 @@ pub(crate) async fn start(opts: Options) -> Result<Parts, StartError> {
     let reader = Arc::new(Reader::new(ctx.clone(), own.clone()));
     let submitter = Submitter::new(ctx.clone(), own.clone());
     let executor = Arc::new(Executor::default());
-    let server = Server { ctx: ctx.clone(), reader: reader.clone(), executor: executor.clone() };
-    let router = opts.security.server_builder().map_err(|e| StartError::Server(rpc::error_chain(&e)))?.add_service(
+    let server = Server { ctx: Arc::downgrade(&ctx), reader: Arc::downgrade(&reader), executor: Arc::downgrade(&executor) };
+    let router = builder.add_service(
         CoreWorkerServiceServer::new(server).max_decoding_message_size(rpc::MAX_MESSAGE_BYTES).max_encoding_message_size(rpc::MAX_MESSAGE_BYTES),
     );
     let incoming = rpc::bounded_incoming(listener, 4096);
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
     tokio::spawn(async move {
-        if let Err(e) = router.serve_with_incoming(incoming).await {
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped.cancelled_owned()).await {
             tracing::error!(error = %rpc::error_chain(&e), "core worker server failed");
         }
     });
-    Ok(Parts { ctx, own, reader, submitter, executor, log_rx })
+    Ok(Parts { ctx, own, reader, submitter, executor, log_rx, serving: stop.drop_guard() })
 }
 
 /// A driver's job, added to the GCS job table.

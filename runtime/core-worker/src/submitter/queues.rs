@@ -150,9 +150,10 @@ pub struct PumpOut {
 }
 
 impl PumpOut {
-    fn merge(mut self, other: PumpOut) -> Self {
+    /// Adds the lease requests of `other` (its cancellations are left out: a
+    /// queue drained by one of several steps must not cancel what the others need).
+    fn with_requests_of(mut self, other: PumpOut) -> Self {
         self.request_leases.extend(other.request_leases);
-        self.cancel_requests.extend(other.cancel_requests);
         self
     }
 }
@@ -330,7 +331,7 @@ impl Queues {
         let retry = self.tasks.get_mut(&task).is_some_and(|t| r.is_error && r.is_application_error && t.retry_exceptions && t.take_retry());
         if retry {
             let out = self.enqueue(task);
-            return (Outcome::Retried(task), out.merge(self.pump(key)));
+            return (Outcome::Retried(task), out.with_requests_of(self.pump(key)));
         }
         let outcome = match self.tasks.remove(&task) {
             Some(t) => Outcome::Done(Box::new(t)),
@@ -364,9 +365,9 @@ impl Queues {
             }
         }
         for (task, _) in &retried {
-            out = out.merge(self.enqueue(*task));
+            out = out.with_requests_of(self.enqueue(*task));
         }
-        out = out.merge(self.pump(key));
+        out = out.with_requests_of(self.pump(key));
         (Broken { lease, failed, retried }, out)
     }
 
