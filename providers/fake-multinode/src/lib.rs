@@ -11,9 +11,7 @@
 //! instance of a launch.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -124,25 +122,12 @@ impl FakeMultiNodeProvider {
         let fail = |what: &str, e: std::io::Error| ProviderError::new(ErrorClass::Other, format!("{what}: {e}"));
         let sess = Session::open(&self.ctx.temp_root, &self.ctx.session_name).map_err(|e| fail("session folder", e))?;
         let (_, log) = sess.create_log("raylet", "out").map_err(|e| fail("log file", e))?;
-        let err = log.try_clone().map_err(|e| fail("log file", e))?;
         let mut command = RayletCommand::new(node_id, self.ctx.gcs_address.clone(), self.node_ip, sess.dir()).with_resources(&req.resources);
         command.instance_id = Some(cloud_id.to_string());
         command.node_type = Some(req.node_type.clone());
         command.labels = req.labels.clone();
-        let mut cmd = std::process::Command::new(&self.ctx.ray_executable);
-        cmd.arg0("raylet")
-            .args(command.args())
-            .envs(self.ctx.node_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err));
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        let mut cmd = process::daemon_command(&self.ctx.ray_executable, "raylet", &command.args(), &self.ctx.node_env, log)
+            .map_err(|e| fail("log file", e))?;
         let child = cmd.spawn().map_err(|e| fail("cannot start a raylet", e))?;
         let pid = child.id();
         // Reap it whenever it exits, so it never lingers as a zombie.

@@ -2,9 +2,8 @@
 //! (so Ctrl-C in the terminal does not reach it), logging to the session folder,
 //! recorded for `ray stop`, and waited on until it says it is ready.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -35,21 +34,7 @@ impl Launcher<'_> {
     pub fn spawn(&self, argv0: &str, log_base: &str, ext: &str, args: &[String]) -> Result<Launched> {
         let exe = process::current_exe().context("cannot find the ray executable")?;
         let (log, file) = self.session.create_log(log_base, ext)?;
-        let err = file.try_clone()?;
-        let mut cmd = Command::new(&exe);
-        cmd.arg0(argv0)
-            .args(process::joined_flags(args))
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::from(err));
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        let mut cmd = process::daemon_command(&exe, argv0, args, &self.env, file)?;
         let child = cmd.spawn().with_context(|| format!("cannot start {argv0} from {exe:?}"))?;
         let pid = child.id();
         let rec = ProcessRecord {

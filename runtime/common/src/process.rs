@@ -95,6 +95,31 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// A command that starts this cluster's executable `exe` as a daemon named `argv0`
+/// (Ray's `--flag=value` form for `args`), in a session of its own (so a Ctrl-C in
+/// the terminal does not reach it), with `env` added and stdout and stderr going
+/// to `log`. Everyone who starts a daemon (`ray start`, the local-process
+/// provider) builds it here.
+pub fn daemon_command(exe: &Path, argv0: &str, args: &[String], env: &[(String, String)], log: std::fs::File) -> std::io::Result<std::process::Command> {
+    use std::os::unix::process::CommandExt as _;
+    let err = log.try_clone()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg0(argv0)
+        .args(joined_flags(args))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(log))
+        .stderr(std::process::Stdio::from(err));
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
 /// Joins `["--flag", "value"]` pairs into `"--flag=value"`, the form Ray's own
 /// processes use on their command lines (tools that scan `ps` for Ray processes
 /// parse it that way).

@@ -83,11 +83,10 @@ pub fn watch(gcs: &Arc<Gcs>, node_id: String, addr: String) {
                      machine may be unreachable"
                 );
                 tracing::warn!(node_id = %id, %addr, failures, "marking node dead: {msg}");
-                let r = gcs.change(|st| match st.mark_dead(&id, death(DeathReason::UnexpectedTermination, msg)) {
+                gcs.change(|st| match st.mark_dead(&id, death(DeathReason::UnexpectedTermination, msg)) {
                     Ok(c) => ((), c),
                     Err(_) => ((), None),
                 });
-                let _: () = r;
                 gcs.health().tasks().remove(&id);
                 return;
             }

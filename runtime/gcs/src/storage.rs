@@ -30,10 +30,13 @@ pub trait StoreClient: Send + Sync + 'static {
     async fn get_all(&self, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 }
 
+/// One table: keys to values, in key order.
+type Table = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Everything in one process's memory.
 #[derive(Default)]
 pub struct InMemoryStore {
-    tables: Mutex<HashMap<String, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    tables: Mutex<HashMap<String, Table>>,
 }
 
 impl InMemoryStore {

@@ -72,6 +72,16 @@ fn node(n: i64) -> Node {
     node_with(cpus(n), 0, Duration::from_secs(3600))
 }
 
+/// A node of `n` CPUs with a driver of job "j" holding one granted lease of `shape`.
+fn leased(n: i64, shape: ResourceSet) -> (Node, RequestWorkerLeaseReply) {
+    let mut node = node(n);
+    node.driver("j");
+    let mut a = node.request(shape, "driver");
+    node.bring_up();
+    let a = granted(&mut a).expect("granted once the worker is up");
+    (node, a)
+}
+
 impl Node {
     fn spawned(&self) -> usize {
         self.procs.spawned.lock().unwrap().len()
@@ -136,11 +146,7 @@ fn a_request_starts_a_worker_and_is_granted_when_it_registers() {
 
 #[test]
 fn a_returned_lease_grants_a_queued_request_without_any_other_call() {
-    let mut n = node(1);
-    n.driver("j");
-    let mut a = n.request(cpus(1), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(1, cpus(1));
     let mut b = n.request(cpus(1), "driver");
     assert!(granted(&mut b).is_none(), "waits for the CPU");
     assert_eq!(n.s.stats().demand.len(), 1, "reported as demand");
@@ -155,11 +161,7 @@ fn a_returned_lease_grants_a_queued_request_without_any_other_call() {
 
 #[test]
 fn a_worker_exit_frees_its_lease_and_dispatches() {
-    let mut n = node(1);
-    n.driver("j");
-    let mut a = n.request(cpus(1), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(1, cpus(1));
     let mut b = n.request(cpus(1), "driver");
     let spawned = n.spawned();
     let gone = n.s.worker_exited(a.worker_pid).expect("a known worker");
@@ -221,11 +223,7 @@ fn requests_spill_to_a_node_with_room_unless_told_not_to() {
 
 #[test]
 fn a_blocked_worker_lends_its_cpu_and_takes_it_back() {
-    let mut n = node(1);
-    n.driver("j");
-    let mut a = n.request(cpus(1), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(1, cpus(1));
     let mut b = n.request(cpus(1), &a.worker_id);
     n.s.set_blocked(&a.worker_id, true);
     n.bring_up();
@@ -240,11 +238,7 @@ fn a_blocked_worker_lends_its_cpu_and_takes_it_back() {
 
 #[test]
 fn a_closed_lease_stream_kills_the_worker_and_frees_its_resources() {
-    let mut n = node(1);
-    n.driver("j");
-    let mut a = n.request(cpus(1), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(1, cpus(1));
     assert!(n.s.lease_stream_closed(&a.lease_id));
     assert_eq!(n.killed(), vec![a.worker_pid]);
     assert_eq!(n.available_cpus(), 1.0);
@@ -256,11 +250,7 @@ fn a_closed_lease_stream_kills_the_worker_and_frees_its_resources() {
 
 #[test]
 fn leases_of_an_owner_that_exits_end_and_their_workers_stop() {
-    let mut n = node(2);
-    n.driver("j");
-    let mut a = n.request(cpus(1), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(2, cpus(1));
     let mut nested = n.request(cpus(1), &a.worker_id);
     n.bring_up();
     let nested = granted(&mut nested).unwrap();
@@ -273,11 +263,7 @@ fn leases_of_an_owner_that_exits_end_and_their_workers_stop() {
 
 #[test]
 fn a_worker_exit_releases_its_pins_and_the_objects_it_owned() {
-    let mut n = node(1);
-    n.driver("j");
-    let mut a = n.request(cpus(1), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(1, cpus(1));
     n.s.create_object(b"mine", 100, &a.worker_id, &a.worker_address).unwrap();
     n.s.seal_object(b"mine").unwrap();
     n.s.create_object(b"half", 100, &a.worker_id, "10.0.0.1:1").unwrap();
@@ -292,11 +278,7 @@ fn a_worker_exit_releases_its_pins_and_the_objects_it_owned() {
 
 #[test]
 fn a_driver_exit_ends_its_job_unless_the_job_has_another_driver() {
-    let mut n = node(1);
-    n.driver("j");
-    let mut a = n.request(cpus(1), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(1, cpus(1));
     let mut queued = n.request(cpus(1), "driver");
     n.s.create_object(b"x", 10, "driver", "10.0.0.1:1").unwrap();
     n.s.seal_object(b"x").unwrap();
@@ -313,11 +295,7 @@ fn a_driver_exit_ends_its_job_unless_the_job_has_another_driver() {
 
 #[test]
 fn idle_drain_is_refused_while_a_lease_exists_even_without_resources() {
-    let mut n = node(1);
-    n.driver("j");
-    let mut a = n.request(ResourceSet::new(), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(1, ResourceSet::new());
     assert!(n.s.drain(DrainNodeReason::IdleTermination, "idle".into()).is_err());
     n.s.return_lease(&a.lease_id, false);
     assert!(n.s.drain(DrainNodeReason::IdleTermination, "idle".into()).is_ok());
@@ -394,11 +372,7 @@ fn a_failed_spawn_is_forgotten_and_retried_by_the_next_change() {
 
 #[test]
 fn after_shut_down_workers_are_gone_and_nothing_is_queued() {
-    let mut n = node(2);
-    n.driver("j");
-    let mut a = n.request(cpus(1), "driver");
-    n.bring_up();
-    let a = granted(&mut a).unwrap();
+    let (mut n, a) = leased(2, cpus(1));
     let mut big = n.request(cpus(2), "driver");
     n.s.shut_down();
     assert_eq!(n.killed(), vec![a.worker_pid]);
