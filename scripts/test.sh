@@ -6,6 +6,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
+step "sshd and rsync (the cluster launcher's SSH tests start real sshd servers on loopback)"
+ssh_pkgs=()
+[ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || ssh_pkgs+=(openssh-server openssh-client)
+command -v rsync >/dev/null || ssh_pkgs+=(rsync)
+if [ ${#ssh_pkgs[@]} -gt 0 ]; then
+    # No service start during the install: a system sshd on *:22 would take the tests' port.
+    [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; rm_policy=1; }
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${ssh_pkgs[@]}"
+    [ -z "${rm_policy:-}" ] || rm -f /usr/sbin/policy-rc.d
+fi
+mkdir -p /run/sshd
+
+step "Ray 2.60's wheel (its defaults.yaml files are test data for the config loader; downloaded once)"
+export RAY_WHEEL_DIR="${RAY_WHEEL_DIR:-$HOME/.cache/ray-rs/ray-wheel}"
+ls "$RAY_WHEEL_DIR"/ray-2.60.0-*.whl >/dev/null 2>&1 \
+    || .venv/bin/python -m pip download --quiet --no-deps ray==2.60.0 -d "$RAY_WHEEL_DIR"
+
 step "Rust tests"
 export RAY_BIN="$PWD/.venv/bin/ray"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -21,6 +21,7 @@ use crate::clock::{Clock, TokioClock};
 use crate::cluster::Cluster;
 use crate::reconciler::Action;
 use crate::scheduler::TerminateReason;
+use crate::setup::NodeSetup;
 
 /// Provider calls per second (the burst is the same).
 const PROVIDER_CALLS_PER_SECOND: u32 = 10;
@@ -36,6 +37,8 @@ pub struct InFlight {
     pub drains: HashSet<String>,
     /// Instance ids being terminated.
     pub terminations: HashSet<String>,
+    /// Instance ids Ray is being set up on.
+    pub setups: HashSet<String>,
 }
 
 /// How an action ended.
@@ -63,6 +66,19 @@ pub enum Outcome {
         /// The drain's reason when accepted, else why it was refused or failed.
         message: String,
     },
+    /// Setting Ray up on an instance ended.
+    SetUp {
+        /// Instance id.
+        instance_id: String,
+        /// Its node type.
+        node_type: String,
+        /// Its address (for `ray status`).
+        address: String,
+        /// Done, or which step failed and why.
+        result: Result<(), String>,
+        /// When the set-up started (ms since epoch).
+        started_ms: u64,
+    },
     /// The provider answered a terminate.
     Terminated {
         /// Instance id.
@@ -75,6 +91,7 @@ pub enum Outcome {
 /// Runs actions in the background.
 pub struct Actuator {
     provider: Arc<dyn NodeProvider>,
+    setup: Option<Arc<dyn NodeSetup>>,
     cluster: Arc<dyn Cluster>,
     limiter: Arc<Limiter>,
     limiter_clock: TokioClock,
@@ -94,6 +111,7 @@ impl Actuator {
         let stop = CancellationToken::new();
         let a = Self {
             provider,
+            setup: None,
             cluster,
             limiter: Arc::new(RateLimiter::direct_with_clock(quota, limiter_clock)),
             limiter_clock,
@@ -104,6 +122,12 @@ impl Actuator {
             stop,
         };
         (a, rx)
+    }
+
+    /// Sets Ray up on launched instances with `setup` (providers that do not
+    /// start Ray themselves).
+    pub fn set_setup(&mut self, setup: Arc<dyn NodeSetup>) {
+        self.setup = Some(setup);
     }
 
     /// Uses another clock for outcome timestamps.
@@ -163,6 +187,19 @@ impl Actuator {
                         Some(Outcome::Terminated { instance_id, result })
                     });
                 }
+                Action::SetUp { instance_id, instance, node_type } => {
+                    let Some(setup) = self.setup.clone() else { continue };
+                    if !self.in_flight.setups.insert(instance_id.clone()) {
+                        continue;
+                    }
+                    let clock = self.clock;
+                    self.spawn(async move {
+                        let started_ms = clock.now_ms();
+                        let result = setup.set_up(&instance, &node_type).await;
+                        let address = instance.internal_ip.clone().unwrap_or_else(|| instance.cloud_id.clone());
+                        Some(Outcome::SetUp { instance_id, node_type, address, result, started_ms })
+                    });
+                }
                 Action::TerminateStray { cloud_id } => {
                     let provider = self.provider.clone();
                     self.spawn_limited(async move {
@@ -182,6 +219,7 @@ impl Actuator {
             Outcome::Launched { request_id, .. } => self.in_flight.launches.remove(request_id),
             Outcome::Drained { instance_id, .. } => self.in_flight.drains.remove(instance_id),
             Outcome::Terminated { instance_id, .. } => self.in_flight.terminations.remove(instance_id),
+            Outcome::SetUp { instance_id, .. } => self.in_flight.setups.remove(instance_id),
         };
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::actuator::{Actuator, Outcome};
-use crate::backoff::{LaunchBackoff, LaunchFailure};
+use crate::backoff::{LAUNCH_FAILED, LaunchBackoff, LaunchFailure, UPDATE_FAILED};
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::ClusterConfig;
@@ -24,6 +24,7 @@ use crate::instance::{Instance, InstanceStatus};
 use crate::reconciler::{self, Context};
 use crate::reporter::Reporter;
 use crate::scheduler;
+use crate::setup::NodeSetup;
 
 /// Why a round stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,7 @@ pub struct Autoscaler {
     config: ClusterConfig,
     cluster: Arc<dyn Cluster>,
     provider: Arc<dyn NodeProvider>,
+    setup: Option<Arc<dyn NodeSetup>>,
     manager: InstanceManager,
     actuator: Actuator,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
@@ -63,6 +65,7 @@ impl Autoscaler {
             config,
             cluster,
             provider,
+            setup: None,
             manager: InstanceManager::new(storage, clock),
             actuator,
             outcomes,
@@ -77,6 +80,16 @@ impl Autoscaler {
     /// Sets the longest sleep between rounds when nothing changes.
     pub fn with_tick(mut self, tick: Duration) -> Self {
         self.tick = tick;
+        self
+    }
+
+    /// Sets Ray up on launched instances with `setup` (the launcher's node
+    /// updater), when the provider does not start Ray on them itself.
+    pub fn with_setup(mut self, setup: Arc<dyn NodeSetup>) -> Self {
+        if !self.provider.starts_ray_itself() {
+            self.actuator.set_setup(setup.clone());
+            self.setup = Some(setup);
+        }
         self
     }
 
@@ -147,7 +160,14 @@ impl Autoscaler {
             }
         };
         let in_flight = self.actuator.in_flight().clone();
-        let cx = Context { config: &self.config, in_flight: &in_flight, backoff: &self.backoff, now: self.clock.instant(), now_ms: self.clock.now_ms() };
+        let cx = Context {
+            config: &self.config,
+            in_flight: &in_flight,
+            backoff: &self.backoff,
+            now: self.clock.instant(),
+            now_ms: self.clock.now_ms(),
+            setup: self.setup.as_deref(),
+        };
         let mut actions = reconciler::sync::sync(&mut self.manager, &cx, &state, cloud.as_deref()).await;
         let input = reconciler::input::input(&cx, self.manager.instances(), &state);
         let decision = scheduler::decide(&input);
@@ -156,7 +176,7 @@ impl Autoscaler {
         self.reporter.narrate(&state, &decision);
         let sent = self
             .reporter
-            .report(self.cluster.as_ref(), &self.clock, &state, &decision, self.manager.instances(), &self.backoff)
+            .report(self.cluster.as_ref(), &self.clock, &state, &decision, self.manager.instances(), cloud.as_deref(), &self.backoff)
             .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, "cannot report the autoscaling state");
@@ -191,7 +211,7 @@ impl Autoscaler {
             }
             Outcome::Launched { node_type, instance_ids, result: Err(e), started_ms, .. } => {
                 let n = instance_ids.len();
-                let failure = LaunchFailure { node_type: &node_type, count: n, error: &e, started_ms, failed_ms: self.clock.now_ms() };
+                let failure = LaunchFailure { kind: LAUNCH_FAILED, instance: None, node_type: &node_type, count: n, error: &e, started_ms, failed_ms: self.clock.now_ms() };
                 let reason = self.backoff.failed(&failure, self.clock.instant());
                 tracing::warn!(node_type = %node_type, count = n, class = %e.class, "Failed to launch {n} node(s) of type {node_type}: {reason}");
                 for id in &instance_ids {
@@ -222,6 +242,35 @@ impl Autoscaler {
                         .await;
                 }
             }
+            Outcome::SetUp { instance_id, result: Ok(()), .. } => {
+                let now = self.clock.now_ms();
+                let _ = self.manager.update(&instance_id, "Ray is set up on it; waiting for its raylet to register", |x| x.setup_done_ms = Some(now)).await;
+            }
+            Outcome::SetUp { instance_id, node_type, address, result: Err(why), started_ms } => {
+                let error = ray_providers::ProviderError::new(ray_providers::ErrorClass::Other, why.clone());
+                let failure = LaunchFailure {
+                    kind: UPDATE_FAILED,
+                    instance: Some(&address),
+                    node_type: &node_type,
+                    count: 1,
+                    error: &error,
+                    started_ms,
+                    failed_ms: self.clock.now_ms(),
+                };
+                let reason = self.backoff.failed(&failure, self.clock.instant());
+                tracing::warn!(instance = %instance_id, node_type = %node_type, address = %address, "Failed to set up {address} ({node_type}): {reason}");
+                let Some(status) = self.manager.get(&instance_id).map(|i| i.status()) else { return };
+                let details = format!("update-failed: {why}");
+                let failed = match status {
+                    InstanceStatus::Installing => self.manager.transition(&instance_id, InstanceStatus::InstallFailed, details, |_| {}).await.is_ok(),
+                    InstanceStatus::Running => true,
+                    _ => false,
+                };
+                if failed {
+                    let action = reconciler::terminate(&mut self.manager, &instance_id, format!("update-failed on {address}: {why}")).await;
+                    self.actuator.execute(action.into_iter().collect());
+                }
+            }
             Outcome::Terminated { instance_id, result } => {
                 if let Err(e) = result {
                     tracing::warn!(instance = %instance_id, error = %e, "terminate failed; will retry");
@@ -231,5 +280,7 @@ impl Autoscaler {
     }
 }
 
+#[cfg(test)]
+mod setup_tests;
 #[cfg(test)]
 mod tests;

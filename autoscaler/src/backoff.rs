@@ -22,9 +22,19 @@ struct TypeBackoff {
     failures: u32,
 }
 
-/// One failed launch, as [`LaunchBackoff::failed`] takes it.
+/// What failed, as `ray status` names it.
+pub const LAUNCH_FAILED: &str = "LaunchFailed";
+/// Setting Ray up on a launched instance failed.
+pub const UPDATE_FAILED: &str = "UpdateFailed";
+
+/// One failed launch (or set-up of a launched instance), as
+/// [`LaunchBackoff::failed`] takes it.
 #[derive(Debug, Clone)]
 pub struct LaunchFailure<'a> {
+    /// [`LAUNCH_FAILED`] or [`UPDATE_FAILED`].
+    pub kind: &'static str,
+    /// The instance that failed to set up (its address when it has one).
+    pub instance: Option<&'a str>,
     /// Node type.
     pub node_type: &'a str,
     /// Instances the launch asked for.
@@ -80,6 +90,8 @@ impl LaunchBackoff {
             reason: reason.clone(),
             start_ts_ms: f.started_ms,
             failed_ts_ms: f.failed_ms,
+            kind: f.kind.to_string(),
+            instance_id: f.instance.unwrap_or_default().to_string(),
         });
         self.failures.truncate(MAX_FAILURES);
         reason
@@ -100,7 +112,7 @@ mod tests {
     async fn doubles_per_failure_and_ends() {
         let mut b = LaunchBackoff::new();
         let e = ProviderError::new(ErrorClass::Capacity, "no room");
-        let f = LaunchFailure { node_type: "t", count: 2, error: &e, started_ms: 1, failed_ms: 2 };
+        let f = LaunchFailure { kind: LAUNCH_FAILED, instance: None, node_type: "t", count: 2, error: &e, started_ms: 1, failed_ms: 2 };
         let r = b.failed(&f, Instant::now());
         assert!(r.contains("no room") && r.contains("paused for 5 s"), "{r}");
         assert!(b.is_backing_off("t", Instant::now()) && !b.is_backing_off("u", Instant::now()));

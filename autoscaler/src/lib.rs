@@ -17,6 +17,7 @@ pub mod instance;
 pub mod reconciler;
 pub mod reporter;
 pub mod scheduler;
+pub mod setup;
 #[cfg(test)]
 mod testing;
 

@@ -13,6 +13,8 @@ use ray_proto::rpc::autoscaler::{
 };
 use tokio::time::Instant;
 
+use ray_providers::{CloudInstance, TAG_NODE_STATUS};
+
 use crate::backoff::LaunchBackoff;
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterError};
@@ -68,9 +70,10 @@ impl Reporter {
         state: &ClusterResourceState,
         d: &Decision,
         instances: &BTreeMap<String, Instance>,
+        cloud: Option<&[CloudInstance]>,
         backoff: &LaunchBackoff,
     ) -> Result<(), ClusterError> {
-        let mut report = build(state, d, instances, backoff);
+        let mut report = build(state, d, instances, cloud, backoff);
         let unchanged = self.last_report.as_ref().is_some_and(|last| {
             let mut l = last.clone();
             l.autoscaler_state_version = 0;
@@ -100,21 +103,29 @@ pub fn build(
     state: &ClusterResourceState,
     d: &Decision,
     instances: &BTreeMap<String, Instance>,
+    cloud: Option<&[CloudInstance]>,
     backoff: &LaunchBackoff,
 ) -> AutoscalingState {
+    let listed = |cloud_id: &Option<String>| cloud.unwrap_or_default().iter().find(|c| Some(&c.cloud_id) == cloud_id.as_ref());
     let mut pending_requests: BTreeMap<String, u64> = BTreeMap::new();
     let mut pending_instances = Vec::new();
     let mut node_types = HashMap::new();
     for i in instances.values() {
         match i.status() {
             InstanceStatus::Queued | InstanceStatus::Requested => *pending_requests.entry(i.node_type.clone()).or_default() += 1,
-            InstanceStatus::Allocated | InstanceStatus::Installing => pending_instances.push(PendingInstance {
-                instance_id: i.cloud_id.clone().unwrap_or_else(|| i.id.clone()),
-                instance_type_name: i.node_type.clone(),
-                ray_node_type_name: i.node_type.clone(),
-                ip_address: String::new(),
-                details: i.status().to_string(),
-            }),
+            InstanceStatus::Allocated | InstanceStatus::Installing => {
+                // The launcher's step (waiting-for-ssh, setting-up, ...) says more
+                // than INSTALLING, when the provider carries it.
+                let c = listed(&i.cloud_id);
+                let step = c.and_then(|c| c.tags.get(TAG_NODE_STATUS)).filter(|_| i.status() == InstanceStatus::Installing);
+                pending_instances.push(PendingInstance {
+                    instance_id: i.cloud_id.clone().unwrap_or_else(|| i.id.clone()),
+                    instance_type_name: i.node_type.clone(),
+                    ray_node_type_name: i.node_type.clone(),
+                    ip_address: c.and_then(|c| c.internal_ip.clone()).unwrap_or_default(),
+                    details: step.cloned().unwrap_or_else(|| i.status().to_string()),
+                })
+            }
             _ => {}
         }
         if let Some(c) = &i.cloud_id {

@@ -251,12 +251,20 @@ struct ProviderState {
 pub struct FakeProvider {
     state: Mutex<ProviderState>,
     cluster: Arc<FakeCluster>,
+    starts_ray: bool,
 }
 
 impl FakeProvider {
     /// A provider whose nodes join `cluster`.
     pub fn new(cluster: Arc<FakeCluster>) -> Arc<Self> {
-        Arc::new(Self { state: Mutex::new(ProviderState::default()), cluster })
+        Arc::new(Self { state: Mutex::new(ProviderState::default()), cluster, starts_ray: true })
+    }
+
+    /// A provider of machines Ray must be set up on (as over SSH): its nodes
+    /// join `cluster` only when a [`FakeSetup`] sets them up.
+    pub fn needing_setup(cluster: Arc<FakeCluster>) -> Arc<Self> {
+        cluster.register_manually();
+        Arc::new(Self { state: Mutex::new(ProviderState::default()), cluster, starts_ray: false })
     }
 
     /// The next launch fails with `e`.
@@ -368,6 +376,111 @@ impl NodeProvider for FakeProvider {
 
     async fn list(&self) -> Result<Vec<CloudInstance>, ProviderError> {
         Ok(self.instances())
+    }
+
+    async fn set_tags(&self, cloud_id: &str, tags: &BTreeMap<String, String>) -> Result<(), ProviderError> {
+        if let Some(c) = lock(&self.state).instances.get_mut(cloud_id) {
+            c.tags.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Ok(())
+    }
+
+    /// Its instances join the fake cluster as soon as they are created (unless
+    /// made by [`FakeProvider::needing_setup`]).
+    fn starts_ray_itself(&self) -> bool {
+        self.starts_ray
+    }
+}
+
+#[derive(Default)]
+struct SetupState {
+    launch_hash: String,
+    runtime_hash: String,
+    calls: Vec<String>,
+    fail_next: usize,
+    hang: bool,
+    delay: std::time::Duration,
+}
+
+/// A node updater in memory: "setting up" an instance tags it (status, hashes)
+/// and registers its node in the cluster; failures and hangs on demand.
+pub struct FakeSetup {
+    state: Mutex<SetupState>,
+    provider: Arc<FakeProvider>,
+    cluster: Arc<FakeCluster>,
+    resources: ResourceSet,
+}
+
+impl FakeSetup {
+    /// Sets up `provider`'s instances, whose nodes join `cluster` with `resources`.
+    pub fn new(provider: Arc<FakeProvider>, cluster: Arc<FakeCluster>, resources: ResourceSet) -> Arc<Self> {
+        let state = SetupState { launch_hash: "launch-1".into(), runtime_hash: "runtime-1".into(), ..Default::default() };
+        Arc::new(Self { state: Mutex::new(state), provider, cluster, resources })
+    }
+
+    /// The config changed: new launch and runtime hashes.
+    pub fn set_hashes(&self, launch: &str, runtime: &str) {
+        let mut s = lock(&self.state);
+        s.launch_hash = launch.into();
+        s.runtime_hash = runtime.into();
+    }
+
+    /// The next `n` set-ups fail.
+    pub fn fail_next(&self, n: usize) {
+        lock(&self.state).fail_next = n;
+    }
+
+    /// Set-ups never finish (the autoscaler dies during them) until cleared.
+    pub fn hang(&self, hang: bool) {
+        lock(&self.state).hang = hang;
+    }
+
+    /// Each set-up takes this long.
+    pub fn take(&self, d: std::time::Duration) {
+        lock(&self.state).delay = d;
+    }
+
+    /// Cloud ids set up so far, one entry per set-up.
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.state).calls.clone()
+    }
+}
+
+#[async_trait]
+impl crate::setup::NodeSetup for FakeSetup {
+    fn launch_hash(&self, _node_type: &str) -> Option<String> {
+        Some(lock(&self.state).launch_hash.clone())
+    }
+
+    fn runtime_hash(&self, _node_type: &str) -> Option<String> {
+        Some(lock(&self.state).runtime_hash.clone())
+    }
+
+    async fn set_up(&self, instance: &CloudInstance, node_type: &str) -> Result<(), String> {
+        let (fail, hang, delay, runtime) = {
+            let mut s = lock(&self.state);
+            s.calls.push(instance.cloud_id.clone());
+            let fail = s.fail_next > 0;
+            s.fail_next = s.fail_next.saturating_sub(1);
+            (fail, s.hang, s.delay, s.runtime_hash.clone())
+        };
+        let tag = |status: &str| [(ray_providers::TAG_NODE_STATUS.to_string(), status.to_string())].into();
+        let _ = self.provider.set_tags(&instance.cloud_id, &tag("setting-up")).await;
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(delay).await;
+        if fail {
+            let _ = self.provider.set_tags(&instance.cloud_id, &tag("update-failed")).await;
+            return Err("waiting for SSH: cannot reach root@10.0.0.9: Connection refused".into());
+        }
+        let mut tags: BTreeMap<String, String> = tag("up-to-date");
+        tags.insert(ray_providers::TAG_RUNTIME_CONFIG.into(), runtime);
+        let _ = self.provider.set_tags(&instance.cloud_id, &tags).await;
+        // A re-setup restarts Ray: the node comes back under a new node id.
+        self.cluster.kill(&instance.cloud_id, "restarted by a set-up");
+        self.cluster.register(&instance.cloud_id, node_type, &self.resources);
+        Ok(())
     }
 }
 

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 pub use ray_common::session::ProcessRecord;
 
+pub mod ssh;
+pub use ssh::{SSH_USER, SshHosts};
+
 /// Variables of the outer environment a test must not inherit.
 const ISOLATED_VARS: &[&str] = &[
     "RAY_AUTH_TOKEN",

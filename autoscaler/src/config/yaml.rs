@@ -1,324 +1,277 @@
-//! Reading a YAML tree with positions: typed accessors that record every fault with
-//! its file, line, column and YAML path, so a bad config is reported in full.
+//! A YAML document as a tree with positions, read the way Ray reads it
+//! (`yaml.safe_load`): libyaml's grammar through `libyaml-safer` (so a flow mapping
+//! may close in column 0 after comment lines, as Ray's own templates do), PyYAML's
+//! YAML 1.1 scalar types (`scalar.rs`), anchors and aliases, and `<<` merge keys.
+//! Every node keeps the line and column it was written at.
+//!
+//! One deliberate difference: PyYAML keeps the last of two equal keys in a mapping
+//! without a word; this loader refuses the file, because it is almost always a typo.
 
 use std::fmt;
 
-use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
-use marked_yaml::{Node, Span};
+use super::scalar::Resolved;
 
-/// One fault in a config file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
-    /// The file.
-    pub file: String,
-    /// 1-based line (0 when unknown).
+/// Where a node starts: 1-based line and column. `Mark::NONE` (0:0) for values that
+/// do not come from the file (provider defaults, values Ray fills in).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mark {
+    /// 1-based line, 0 when not from the file.
     pub line: usize,
-    /// 1-based column (0 when unknown).
+    /// 1-based column, 0 when not from the file.
     pub column: usize,
-    /// YAML path, e.g. `available_node_types["ray.worker.cpu"].max_workers`.
+}
+
+impl Mark {
+    /// No position: the value was not written in the file.
+    pub const NONE: Mark = Mark { line: 0, column: 0 };
+
+    pub(super) fn from_libyaml(m: libyaml_safer::Mark) -> Self {
+        Mark { line: m.line as usize + 1, column: m.column as usize + 1 }
+    }
+}
+
+/// How a scalar was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Unquoted: its type comes from its text.
+    Plain,
+    /// `'...'`.
+    SingleQuoted,
+    /// `"..."`.
+    DoubleQuoted,
+    /// `|` block.
+    Literal,
+    /// `>` block.
+    Folded,
+}
+
+/// A scalar: its text (after unescaping and folding), how it was written, its
+/// explicit tag if any, and its type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    /// The value as text.
+    pub text: String,
+    /// Plain, quoted or block.
+    pub style: Style,
+    /// Explicit tag, expanded (`!!int` is `tag:yaml.org,2002:int`).
+    pub tag: Option<String>,
+    /// The type PyYAML would give it.
+    pub resolved: Resolved,
+}
+
+/// One `key: value` of a mapping. Keys are scalars; `key` is their text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The key's text.
+    pub key: String,
+    /// Where the key is written.
+    pub key_mark: Mark,
+    /// The value.
+    pub value: Node,
+}
+
+/// A mapping with its keys in the order Python's dict keeps them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mapping {
+    /// The entries, one per key.
+    pub entries: Vec<Entry>,
+}
+
+impl Mapping {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|e| &e.value)
+    }
+
+    /// The entry of `key`.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.key == key)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &str) -> bool {
+        self.entry(key).is_some()
+    }
+
+    /// Sets `key` like a Python dict does: a present key keeps its place and
+    /// position, a new one goes last.
+    pub fn insert(&mut self, key: &str, key_mark: Mark, value: Node) {
+        match self.entries.iter_mut().find(|e| e.key == key) {
+            Some(e) => e.value = value,
+            None => self.entries.push(Entry { key: key.to_string(), key_mark, value }),
+        }
+    }
+
+    /// Takes `key` out.
+    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        let i = self.entries.iter().position(|e| e.key == key)?;
+        Some(self.entries.remove(i))
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// What a node holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A scalar.
+    Scalar(Scalar),
+    /// A mapping.
+    Mapping(Mapping),
+    /// A sequence.
+    Sequence(Vec<Node>),
+}
+
+/// A node and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Where the node starts in the file.
+    pub mark: Mark,
+    /// What it holds.
+    pub value: Value,
+}
+
+impl Node {
+    /// A string scalar not written in the file (or at `mark`).
+    pub fn string(text: &str, mark: Mark) -> Node {
+        Node {
+            mark,
+            value: Value::Scalar(Scalar {
+                text: text.to_string(),
+                style: Style::DoubleQuoted,
+                tag: None,
+                resolved: Resolved::Str,
+            }),
+        }
+    }
+
+    /// An integer scalar not written in the file (or at `mark`).
+    pub fn int(v: i128, mark: Mark) -> Node {
+        Node {
+            mark,
+            value: Value::Scalar(Scalar {
+                text: v.to_string(),
+                style: Style::Plain,
+                tag: None,
+                resolved: Resolved::Int(v),
+            }),
+        }
+    }
+
+    /// A mapping node.
+    pub fn mapping(m: Mapping, mark: Mark) -> Node {
+        Node { mark, value: Value::Mapping(m) }
+    }
+
+    /// The scalar, if this is one.
+    pub fn as_scalar(&self) -> Option<&Scalar> {
+        match &self.value {
+            Value::Scalar(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The mapping, if this is one.
+    pub fn as_mapping(&self) -> Option<&Mapping> {
+        match &self.value {
+            Value::Mapping(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Python's truth value of what PyYAML would build: empty collections, null,
+    /// false, zero and "" are false.
+    pub fn truthy(&self) -> bool {
+        match &self.value {
+            Value::Mapping(m) => !m.is_empty(),
+            Value::Sequence(s) => !s.is_empty(),
+            Value::Scalar(s) => match s.resolved {
+                Resolved::Null => false,
+                Resolved::Bool(b) => b,
+                Resolved::Int(i) => i != 0,
+                Resolved::Float(f) => f != 0.0,
+                Resolved::Str | Resolved::Timestamp => !s.text.is_empty(),
+            },
+        }
+    }
+
+    /// Forgets where every node of this subtree was written (for values that are
+    /// not from the user's file, such as provider defaults).
+    pub fn without_marks(mut self) -> Node {
+        fn clear(n: &mut Node) {
+            n.mark = Mark::NONE;
+            match &mut n.value {
+                Value::Scalar(_) => {}
+                Value::Sequence(items) => items.iter_mut().for_each(clear),
+                Value::Mapping(m) => m.entries.iter_mut().for_each(|e| {
+                    e.key_mark = Mark::NONE;
+                    clear(&mut e.value);
+                }),
+            }
+        }
+        clear(&mut self);
+        self
+    }
+}
+
+/// What kind of fault a [`YamlError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YamlErrorKind {
+    /// The text is not YAML (libyaml's grammar refuses it).
+    Syntax,
+    /// Well-formed YAML that cannot be read as one document of plain data:
+    /// duplicate keys or anchors, unknown aliases, unsupported tags, bad merges.
+    Document,
+}
+
+/// A fault in the YAML itself: its position (0:0 when unknown), YAML path (empty
+/// for grammar faults) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// Grammar or document.
+    pub kind: YamlErrorKind,
+    /// Where.
+    pub mark: Mark,
+    /// YAML path of the node, e.g. `provider.type`.
     pub path: String,
-    /// What is wrong and what was expected.
+    /// What.
     pub message: String,
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for YamlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line > 0 {
-            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
-        } else {
-            write!(f, "{}: ", self.file)?;
+        write!(f, "{}:{}: ", self.mark.line, self.mark.column)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
         }
-        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        write!(f, "{}", self.message)
     }
 }
 
-/// Every fault found in one file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+impl std::error::Error for YamlError {}
 
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        writeln!(f, "invalid cluster config ({n} problem{}):", if n == 1 { "" } else { "s" })?;
-        for (i, e) in self.0.iter().enumerate() {
-            if i + 1 < n { writeln!(f, "  {e}")? } else { write!(f, "  {e}")? }
-        }
-        Ok(())
-    }
-}
+/// Most nodes a document may expand to (aliases copy their anchor's node), so that
+/// a small file of nested aliases cannot exhaust memory.
+pub const MAX_NODES: usize = 1_000_000;
+/// Deepest nesting accepted.
+pub const MAX_DEPTH: usize = 256;
 
-impl std::error::Error for ConfigErrors {}
-
-/// Appends a mapping key to a YAML path, bracketing keys that are not plain words.
-pub fn child_path(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    match (parent.is_empty(), plain) {
-        (true, true) => key.to_string(),
-        (true, false) => format!("[{key:?}]"),
-        (false, true) => format!("{parent}.{key}"),
-        (false, false) => format!("{parent}[{key:?}]"),
-    }
-}
-
-/// Fault collector for one file.
-pub struct Reader {
-    file: String,
-    /// Faults so far.
-    pub errors: Vec<ConfigError>,
-}
-
-fn pos(span: &Span) -> (usize, usize) {
-    span.start().map(|m| (m.line(), m.column())).unwrap_or((0, 0))
-}
-
-/// A node's kind, for messages.
-pub fn kind(node: &Node) -> &'static str {
-    match node {
-        Node::Scalar(s) => scalar_kind(s),
-        Node::Mapping(_) => "a mapping",
-        Node::Sequence(_) => "a list",
-    }
-}
-
-fn scalar_kind(s: &MarkedScalarNode) -> &'static str {
-    if !s.may_coerce() {
-        return "a string";
-    }
-    let v = s.as_str();
-    if is_null(v) {
-        "null"
-    } else if s.as_bool().is_some() {
-        "a boolean"
-    } else if v.parse::<i64>().is_ok() {
-        "an integer"
-    } else if v.parse::<f64>().is_ok() {
-        "a number"
-    } else {
-        "a string"
-    }
-}
-
-fn is_null(v: &str) -> bool {
-    matches!(v, "" | "~" | "null" | "Null" | "NULL")
-}
-
-/// Edit distance, for did-you-mean.
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The closest known word, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
-    let limit = (word.len() / 3).max(2);
-    known.iter().map(|k| (levenshtein(word, k), *k)).filter(|(d, _)| *d <= limit).min_by_key(|(d, _)| *d).map(|(_, k)| k)
-}
-
-impl Reader {
-    /// A collector for `file`.
-    pub fn new(file: impl Into<String>) -> Self {
-        Self { file: file.into(), errors: Vec::new() }
-    }
-
-    /// Records a fault at a span.
-    pub fn error_at(&mut self, span: &Span, path: &str, message: impl Into<String>) {
-        let (line, column) = pos(span);
-        self.errors.push(ConfigError { file: self.file.clone(), line, column, path: path.to_string(), message: message.into() });
-    }
-
-    /// Records a fault at a node.
-    pub fn error(&mut self, node: &Node, path: &str, message: impl Into<String>) {
-        self.error_at(node.span(), path, message);
-    }
-
-    /// The node as a mapping, or a fault.
-    pub fn mapping<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n MarkedMappingNode> {
-        match node {
-            Node::Mapping(m) => Some(m),
-            other => {
-                self.error(other, path, format!("expected a mapping, got {}", kind(other)));
-                None
-            }
-        }
-    }
-
-    /// Faults for keys not in `known`, with a did-you-mean.
-    pub fn check_keys(&mut self, map: &MarkedMappingNode, path: &str, known: &[&str]) {
-        for (k, _) in map.iter() {
-            let key = k.as_str();
-            if !known.contains(&key) {
-                let hint = match did_you_mean(key, known) {
-                    Some(s) => format!("; did you mean {s:?}?"),
-                    None => format!("; expected one of: {}", known.join(", ")),
-                };
-                self.error_at(k.span(), &child_path(path, key), format!("unknown key {key:?}{hint}"));
-            }
-        }
-    }
-
-    /// A value that must be present.
-    pub fn required<'n>(&mut self, map: &'n MarkedMappingNode, path: &str, key: &str, what: &str) -> Option<&'n Node> {
-        let n = map.get_node(key);
-        if n.is_none() {
-            self.error_at(map.span(), &child_path(path, key), format!("missing; expected {what}"));
-        }
-        n
-    }
-
-    fn scalar<'n>(&mut self, node: &'n Node, path: &str, expected: &str) -> Option<&'n MarkedScalarNode> {
-        match node {
-            Node::Scalar(s) => Some(s),
-            other => {
-                self.error(other, path, format!("expected {expected}, got {}", kind(other)));
-                None
-            }
-        }
-    }
-
-    /// A string (any scalar that is not null).
-    pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
-        let s = self.scalar(node, path, "a string")?;
-        if s.may_coerce() && is_null(s.as_str()) {
-            self.error(node, path, "expected a string, got null");
-            return None;
-        }
-        Some(s.as_str().to_string())
-    }
-
-    /// A boolean.
-    pub fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
-        let s = self.scalar(node, path, "a boolean (true or false)")?;
-        match s.as_bool() {
-            Some(b) => Some(b),
-            None => {
-                self.error(node, path, format!("expected a boolean (true or false), got {} {:?}", scalar_kind(s), s.as_str()));
-                None
-            }
-        }
-    }
-
-    /// A whole number ≥ `min`.
-    pub fn integer(&mut self, node: &Node, path: &str, min: i64) -> Option<i64> {
-        let s = self.scalar(node, path, "a whole number")?;
-        let v = if s.may_coerce() { s.as_str().parse::<i64>().ok() } else { None };
-        match v {
-            Some(v) if v >= min => Some(v),
-            Some(v) => {
-                self.error(node, path, format!("expected a whole number >= {min}, got {v}"));
-                None
-            }
-            None => {
-                self.error(node, path, format!("expected a whole number >= {min}, got {} {:?}", scalar_kind(s), s.as_str()));
-                None
-            }
-        }
-    }
-
-    /// A number ≥ `min`.
-    pub fn number(&mut self, node: &Node, path: &str, min: f64) -> Option<f64> {
-        let s = self.scalar(node, path, "a number")?;
-        let v = if s.may_coerce() { s.as_str().parse::<f64>().ok().filter(|v| v.is_finite()) } else { None };
-        match v {
-            Some(v) if v >= min => Some(v),
-            Some(v) => {
-                self.error(node, path, format!("expected a number >= {min}, got {v}"));
-                None
-            }
-            None => {
-                self.error(node, path, format!("expected a number >= {min}, got {} {:?}", scalar_kind(s), s.as_str()));
-                None
-            }
-        }
-    }
-
-    /// A list of strings (shell commands, paths, patterns).
-    pub fn string_list(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
-        match node {
-            Node::Sequence(seq) => {
-                let mut out = Vec::new();
-                for (i, item) in seq.iter().enumerate() {
-                    if let Some(s) = self.string(item, &format!("{path}[{i}]")) {
-                        out.push(s);
-                    }
-                }
-                Some(out)
-            }
-            Node::Scalar(s) if s.may_coerce() && is_null(s.as_str()) => Some(Vec::new()),
-            other => {
-                self.error(other, path, format!("expected a list of strings, got {}", kind(other)));
-                None
-            }
-        }
-    }
-
-    /// A mapping of strings to strings.
-    pub fn string_map(&mut self, node: &Node, path: &str) -> Option<Vec<(String, String)>> {
-        if let Node::Scalar(s) = node
-            && s.may_coerce()
-            && is_null(s.as_str())
-        {
-            return Some(Vec::new());
-        }
-        let map = self.mapping(node, path)?;
-        let mut out = Vec::new();
-        for (k, v) in map.iter() {
-            let p = child_path(path, k.as_str());
-            match v {
-                Node::Scalar(s) if !(s.may_coerce() && is_null(s.as_str())) && scalar_kind(s) == "a string" => {
-                    out.push((k.as_str().to_string(), s.as_str().to_string()))
-                }
-                other => self.error(other, &p, format!("expected a string, got {}", kind(other))),
-            }
-        }
-        Some(out)
-    }
-}
-
-/// Converts a free-form subtree (`node_config`, `provider`) to JSON, typing scalars
-/// the way YAML does.
-pub fn to_json(node: &Node) -> serde_json::Value {
-    match node {
-        Node::Scalar(s) => {
-            let v = s.as_str();
-            if !s.may_coerce() {
-                serde_json::Value::String(v.to_string())
-            } else if is_null(v) {
-                serde_json::Value::Null
-            } else if let Some(b) = s.as_bool() {
-                serde_json::Value::Bool(b)
-            } else if let Ok(i) = v.parse::<i64>() {
-                serde_json::Value::from(i)
-            } else if let Some(f) = v.parse::<f64>().ok().filter(|f| f.is_finite()) {
-                serde_json::Value::from(f)
-            } else {
-                serde_json::Value::String(v.to_string())
-            }
-        }
-        Node::Sequence(seq) => serde_json::Value::Array(seq.iter().map(to_json).collect()),
-        Node::Mapping(m) => {
-            serde_json::Value::Object(m.iter().map(|(k, v)| (k.as_str().to_string(), to_json(v))).collect())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions_and_paths() {
-        assert_eq!(did_you_mean("max_worker", &["max_workers", "min_workers"]), Some("max_workers"));
-        assert_eq!(did_you_mean("zzzzzzzz", &["max_workers"]), None);
-        assert_eq!(child_path("", "a"), "a");
-        assert_eq!(child_path("available_node_types", "ray.worker.cpu"), "available_node_types[\"ray.worker.cpu\"]");
-    }
+/// Parses one YAML document. `Ok(None)` for a stream with no document (an empty
+/// file). A grammar error stops at the first fault; faults in a well-formed file
+/// (duplicate keys, unknown aliases or tags, bad merges) are all reported.
+pub fn parse(text: &str) -> Result<Option<Node>, Vec<YamlError>> {
+    super::compose::compose(text)
 }

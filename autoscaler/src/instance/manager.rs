@@ -132,6 +132,22 @@ impl InstanceManager {
         Ok(())
     }
 
+    /// Changes an instance's fields (not its status): applied to a copy,
+    /// persisted, then committed, as [`InstanceManager::transition`] does.
+    pub async fn update(&mut self, id: &str, details: &str, edit: impl FnOnce(&mut Instance)) -> Result<(), ManagerError> {
+        let Some(current) = self.instances.get(id) else { return Err(ManagerError::Unknown(id.to_string())) };
+        let mut next = current.clone();
+        edit(&mut next);
+        next.version += 1;
+        if let Err(source) = self.write(&next).await {
+            tracing::warn!(instance = %id, error = %source, "cannot persist the change, so it is not made: {details}");
+            return Err(ManagerError::Storage { id: id.to_string(), status: next.status(), source });
+        }
+        tracing::info!(instance = %id, node_type = %next.node_type, "{details}");
+        self.instances.insert(id.to_string(), next);
+        Ok(())
+    }
+
     async fn write(&self, i: &Instance) -> Result<(), StoreError> {
         if i.status().is_final() { self.storage.delete(&i.id).await } else { self.storage.put(i).await }
     }

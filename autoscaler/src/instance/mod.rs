@@ -141,6 +141,10 @@ pub struct Instance {
     /// after a restart with the same reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retire_reason: Option<crate::scheduler::TerminateReason>,
+    /// When the launcher finished setting Ray up on it (ms since epoch), for
+    /// providers that do not start Ray themselves; its raylet should register soon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_done_ms: Option<u64>,
     /// Recent status changes, newest last.
     pub history: Vec<StatusChange>,
 }
@@ -158,6 +162,7 @@ impl Instance {
             node_id: None,
             termination_reason: None,
             retire_reason: None,
+            setup_done_ms: None,
             history: vec![StatusChange { status: Queued, at_ms: now_ms, details: details.into() }],
         }
     }

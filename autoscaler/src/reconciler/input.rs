@@ -10,9 +10,28 @@ use super::Context;
 use crate::instance::{Instance, InstanceStatus};
 use crate::scheduler::{Demand, Gang, Input, NodeTypeSpec, NodeView, PlacementStrategy};
 
+/// What a node of `node_type` offers: the config's resources, or, for a type
+/// that leaves them to detection (Ray's on-prem `local.cluster.node`), what a
+/// live node of the type reports (a worker's if there is one, else the head's).
+pub fn type_resources(cx: &Context<'_>, state: &ClusterResourceState, node_type: &str) -> ResourceSet {
+    let configured = cx.config.node_type(node_type).map(|t| t.resources.clone()).unwrap_or_default();
+    if !configured.is_empty() {
+        return configured;
+    }
+    let live = |head: bool| {
+        state
+            .node_states
+            .iter()
+            .filter(|n| n.status != NodeStatus::Dead as i32 && n.ray_node_type_name == node_type && n.is_head_node == head)
+            .map(|n| ResourceSet::from_f64_map_lossy(&n.total_resources))
+            .find(|r| !r.is_empty())
+    };
+    live(false).or_else(|| live(true)).unwrap_or_default()
+}
+
 /// Node types as the scheduler sees them: the config's caps and prices, with the
 /// cap of a type that is backing off held at what it already has.
-pub fn type_specs(cx: &Context<'_>, instances: &BTreeMap<String, Instance>) -> Vec<NodeTypeSpec> {
+pub fn type_specs(cx: &Context<'_>, instances: &BTreeMap<String, Instance>, state: &ClusterResourceState) -> Vec<NodeTypeSpec> {
     cx.config
         .node_types
         .iter()
@@ -24,10 +43,12 @@ pub fn type_specs(cx: &Context<'_>, instances: &BTreeMap<String, Instance>) -> V
             }
             NodeTypeSpec {
                 name: t.name.clone(),
-                resources: t.resources.clone(),
+                resources: type_resources(cx, state, &t.name),
                 min_workers: t.min_workers,
                 max_workers: max,
-                is_head: t.name == cx.config.head_node_type,
+                // A head type with room for workers (Ray's on-prem clusters run one
+                // type for both) also launches workers.
+                is_head: t.name == cx.config.head_node_type && t.max_workers == 0,
                 price: t.price,
                 priority: t.priority,
             }
@@ -37,7 +58,7 @@ pub fn type_specs(cx: &Context<'_>, instances: &BTreeMap<String, Instance>) -> V
 
 /// Everything [`crate::scheduler::decide`] looks at.
 pub fn input(cx: &Context<'_>, instances: &BTreeMap<String, Instance>, state: &ClusterResourceState) -> Input {
-    let types = type_specs(cx, instances);
+    let types = type_specs(cx, instances, state);
     let by_cloud: HashMap<&str, &Instance> = instances.values().filter_map(|i| i.cloud_id.as_deref().map(|c| (c, i))).collect();
     let mut nodes = Vec::new();
     for n in state.node_states.iter().filter(|n| n.status != NodeStatus::Dead as i32) {
@@ -57,7 +78,7 @@ pub fn input(cx: &Context<'_>, instances: &BTreeMap<String, Instance>, state: &C
     }
     // Instances on their way count in full.
     for i in instances.values().filter(|i| i.status().is_pending()) {
-        let resources = cx.config.node_type(&i.node_type).map(|t| t.resources.clone()).unwrap_or_default();
+        let resources = type_resources(cx, state, &i.node_type);
         nodes.push(NodeView {
             id: i.id.clone(),
             node_type: i.node_type.clone(),

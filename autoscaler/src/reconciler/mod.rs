@@ -26,6 +26,7 @@ use crate::config::ClusterConfig;
 use crate::instance::InstanceStatus;
 use crate::instance::manager::InstanceManager;
 use crate::scheduler::TerminateReason;
+use crate::setup::NodeSetup;
 
 /// Something to do to the provider or the cluster.
 #[derive(Debug, Clone)]
@@ -50,6 +51,15 @@ pub enum Action {
         /// The provider's id.
         cloud_id: String,
     },
+    /// Set Ray up on an instance (it is INSTALLING, or RUNNING and out of date).
+    SetUp {
+        /// Instance id.
+        instance_id: String,
+        /// The instance as the provider lists it (addresses, tags).
+        instance: ray_providers::CloudInstance,
+        /// Its node type.
+        node_type: String,
+    },
     /// Terminate a listed instance of a node type the config does not have.
     TerminateStray {
         /// The provider's id.
@@ -70,6 +80,9 @@ pub struct Context<'a> {
     pub now: Instant,
     /// Wall-clock ms (for instance timestamps and timeouts).
     pub now_ms: u64,
+    /// Sets Ray up on launched instances, when the provider does not start Ray
+    /// itself (machines reached over SSH).
+    pub setup: Option<&'a dyn NodeSetup>,
 }
 
 /// A new id for an instance or a launch request.

@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 
 use ray_proto::rpc::autoscaler::ClusterResourceState;
-use ray_providers::{CreateRequest, TAG_CLUSTER_NAME, TAG_NODE_KIND, TAG_NODE_NAME, TAG_USER_NODE_TYPE};
+use ray_providers::{CreateRequest, TAG_CLUSTER_NAME, TAG_LAUNCH_CONFIG, TAG_NODE_KIND, TAG_NODE_NAME, TAG_USER_NODE_TYPE};
 
 use super::{Action, Context, new_id};
-use crate::config::ClusterConfig;
 use crate::instance::manager::InstanceManager;
 use crate::instance::{Instance, InstanceStatus};
 use crate::scheduler::{Decision, TerminateReason};
@@ -46,7 +45,7 @@ pub async fn plan(m: &mut InstanceManager, cx: &Context<'_>, d: &Decision, state
         }
         let k = ids.len();
         tracing::info!(node_type = %node_type, count = k, reason = reason.describe(), "Adding {k} node(s) of type {node_type} ({}).", reason.describe());
-        actions.extend(launch(cx.config, rid, node_type, ids).map(Action::Launch));
+        actions.extend(launch(cx, rid, node_type, ids).map(Action::Launch));
     }
     for (id, why) in &d.terminate {
         let Some(i) = m.get(id) else { continue };
@@ -85,7 +84,8 @@ pub async fn plan(m: &mut InstanceManager, cx: &Context<'_>, d: &Decision, state
 
 /// The provider request that launches `instance_ids` of `node_type` under the
 /// launch request `request_id`; `None` when the type is not in the config.
-pub fn launch(config: &ClusterConfig, request_id: String, node_type: &str, instance_ids: Vec<String>) -> Option<CreateRequest> {
+pub fn launch(cx: &Context<'_>, request_id: String, node_type: &str, instance_ids: Vec<String>) -> Option<CreateRequest> {
+    let config = cx.config;
     let Some(t) = config.node_type(node_type) else {
         tracing::warn!(node_type = %node_type, "cannot launch: the node type is not in the config");
         return None;
@@ -95,6 +95,9 @@ pub fn launch(config: &ClusterConfig, request_id: String, node_type: &str, insta
     tags.insert(TAG_NODE_KIND.to_string(), "worker".to_string());
     tags.insert(TAG_USER_NODE_TYPE.to_string(), node_type.to_string());
     tags.insert(TAG_NODE_NAME.to_string(), format!("ray-{}-worker", config.cluster_name));
+    if let Some(h) = cx.setup.and_then(|s| s.launch_hash(node_type)) {
+        tags.insert(TAG_LAUNCH_CONFIG.to_string(), h);
+    }
     Some(CreateRequest {
         request_id,
         node_type: node_type.to_string(),

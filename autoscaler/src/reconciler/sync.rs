@@ -7,11 +7,15 @@
 //! | REQUESTED | listed by the provider | ALLOCATED |
 //! | REQUESTED | not listed, no launch under way (a restart) | launched again, same request id |
 //! | ALLOCATED | listed as running, raylet not registered | INSTALLING |
+//! | ALLOCATED | listed, the launcher sets Ray up on it | INSTALLING, set up |
+//! | INSTALLING | set up, no set-up under way (a restart) | set up again |
 //! | ALLOCATED, INSTALLING | its raylet registered | RUNNING |
 //! | ALLOCATED, INSTALLING | not listed any more | TERMINATED |
-//! | ALLOCATED, INSTALLING | no raylet within [`REGISTER_TIMEOUT_MS`] | TERMINATING |
+//! | ALLOCATED, INSTALLING | no raylet within [`REGISTER_TIMEOUT_MS`] (after set-up, when the launcher sets it up) | TERMINATING |
 //! | RUNNING, DRAINING | not listed any more | TERMINATED |
-//! | RUNNING, DRAINING | its Ray node is dead | TERMINATING |
+//! | RUNNING, DRAINING | its Ray node is dead (and no set-up restarts it) | TERMINATING |
+//! | RUNNING | its launch hash is not the config's (node_config or auth changed) | TERMINATING |
+//! | RUNNING | its runtime hash is not the config's (commands or file mounts changed) | set up again |
 //! | DRAINING | no drain under way (a restart) | drained again |
 //! | TERMINATING | not listed any more / still listed | TERMINATED / terminated again |
 //!
@@ -22,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ray_proto::rpc::autoscaler::{ClusterResourceState, NodeState, NodeStatus};
-use ray_providers::{CloudInstance, CloudState, TAG_INSTANCE_ID};
+use ray_providers::{CloudInstance, CloudState, TAG_INSTANCE_ID, TAG_LAUNCH_CONFIG, TAG_RUNTIME_CONFIG};
 
 use super::{Action, Context, new_id, plan, short};
 use crate::instance::InstanceStatus::{self, *};
@@ -99,6 +103,8 @@ pub async fn sync(
                     let _ = m.transition(&id, Running, details, |x| x.node_id = Some(node_id)).await;
                 } else if cloud_known && in_cloud.is_none() {
                     let _ = m.transition(&id, Terminated, "the instance disappeared before Ray started on it", |_| {}).await;
+                } else if cx.setup.is_some() {
+                    actions.extend(set_up_step(m, cx, &i, in_cloud).await);
                 } else if cx.now_ms.saturating_sub(allocated_ms) > REGISTER_TIMEOUT_MS {
                     let why = format!("its raylet did not register within {} s", REGISTER_TIMEOUT_MS / 1000);
                     actions.extend(super::terminate(m, &id, why).await);
@@ -107,14 +113,20 @@ pub async fn sync(
                 }
             }
             Running | Draining => {
+                let setting_up = cx.in_flight.setups.contains(&id);
                 if cloud_known && in_cloud.is_none() {
                     let details = "the instance is gone (its process or VM no longer exists)";
                     let _ = m.transition(&id, Terminated, details, |_| {}).await;
                 } else if let Some(d) = dead.get(cid.as_str())
                     && !alive.contains_key(cid.as_str())
+                    && !setting_up
                 {
                     let why = d.death_info.as_ref().map(|d| d.reason_message.clone()).unwrap_or_default();
                     actions.extend(super::terminate(m, &id, format!("its Ray node died: {why}")).await);
+                } else if let (Running, Some(c), false) = (i.status(), in_cloud, setting_up)
+                    && let Some(action) = out_of_date(m, cx, &i, c).await
+                {
+                    actions.push(action);
                 } else if i.status() == Draining && !cx.in_flight.drains.contains(&id) {
                     // Recorded as draining, but no drain is under way (a restart, or the
                     // accepted drain could not be recorded as TERMINATING): ask again.
@@ -142,11 +154,11 @@ pub async fn sync(
     }
     for (rid, (node_type, ids)) in queued {
         tracing::info!(request = %rid, node_type = %node_type, count = ids.len(), "Adding {} node(s) of type {node_type} (queued earlier).", ids.len());
-        actions.extend(plan::launch(cx.config, rid, &node_type, ids).map(Action::Launch));
+        actions.extend(plan::launch(cx, rid, &node_type, ids).map(Action::Launch));
     }
     for (rid, (node_type, ids)) in reissue {
         tracing::info!(request = %rid, node_type = %node_type, count = ids.len(), "re-issuing a launch request after a restart (idempotent)");
-        actions.extend(plan::launch(cx.config, rid, &node_type, ids).map(Action::Launch));
+        actions.extend(plan::launch(cx, rid, &node_type, ids).map(Action::Launch));
     }
     if let Some(cloud) = cloud {
         actions.extend(adopt(m, cx, cloud).await);
@@ -183,6 +195,52 @@ async fn adopt(m: &mut InstanceManager, cx: &Context<'_>, cloud: &[CloudInstance
         }
     }
     actions
+}
+
+/// An instance the launcher sets Ray up on, not registered yet: start the set-up
+/// (ALLOCATED -> INSTALLING), run it again when a restart interrupted it, or give
+/// up when its raylet does not register soon after a finished set-up.
+async fn set_up_step(m: &mut InstanceManager, cx: &Context<'_>, i: &Instance, in_cloud: Option<&CloudInstance>) -> Option<Action> {
+    let id = i.id.clone();
+    let set_up = |c: &CloudInstance| Action::SetUp { instance_id: id.clone(), instance: c.clone(), node_type: i.node_type.clone() };
+    if cx.in_flight.setups.contains(&id) {
+        return None;
+    }
+    if let Some(done) = i.setup_done_ms {
+        if cx.now_ms.saturating_sub(done) > REGISTER_TIMEOUT_MS {
+            let why = format!("its raylet did not register within {} s of its set-up", REGISTER_TIMEOUT_MS / 1000);
+            return super::terminate(m, &id, why).await;
+        }
+        return None;
+    }
+    let c = in_cloud?;
+    if i.status() == Allocated {
+        let details = "setting Ray up on it (file mounts, setup and start commands)";
+        m.transition(&id, Installing, details, |_| {}).await.ok()?;
+    } else {
+        tracing::info!(instance = %id, "setting Ray up on it again (the last set-up did not finish)");
+    }
+    Some(set_up(c))
+}
+
+/// A running instance the launcher set up whose hashes differ from the config's:
+/// a different launch hash (node_config or auth changed) replaces it; a different
+/// runtime hash (setup commands or file mounts changed) sets it up again.
+async fn out_of_date(m: &mut InstanceManager, cx: &Context<'_>, i: &Instance, c: &CloudInstance) -> Option<Action> {
+    let setup = cx.setup?;
+    let differs = |tag: &str, want: Option<String>| match (c.tags.get(tag), want) {
+        (Some(have), Some(want)) => *have != want,
+        _ => false,
+    };
+    if differs(TAG_LAUNCH_CONFIG, setup.launch_hash(&i.node_type)) {
+        let why = "out of date: its node_config or auth changed".to_string();
+        return super::terminate(m, &i.id, why).await;
+    }
+    if differs(TAG_RUNTIME_CONFIG, setup.runtime_hash(&i.node_type)) {
+        tracing::info!(instance = %i.id, node_type = %i.node_type, "updating it: its setup commands or file mounts changed");
+        return Some(Action::SetUp { instance_id: i.id.clone(), instance: c.clone(), node_type: i.node_type.clone() });
+    }
+    None
 }
 
 /// The autoscaler's id of a listed instance (its tag), else the provider's id.

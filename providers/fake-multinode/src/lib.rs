@@ -264,6 +264,21 @@ impl NodeProvider for FakeMultiNodeProvider {
         Ok(())
     }
 
+    async fn set_tags(&self, cloud_id: &str, tags: &BTreeMap<String, String>) -> Result<(), ProviderError> {
+        let _g = self.lock.lock().await;
+        let mut st = self.load();
+        if let Some(e) = st.entries.iter_mut().find(|e| e.cloud_id == cloud_id) {
+            e.tags.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+            self.save(&st)?;
+        }
+        Ok(())
+    }
+
+    /// Each instance is a raylet process this provider starts itself.
+    fn starts_ray_itself(&self) -> bool {
+        true
+    }
+
     async fn list(&self) -> Result<Vec<CloudInstance>, ProviderError> {
         let _g = self.lock.lock().await;
         let mut st = self.load();

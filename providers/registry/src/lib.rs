@@ -17,6 +17,9 @@ pub fn available() -> Vec<&'static str> {
     if cfg!(feature = "fake_multinode") {
         v.push("fake_multinode");
     }
+    if cfg!(feature = "local") {
+        v.push("local");
+    }
     v
 }
 
@@ -28,6 +31,8 @@ pub fn make_provider(provider_config: &serde_json::Value, ctx: ProviderContext) 
     match kind {
         #[cfg(feature = "fake_multinode")]
         "fake_multinode" => Ok(Arc::new(ray_provider_fake_multinode::FakeMultiNodeProvider::new(provider_config, ctx)?)),
+        #[cfg(feature = "local")]
+        "local" => Ok(Arc::new(ray_provider_local::LocalProvider::new(provider_config, ctx)?)),
         _ => {
             let _ = ctx;
             let have = available().join(", ");
@@ -54,6 +59,7 @@ mod tests {
             session_name: "s".into(),
             ray_executable: "/bin/true".into(),
             node_env: Vec::new(),
+            auth: serde_json::Value::Null,
         }
     }
 

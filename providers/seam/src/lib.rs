@@ -28,6 +28,36 @@ pub const TAG_NODE_NAME: &str = "ray-node-name";
 pub const TAG_LAUNCH_REQUEST: &str = "ray-launch-request";
 /// Tag: the autoscaler's instance id for this cloud instance.
 pub const TAG_INSTANCE_ID: &str = "ray-instance-id";
+/// Tag: where setting Ray up on the node stands (see [`node_status`]).
+pub const TAG_NODE_STATUS: &str = "ray-node-status";
+/// Tag: hash of what the node was launched with (node_config and auth); a node
+/// whose hash differs from the config's is out of date and replaced.
+pub const TAG_LAUNCH_CONFIG: &str = "ray-launch-config";
+/// Tag: hash of what was set up on the node (commands and file mounts); a node
+/// whose hash differs is updated in place.
+pub const TAG_RUNTIME_CONFIG: &str = "ray-runtime-config";
+/// Tag: hash of the contents of the file mounts synced to the node.
+pub const TAG_FILE_MOUNTS_CONTENTS: &str = "ray-file-mounts-contents";
+/// `head` or `worker` values of [`TAG_NODE_KIND`].
+pub const NODE_KIND_HEAD: &str = "head";
+/// A worker node.
+pub const NODE_KIND_WORKER: &str = "worker";
+
+/// Values of [`TAG_NODE_STATUS`], as Ray shows them.
+pub mod node_status {
+    /// Launched; nothing set up yet.
+    pub const UNINITIALIZED: &str = "uninitialized";
+    /// Waiting until the node answers SSH.
+    pub const WAITING_FOR_SSH: &str = "waiting-for-ssh";
+    /// Copying file mounts.
+    pub const SYNCING_FILES: &str = "syncing-files";
+    /// Running initialization, setup and start commands.
+    pub const SETTING_UP: &str = "setting-up";
+    /// Set up with the current config.
+    pub const UP_TO_DATE: &str = "up-to-date";
+    /// Setting up failed; see the node's log.
+    pub const UPDATE_FAILED: &str = "update-failed";
+}
 
 /// What a provider's failure means for the autoscaler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -159,6 +189,16 @@ pub trait NodeProvider: Send + Sync {
     /// The cluster's non-terminated instances.
     async fn list(&self) -> Result<Vec<CloudInstance>, ProviderError>;
 
+    /// Adds or replaces tags of an instance (node status, config hashes).
+    async fn set_tags(&self, cloud_id: &str, tags: &BTreeMap<String, String>) -> Result<(), ProviderError>;
+
+    /// True when the provider starts Ray on its instances itself (the local
+    /// processes of `fake_multinode`); false when the launcher sets Ray up on
+    /// them (over SSH) with the config's setup and start commands.
+    fn starts_ray_itself(&self) -> bool {
+        false
+    }
+
     /// Fills in cloud defaults of a cluster config's `provider` and node configs
     /// (security group, key pair, IAM profile, subnets) before anything launches.
     /// Local providers need nothing.
@@ -182,4 +222,7 @@ pub struct ProviderContext {
     pub ray_executable: std::path::PathBuf,
     /// Environment for started nodes (cluster token by value, TLS paths).
     pub node_env: Vec<(String, String)>,
+    /// The cluster config's `auth` section (SSH user and key), for providers that
+    /// reach their machines over SSH.
+    pub auth: serde_json::Value,
 }

@@ -66,6 +66,10 @@ def resolve_address(address):
 
 
 def local_ip_towards(addr):
+    """This machine's address as the cluster at `addr` sees it: RAY_NODE_IP_ADDRESS
+    when set (as `ray start` takes it), else the source address of a route there."""
+    if os.environ.get("RAY_NODE_IP_ADDRESS"):
+        return os.environ["RAY_NODE_IP_ADDRESS"]
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
     try:

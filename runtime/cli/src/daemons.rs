@@ -342,6 +342,7 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
         session_name: args.session_name.clone(),
         ray_executable: exe,
         node_env: node_env(&security),
+        auth: ray_launcher::node_plan::auth_json(&cluster),
     };
     let provider = match ray_provider_registry::make_provider(&cluster.provider, ctx) {
         Ok(p) => p,
@@ -377,7 +378,12 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
         }
         let storage = std::sync::Arc::new(ray_autoscaler::instance::store::GcsInstanceStorage::new(gcs.clone()));
         let gcs_cluster = std::sync::Arc::new(ray_autoscaler::cluster::GcsCluster::new(gcs));
-        ray_autoscaler::Autoscaler::new(cluster, gcs_cluster, provider, storage).run(shutdown).await;
+        // Workers of providers that do not start Ray themselves are set up over
+        // SSH by the launcher's updater, joining the head at the GCS's address.
+        let head_ip = args.gcs_address.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or_default().to_string();
+        let log_dir = args.temp_root.join(&args.session_name).join("logs");
+        let setup = std::sync::Arc::new(ray_launcher::worker_setup::WorkerSetup::new(cluster.clone(), provider.clone(), head_ip, log_dir));
+        ray_autoscaler::Autoscaler::new(cluster, gcs_cluster, provider, storage).with_setup(setup).run(shutdown).await;
         0
     })
 }

@@ -6,8 +6,10 @@ mod address;
 mod args;
 mod auth_cmd;
 mod daemons;
+mod launch;
 mod monitor;
 mod spawn;
+mod start_env;
 mod start;
 mod status;
 mod stop;
@@ -32,15 +34,27 @@ fn cli_main() -> i32 {
     let cli = args::Cli::parse();
     // The CLI talks to people on stdout/stderr; its own tracing only shows problems.
     ray_common::logging::init_with_default("ray", "warn");
+    // Commands that pass on an exit code of their own (the remote command's).
+    let code = |r: anyhow::Result<i32>| r.map(Some);
     let result = match cli.command {
-        args::Command::Start(a) => start::run(a),
-        args::Command::Stop(a) => stop::run(a),
-        args::Command::Status(a) => status::run(a),
-        args::Command::Monitor(a) => monitor::run(a),
-        args::Command::GetAuthToken(a) => auth_cmd::run(a),
+        args::Command::Start(a) => start::run(a).map(|_| None),
+        args::Command::Stop(a) => stop::run(a).map(|_| None),
+        args::Command::Status(a) => status::run(a).map(|_| None),
+        args::Command::Monitor(a) => monitor::run(a).map(|_| None),
+        args::Command::GetAuthToken(a) => auth_cmd::run(a).map(|_| None),
+        args::Command::Up(a) => launch::up(a).map(|_| None),
+        args::Command::Down(a) => launch::down(a).map(|_| None),
+        args::Command::Exec(a) => code(launch::exec(a)),
+        args::Command::Submit(a) => code(launch::submit(a)),
+        args::Command::Attach(a) => code(launch::attach(a)),
+        args::Command::GetHeadIp(a) => launch::head_ip(a).map(|_| None),
+        args::Command::GetWorkerIps(a) => launch::worker_ips(a).map(|_| None),
+        args::Command::RsyncUp(a) => launch::rsync(a, true).map(|_| None),
+        args::Command::RsyncDown(a) => launch::rsync(a, false).map(|_| None),
     };
     match result {
-        Ok(()) => 0,
+        Ok(Some(code)) => code,
+        Ok(None) => 0,
         Err(e) => {
             eprintln!("Error: {e:#}");
             1

@@ -3,7 +3,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ray_common::session;
 
 /// Entry point.
@@ -11,12 +11,8 @@ pub fn run(a: crate::args::MonitorCmdArgs) -> Result<()> {
     if let Some(cfg) = &a.cluster_config_file {
         let c = ray_autoscaler::config::ClusterConfig::load(cfg)?;
         if c.provider_type != "fake_multinode" {
-            bail!(
-                "{}: provider.type {:?}: following a remote head's log needs `ray up` over SSH, which this build \
-                 does not have yet; run `ray monitor` on the head instead",
-                cfg.display(),
-                c.provider_type
-            );
+            // The head is another machine: its log, over SSH.
+            return crate::launch::monitor_remote(cfg, a.lines, !a.no_follow);
         }
     }
     let root = session::temp_root(a.temp_dir.as_deref());

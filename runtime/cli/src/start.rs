@@ -13,8 +13,13 @@ use ray_common::rpc::Security;
 use ray_common::session::{self, Session};
 
 use crate::address::{detect_node_ip, join_host_port, local_ip_towards, resolve_gcs_address};
-use crate::args::StartArgs;
+use crate::args::{StartArgs, no_effect_line};
 use crate::spawn::{Launched, Launcher};
+
+// What each of Ray's flags does here: cross-flag checks, older names, ignored flags.
+#[path = "start_flags.rs"]
+mod flags;
+use flags::Resolved;
 
 /// How long a daemon may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -31,26 +36,37 @@ impl Started {
 }
 
 /// Entry point.
-pub fn run(a: StartArgs) -> Result<()> {
-    if a.head {
-        start_head(a)
-    } else if a.address.is_some() {
-        start_worker(a)
-    } else {
-        bail!("`--address` is a required flag unless starting a head node with `--head`.")
+pub fn run(mut a: StartArgs) -> Result<()> {
+    let resolved = flags::resolve(&mut a)?;
+    if let Some(line) = no_effect_line("ray start", &resolved.ignored) {
+        eprintln!("{line}");
     }
+    if a.head { start_head(a, &resolved) } else { start_worker(a, &resolved) }
 }
 
-fn child_env(security: &Security) -> Vec<(String, String)> {
+/// The daemons' environment: token and TLS settings, this process's `RAY_<name>`
+/// settings, and `--system-config`'s (which win, as in Ray).
+fn child_env(security: &Security, r: &Resolved) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> =
         security.child_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     env.extend(RayConfig::env_overrides());
+    env.extend(r.system_env.iter().cloned());
     env
 }
 
+/// `-v`: says which process was started and where it logs.
+fn note_started(a: &StartArgs, p: &Launched) {
+    if a.verbose > 0 && a.init_local_info.is_none() {
+        println!("Started {} (pid {}), logging to {}", p.name, p.child.id(), p.log.display());
+    }
+}
+
 /// The raylet's command line for this `ray start`.
-fn raylet_command(a: &StartArgs, node_id: NodeId, gcs: &str, ip: IpAddr, head: bool, session: &Session, ready: PathBuf) -> RayletCommand {
+#[allow(clippy::too_many_arguments)]
+fn raylet_command(a: &StartArgs, r: &Resolved, node_id: NodeId, gcs: &str, ip: IpAddr, head: bool, session: &Session, ready: PathBuf) -> RayletCommand {
     let mut c = RayletCommand::new(node_id, gcs, ip, session.dir());
+    c.instance_id = r.launched.instance_id.clone();
+    c.node_type = r.launched.node_type.clone();
     c.port = a.node_manager_port;
     c.num_cpus = a.num_cpus;
     c.num_gpus = a.num_gpus;
@@ -105,12 +121,13 @@ fn load_autoscaling_config(path: &std::path::Path) -> Result<ray_autoscaler::con
         session_name: "check".into(),
         ray_executable: std::path::PathBuf::from("ray"),
         node_env: Vec::new(),
+        auth: ray_launcher::node_plan::auth_json(&cfg),
     };
     ray_provider_registry::make_provider(&cfg.provider, ctx).map_err(|e| anyhow!("--autoscaling-config {}: provider: {e}", path.display()))?;
     Ok(cfg)
 }
 
-fn start_head(a: StartArgs) -> Result<()> {
+fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
     let t0 = Instant::now();
     let autoscaling = match &a.autoscaling_config {
         Some(p) => Some((std::path::absolute(p)?, load_autoscaling_config(p)?)),
@@ -130,7 +147,7 @@ fn start_head(a: StartArgs) -> Result<()> {
     check_port_free(ip, port, &security, &rt)?;
 
     let session = Session::create(&root, &session::new_session_name())?;
-    let launcher = Launcher { session: &session, env: child_env(&security) };
+    let launcher = Launcher { session: &session, env: child_env(&security, r) };
     if a.init_local_info.is_none() {
         println!("Local node IP: {ip}");
     }
@@ -152,7 +169,9 @@ fn start_head(a: StartArgs) -> Result<()> {
         if let Some(pid) = a.watch_pid {
             args.extend(["--watch-pid".into(), pid.to_string()]);
         }
-        started.0.push(launcher.spawn("gcs_server", "gcs_server", "out", &args)?);
+        let gcs = launcher.spawn("gcs_server", "gcs_server", "out", &args)?;
+        note_started(&a, &gcs);
+        started.0.push(gcs);
         let info = started.0.last_mut().map(|g| g.wait_ready(&ready, READY_TIMEOUT)).transpose()?.unwrap_or_default();
         let gcs_port = info["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| anyhow!("the GCS did not report its port"))?;
         let gcs_addr = join_host_port(ip, gcs_port);
@@ -160,16 +179,21 @@ fn start_head(a: StartArgs) -> Result<()> {
 
         let node_id = NodeId::random();
         let ready = launcher.ready_file("raylet");
-        let mut command = raylet_command(&a, node_id, &gcs_addr, ip, true, &session, ready.clone());
-        command.node_type = autoscaling.as_ref().map(|(_, cfg)| cfg.head_node_type.clone());
-        started.0.push(launcher.spawn("raylet", "raylet", "out", &command.args())?);
+        let mut command = raylet_command(&a, r, node_id, &gcs_addr, ip, true, &session, ready.clone());
+        if let Some((_, cfg)) = &autoscaling {
+            command.node_type = Some(cfg.head_node_type.clone());
+        }
+        let raylet = launcher.spawn("raylet", "raylet", "out", &command.args())?;
+        note_started(&a, &raylet);
+        started.0.push(raylet);
         let info = started.0.last_mut().map(|r| r.wait_ready(&ready, READY_TIMEOUT)).transpose()?.unwrap_or_default();
         raylet_info = (
             info["node_id"].as_str().unwrap_or_default().to_string(),
             join_host_port(ip, info["port"].as_u64().unwrap_or(0) as u16),
         );
 
-        if let Some((path, _)) = &autoscaling {
+        // `--no-monitor`: the config types this head, but the autoscaler runs elsewhere.
+        if let Some((path, _)) = autoscaling.as_ref().filter(|_| !a.no_monitor) {
             // The autoscaler reads a copy kept with the session, as Ray keeps
             // ~/ray_bootstrap_config.yaml: later edits of the original change nothing.
             let copy = session.dir().join("autoscaling_config.yaml");
@@ -187,7 +211,9 @@ fn start_head(a: StartArgs) -> Result<()> {
                 "--ready-file".into(),
                 ready.display().to_string(),
             ];
-            started.0.push(launcher.spawn("monitor", "monitor", "log", &args)?);
+            let monitor = launcher.spawn("monitor", "monitor", "log", &args)?;
+            note_started(&a, &monitor);
+            started.0.push(monitor);
             started.0.last_mut().map(|m| m.wait_ready(&ready, READY_TIMEOUT)).transpose()?;
         }
         Ok(gcs_addr)
@@ -237,7 +263,7 @@ fn start_head(a: StartArgs) -> Result<()> {
     println!("  To view the status of the cluster, use");
     println!("    ray status");
     println!();
-    if autoscaling.is_some() {
+    if autoscaling.is_some() && !a.no_monitor {
         println!("  To follow the autoscaler, use");
         println!("    ray monitor");
         println!();
@@ -250,13 +276,7 @@ fn start_head(a: StartArgs) -> Result<()> {
     Ok(())
 }
 
-fn start_worker(a: StartArgs) -> Result<()> {
-    if a.port.is_some() {
-        bail!("`--port` should only be specified when starting head node with `--head`.");
-    }
-    if a.autoscaling_config.is_some() {
-        bail!("`--autoscaling-config` should only be specified when starting head node with `--head`.");
-    }
+fn start_worker(a: StartArgs, r: &Resolved) -> Result<()> {
     let security = Security::from_env()?;
     if let Some(w) = security.auth.disabled_warning() {
         eprintln!("{w}");
@@ -275,12 +295,14 @@ fn start_worker(a: StartArgs) -> Result<()> {
     })?;
     let ip = a.node_ip_address.or_else(|| local_ip_towards(&gcs_addr)).unwrap_or_else(detect_node_ip);
     let session = Session::open(&root, &info.session_name).context("cannot create the session folder")?;
-    let launcher = Launcher { session: &session, env: child_env(&security) };
+    let launcher = Launcher { session: &session, env: child_env(&security, r) };
     println!("Local node IP: {ip}");
     let node_id = NodeId::random();
     let ready = launcher.ready_file("raylet");
-    let command = raylet_command(&a, node_id, &gcs_addr, ip, false, &session, ready.clone());
-    let mut started = Started(vec![launcher.spawn("raylet", "raylet", "out", &command.args())?]);
+    let command = raylet_command(&a, r, node_id, &gcs_addr, ip, false, &session, ready.clone());
+    let raylet = launcher.spawn("raylet", "raylet", "out", &command.args())?;
+    note_started(&a, &raylet);
+    let mut started = Started(vec![raylet]);
     if let Err(e) = started.0[0].wait_ready(&ready, READY_TIMEOUT) {
         started.abort();
         return Err(e);

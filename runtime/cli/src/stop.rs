@@ -34,8 +34,9 @@ fn live_processes(root: &std::path::Path) -> Vec<ProcessRecord> {
     live
 }
 
-/// Stops `live` in order; returns the ones that had to be killed.
-fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration) -> Vec<String> {
+/// Stops `live` in order; returns the ones that had to be killed. `verbose` says
+/// what was sent to whom.
+fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration, verbose: bool) -> Vec<String> {
     // The autoscaler first (so it launches nothing while nodes go), then raylets,
     // then anything else, the GCS last.
     let bucket = |r: &ProcessRecord| match r.name.as_str() {
@@ -57,6 +58,11 @@ fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration) -> Vec<String>
             } else {
                 process::signal(r.pid, libc::SIGTERM);
             }
+            if verbose {
+                let how = if force { "Killed" } else { "Sent a termination request to" };
+                let sig = if force { "SIGKILL" } else { "SIGTERM" };
+                println!("{how} {} (pid {}, session {}) via {sig}", r.name, r.pid, r.session);
+            }
         }
         let start = Instant::now();
         while procs.iter().any(|r| alive(r)) && start.elapsed() < per_bucket {
@@ -64,6 +70,9 @@ fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration) -> Vec<String>
         }
         for r in procs.iter().filter(|r| alive(r)) {
             stubborn.push(format!("{} (pid {})", r.name, r.pid));
+            if verbose {
+                println!("{} (pid {}) did not exit within {per_bucket:?}; killing it", r.name, r.pid);
+            }
         }
         // Whatever the daemons started (workers) goes with them.
         for r in &procs {
@@ -79,6 +88,10 @@ fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration) -> Vec<String>
 
 /// Entry point.
 pub fn run(a: crate::args::StopArgs) -> Result<()> {
+    let ignored = crate::args::log_flags_ignored(a.log_style, a.log_color);
+    if let Some(line) = crate::args::no_effect_line("ray stop", &ignored) {
+        eprintln!("{line}");
+    }
     let root = session::temp_root(a.temp_dir.as_deref());
     let mut total = 0;
     let mut stubborn = Vec::new();
@@ -90,7 +103,7 @@ pub fn run(a: crate::args::StopArgs) -> Result<()> {
             break;
         }
         total += live.len();
-        stubborn.extend(stop_all(&live, a.force, Duration::from_secs(a.grace_period)));
+        stubborn.extend(stop_all(&live, a.force, Duration::from_secs(a.grace_period), a.verbose > 0));
         for r in &live {
             session::unregister_process(&root, r.pid);
         }

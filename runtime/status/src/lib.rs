@@ -128,12 +128,9 @@ pub fn format_status(reply: &GetClusterStatusReply, now: DateTime<Local>, verbos
     let mut failed = auto.failed_instance_requests.clone();
     failed.sort_by_key(|f| std::cmp::Reverse(f.failed_ts_ms));
     for f in &failed {
-        failures.push(format!(
-            " {}: LaunchFailed (latest_attempt: {}) - {}",
-            f.ray_node_type_name,
-            hms(f.failed_ts_ms),
-            f.reason
-        ));
+        let kind = if f.kind.is_empty() { "LaunchFailed" } else { f.kind.as_str() };
+        let who = if f.instance_id.is_empty() { String::new() } else { format!("instance_id: {}, ", f.instance_id) };
+        failures.push(format!(" {}: {kind} ({who}latest_attempt: {}) - {}", f.ray_node_type_name, hms(f.failed_ts_ms), f.reason));
     }
     for n in state.node_states.iter().filter(|n| n.status == NodeStatus::Dead as i32) {
         let why = n.death_info.as_ref().map(|d| d.reason_message.as_str()).unwrap_or("");
