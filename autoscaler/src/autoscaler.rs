@@ -176,7 +176,17 @@ impl Autoscaler {
         self.reporter.narrate(&state, &decision);
         let sent = self
             .reporter
-            .report(self.cluster.as_ref(), &self.clock, &state, &decision, self.manager.instances(), cloud.as_deref(), &self.backoff)
+            .report(
+                self.cluster.as_ref(),
+                &self.clock,
+                &crate::reporter::Round {
+                    state: &state,
+                    decision: &decision,
+                    instances: self.manager.instances(),
+                    cloud: cloud.as_deref(),
+                    backoff: &self.backoff,
+                },
+            )
             .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, "cannot report the autoscaling state");

@@ -63,17 +63,9 @@ impl Reporter {
 
     /// Sends the autoscaling state if it changed or is due; logs the status text
     /// when it changed.
-    pub async fn report(
-        &mut self,
-        cluster: &dyn Cluster,
-        clock: &Clock,
-        state: &ClusterResourceState,
-        d: &Decision,
-        instances: &BTreeMap<String, Instance>,
-        cloud: Option<&[CloudInstance]>,
-        backoff: &LaunchBackoff,
-    ) -> Result<(), ClusterError> {
-        let mut report = build(state, d, instances, cloud, backoff);
+    pub async fn report(&mut self, cluster: &dyn Cluster, clock: &Clock, round: &Round<'_>) -> Result<(), ClusterError> {
+        let state = round.state;
+        let mut report = build(round);
         let unchanged = self.last_report.as_ref().is_some_and(|last| {
             let mut l = last.clone();
             l.autoscaler_state_version = 0;
@@ -98,14 +90,23 @@ impl Reporter {
     }
 }
 
+/// What one round saw and decided, for its report.
+pub struct Round<'a> {
+    /// The cluster state read this round.
+    pub state: &'a ClusterResourceState,
+    /// The scheduler's decision.
+    pub decision: &'a Decision,
+    /// The instance table.
+    pub instances: &'a BTreeMap<String, Instance>,
+    /// The provider's listing (`None` when it could not be listed).
+    pub cloud: Option<&'a [CloudInstance]>,
+    /// Back-off and recent failures.
+    pub backoff: &'a LaunchBackoff,
+}
+
 /// The autoscaling state for `ray status` (its version is left 0).
-pub fn build(
-    state: &ClusterResourceState,
-    d: &Decision,
-    instances: &BTreeMap<String, Instance>,
-    cloud: Option<&[CloudInstance]>,
-    backoff: &LaunchBackoff,
-) -> AutoscalingState {
+pub fn build(round: &Round<'_>) -> AutoscalingState {
+    let Round { state, decision: d, instances, cloud, backoff } = *round;
     let listed = |cloud_id: &Option<String>| cloud.unwrap_or_default().iter().find(|c| Some(&c.cloud_id) == cloud_id.as_ref());
     let mut pending_requests: BTreeMap<String, u64> = BTreeMap::new();
     let mut pending_instances = Vec::new();

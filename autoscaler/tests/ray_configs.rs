@@ -10,15 +10,20 @@
 //! - every `defaults.yaml` in Ray 2.60's wheel, read straight out of the `.whl`
 //!   (`RAY_WHEEL_DIR`, by default `~/.cache/ray-rs/ray-wheel`; `scripts/test.sh`
 //!   downloads it).
-//! - Ray's published example configs, when `RAY_EXAMPLE_CONFIGS` names a folder
-//!   of them with Ray's verdicts in `oracle.json` (an `#[ignore]`d test: they are
-//!   Ray's files, not ours, so they are not in the repository).
+//!
+//! Ray's published example configs are Ray's files, not ours, so they are not in
+//! the repository; `cargo run --release -p ray-autoscaler --example
+//! check_ray_configs -- DIR` checks a folder of them against Ray's verdicts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ray_autoscaler::config::{self, ClusterConfig, LEGACY_TOP_LEVEL_KEYS, Loaded, NODE_TYPE_KEYS, TOP_LEVEL_KEYS};
-use serde_json::{Value as J, json};
+use ray_autoscaler::config::{self, ClusterConfig, LEGACY_TOP_LEVEL_KEYS, NODE_TYPE_KEYS, TOP_LEVEL_KEYS};
+
+
+#[path = "expect.rs"]
+mod expect;
+use expect::compare;
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("corpus")
@@ -32,62 +37,6 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
-}
-
-/// What the loaded config resolves to, in the shape of `metadata.expect`.
-fn resolved(l: &Loaded) -> J {
-    let c = &l.config;
-    let types: serde_json::Map<String, J> =
-        c.node_types.iter().map(|t| (t.name.clone(), json!([t.min_workers, t.max_workers]))).collect();
-    json!({
-        "cluster_name": c.cluster_name,
-        "head_node_type": c.head_node_type,
-        "max_workers": c.max_workers,
-        "node_types": types,
-        "head_setup_commands": c.head_setup_commands,
-        "worker_setup_commands": c.worker_setup_commands,
-    })
-}
-
-/// Differences between what was expected and what loaded (only the keys `expect` has).
-fn compare(l: &Loaded, expect: &J) -> Vec<String> {
-    let got = resolved(l);
-    let mut diffs = Vec::new();
-    for (k, want) in expect.as_object().expect("metadata.expect is a mapping") {
-        match k.as_str() {
-            "warnings" => {
-                let shown: Vec<String> = l.warnings.iter().map(|w| w.to_string()).collect();
-                for w in want.as_array().expect("warnings: a list of texts") {
-                    let w = w.as_str().unwrap();
-                    if !shown.iter().any(|s| s.contains(w)) {
-                        diffs.push(format!("no warning containing {w:?} in {shown:#?}"));
-                    }
-                }
-                if want.as_array().unwrap().is_empty() && !shown.is_empty() {
-                    diffs.push(format!("expected no warnings, got {shown:#?}"));
-                }
-            }
-            "resources" => {
-                for (t, res) in want.as_object().unwrap() {
-                    let ty = l.config.node_type(t).unwrap_or_else(|| panic!("no node type {t}"));
-                    let have: BTreeMap<String, f64> =
-                        ty.resources.iter().map(|(k, v)| (k.to_string(), v.to_f64())).collect();
-                    let want: BTreeMap<String, f64> =
-                        res.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect();
-                    if have != want {
-                        diffs.push(format!("resources of {t}: got {have:?}, expected {want:?}"));
-                    }
-                }
-            }
-            _ => {
-                let have = got.get(k).unwrap_or_else(|| panic!("unknown expectation {k}"));
-                if have != want {
-                    diffs.push(format!("{k}: got {have}, expected {want}"));
-                }
-            }
-        }
-    }
-    diffs
 }
 
 #[test]
@@ -282,68 +231,4 @@ fn every_defaults_yaml_in_rays_wheel_loads_as_ray_loads_it() {
             (want, got) => panic!("{name}: Ray 2.60 says {want:?}, we say {got:?}"),
         }
     }
-}
-
-// ---- Ray's published examples (not in the repository) ----------------------------
-
-/// Files of Ray's where this project differs from Ray 2.60 on purpose, and why.
-fn known_difference(ours: &Result<Loaded, config::ConfigErrors>) -> Option<&'static str> {
-    match ours {
-        Err(e) if e.to_string().contains("duplicate key") => Some("we refuse duplicate keys (Ray keeps the last)"),
-        Ok(l) if l.config.provider_type.starts_with("fake_multinode") => {
-            Some("Ray 2.60's wheel lacks fake_multinode's defaults")
-        }
-        Ok(l) if l.config.provider_type == "aliyun" => Some("Ray 2.60's wheel lacks aliyun's defaults"),
-        _ => None,
-    }
-}
-
-/// `RAY_EXAMPLE_CONFIGS=/tmp/ray-configs cargo test --release -p ray-autoscaler --test
-/// ray_configs -- --ignored --nocapture`: every `*.yaml` under that folder, against
-/// Ray 2.60's verdicts in its `oracle.json` (`{"aws/x.yaml": {"ok": true,
-/// "head_node_type": ..., "max_workers": ..., "node_types": {name: [min, max]}},
-/// "y.yaml": {"ok": false, "error": ...}}`).
-#[test]
-#[ignore = "needs Ray's example configs and Ray's verdicts in RAY_EXAMPLE_CONFIGS"]
-fn rays_published_examples_load_as_ray_loads_them() {
-    let dir = PathBuf::from(
-        std::env::var_os("RAY_EXAMPLE_CONFIGS").expect("set RAY_EXAMPLE_CONFIGS to a folder of Ray's configs"),
-    );
-    let oracle: BTreeMap<String, J> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("oracle.json")).expect("oracle.json")).unwrap();
-    let (mut accepted, mut loaded, mut failures) = (0, 0, Vec::new());
-    for (rel, verdict) in &oracle {
-        let ours = ClusterConfig::load_with_warnings(&dir.join(rel));
-        let ray_ok = verdict["ok"].as_bool().unwrap();
-        accepted += usize::from(ray_ok);
-        let line = match (&ours, ray_ok) {
-            (Ok(l), true) => {
-                let mut expect = verdict.clone();
-                let expect = expect.as_object_mut().unwrap();
-                expect.retain(|k, _| matches!(k.as_str(), "head_node_type" | "max_workers" | "node_types"));
-                let diffs = compare(l, &J::Object(expect.clone()));
-                if diffs.is_empty() {
-                    loaded += 1;
-                    format!("loads, as in Ray ({} warnings)", l.warnings.len())
-                } else {
-                    failures.push(format!("{rel}: {diffs:?}"));
-                    format!("DIFFERS: {diffs:?}")
-                }
-            }
-            (Err(e), false) => format!("refused, as by Ray ({}): ours: {}", verdict["error"], e.0[0]),
-            _ => match known_difference(&ours) {
-                Some(why) => format!("differs on purpose: {why}"),
-                None => {
-                    failures.push(format!(
-                        "{rel}: Ray ok={ray_ok}, ours={:?}",
-                        ours.as_ref().map(|_| ()).map_err(|e| e.to_string())
-                    ));
-                    "DIFFERS".to_string()
-                }
-            },
-        };
-        eprintln!("{rel}: {line}");
-    }
-    eprintln!("{loaded} of the {accepted} configs Ray accepts load here ({} files)", oracle.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

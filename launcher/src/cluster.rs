@@ -31,7 +31,7 @@ pub enum LaunchError {
         /// The node's address.
         node: String,
         /// What failed.
-        error: UpdateError,
+        error: Box<UpdateError>,
         /// Its log.
         log: String,
     },

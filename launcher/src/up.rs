@@ -14,7 +14,7 @@ use crate::cluster::{Cluster, Head, LaunchError, Progress, confirm};
 use crate::node_plan::{self, Role};
 use crate::runner::{OutputTo, RunOptions};
 use crate::updater::{self, UpdatePlan};
-use crate::worker_setup::TagObserver;
+use crate::worker_setup::{StepSink, TagObserver};
 
 /// `ray up`'s flags that change what it does.
 #[derive(Debug, Clone, Default)]
@@ -188,7 +188,7 @@ pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Res
         plan.start_commands = LOCAL_HEAD_START.iter().map(|c| c.to_string()).collect();
     }
     let address = head.address();
-    let say: Arc<dyn Fn(&str) + Send + Sync> = {
+    let say: StepSink = {
         let t0 = std::time::Instant::now();
         let offset = progress.elapsed_s();
         let address = address.clone();
@@ -205,7 +205,7 @@ pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Res
         OutputTo::Log(p) => p.display().to_string(),
         _ => String::new(),
     };
-    result.map_err(|error| LaunchError::Update { node: address.clone(), error, log: log_path })?;
+    result.map_err(|error| LaunchError::Update { node: address.clone(), error: Box::new(error), log: log_path })?;
     let mut done = BTreeMap::new();
     done.insert(TAG_RUNTIME_CONFIG.to_string(), hash.runtime);
     done.insert(TAG_FILE_MOUNTS_CONTENTS.to_string(), hash.file_mounts);
@@ -214,7 +214,7 @@ pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Res
 }
 
 /// Progress of a head on this machine (no provider tags).
-struct LocalObserver(Arc<dyn Fn(&str) + Send + Sync>);
+struct LocalObserver(StepSink);
 
 #[async_trait::async_trait]
 impl updater::UpdateObserver for LocalObserver {

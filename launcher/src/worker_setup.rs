@@ -56,17 +56,20 @@ impl WorkerSetup {
     }
 }
 
+/// Hears each step of an update (the CLI prints them).
+pub type StepSink = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Moves a node's status tag along as the updater goes.
 pub struct TagObserver {
     provider: Arc<dyn NodeProvider>,
     cloud_id: String,
     name: String,
-    progress: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    progress: Option<StepSink>,
 }
 
 impl TagObserver {
     /// Tags `cloud_id` of `provider`; `progress` hears each step (the CLI prints it).
-    pub fn new(provider: Arc<dyn NodeProvider>, cloud_id: &str, name: &str, progress: Option<Arc<dyn Fn(&str) + Send + Sync>>) -> Self {
+    pub fn new(provider: Arc<dyn NodeProvider>, cloud_id: &str, name: &str, progress: Option<StepSink>) -> Self {
         Self { provider, cloud_id: cloud_id.to_string(), name: name.to_string(), progress }
     }
 }

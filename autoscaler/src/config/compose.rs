@@ -12,8 +12,9 @@ use super::reader::child_path;
 use super::scalar::{self, Resolved};
 use super::yaml::{Entry, MAX_DEPTH, MAX_NODES, Mapping, Mark, Node, Scalar, Style, Value, YamlError, YamlErrorKind};
 
-/// See [`super::yaml::parse`].
-pub fn compose(text: &str) -> Result<Option<Node>, Vec<YamlError>> {
+/// See [`super::yaml::parse`]; also returns what PyYAML accepts silently but a
+/// person should hear of (a duplicate key: the later value is used).
+pub fn compose(text: &str) -> Result<(Option<Node>, Vec<YamlError>), Vec<YamlError>> {
     let events = read_events(text).map_err(|e| vec![e])?;
     let mut c = Composer {
         events,
@@ -23,10 +24,11 @@ pub fn compose(text: &str) -> Result<Option<Node>, Vec<YamlError>> {
         nodes: 0,
         gave_up: false,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let root = c.stream();
     if c.errors.is_empty() {
-        Ok(root)
+        Ok((root, c.warnings))
     } else {
         c.errors.sort_by_key(|e| e.mark);
         Err(c.errors)
@@ -91,6 +93,7 @@ struct Composer {
     /// A size limit was hit (reported once).
     gave_up: bool,
     errors: Vec<YamlError>,
+    warnings: Vec<YamlError>,
 }
 
 fn style(s: ScalarStyle) -> Style {
@@ -352,19 +355,16 @@ impl Composer {
             }
             ok &= self.value_position(&value, &value_path);
             let identity = key_identity(k);
-            if let Some((first, _)) = own.iter().find(|(_, id)| *id == identity) {
-                let (line, col) = (first.key_mark.line, first.key_mark.column);
-                self.err(
-                    key.mark,
-                    &value_path,
-                    format!(
-                        "duplicate key {:?} (first at line {line}, column {col}); Ray's loader would silently keep \
-                         the last one, this one refuses it because it is almost always a mistake",
-                        k.text
-                    ),
-                );
-                ok = false;
-                continue;
+            if let Some(i) = own.iter().position(|(_, id)| *id == identity) {
+                // PyYAML (Ray's loader) keeps the later value silently; so do we, and say so.
+                let (line, col) = (own[i].0.key_mark.line, own[i].0.key_mark.column);
+                self.warnings.push(YamlError {
+                    kind: YamlErrorKind::Document,
+                    mark: key.mark,
+                    path: value_path.clone(),
+                    message: format!("duplicate key {:?} (first at line {line}, column {col}); the later value is used, as Ray does", k.text),
+                });
+                own.remove(i);
             }
             own.push((Entry { key: k.text.clone(), key_mark: key.mark, value }, identity));
         }

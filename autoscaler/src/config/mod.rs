@@ -187,9 +187,9 @@ impl ClusterConfig {
         let one = |line, column, message: String| {
             ConfigErrors(vec![ConfigError { file: file.to_string(), line, column, path: String::new(), message }])
         };
-        let root = match yaml::parse(text) {
-            Ok(Some(root)) => root,
-            Ok(None) => return Err(one(0, 0, "the file is empty; expected a mapping with at least provider: {type: ...}".into())),
+        let (root, yaml_warnings) = match yaml::parse_with_warnings(text) {
+            Ok((Some(root), w)) => (root, w),
+            Ok((None, _)) => return Err(one(0, 0, "the file is empty; expected a mapping with at least provider: {type: ...}".into())),
             Err(faults) => {
                 return Err(ConfigErrors(
                     faults
@@ -209,6 +209,9 @@ impl ClusterConfig {
             }
         };
         let mut r = reader::Reader::new(file);
+        for w in yaml_warnings {
+            r.warn_at(w.mark, &w.path, w.message);
+        }
         let config = prepare::merge(&mut r, &root).and_then(|m| build::build(&mut r, m));
         match config {
             Some(config) if r.errors.is_empty() => Ok(Loaded { config, warnings: r.warnings }),

@@ -1,5 +1,5 @@
-//! The YAML layer: what PyYAML accepts loads, with positions; what it refuses (and
-//! duplicate keys) is a fault with a position and a path.
+//! The YAML layer: what PyYAML accepts loads, with positions (a duplicate key with
+//! a warning); what it refuses is a fault with a position and a path.
 
 use super::scalar::Resolved;
 use super::yaml::{Mark, Node, Value, YamlError, YamlErrorKind, parse};
@@ -85,21 +85,21 @@ fn aliases_copy_their_anchor_and_merges_follow_pyyaml() {
 }
 
 #[test]
-fn duplicate_keys_are_refused_with_both_positions_and_the_path() {
-    let e = faults("a:\n  b: 1\n  c: 2\n  b: 3\n");
-    assert_eq!(e.len(), 1, "{e:?}");
-    assert_eq!(
-        (e[0].mark, e[0].path.as_str(), e[0].kind),
-        (Mark { line: 4, column: 3 }, "a.b", YamlErrorKind::Document)
-    );
-    assert!(e[0].message.contains("duplicate key \"b\" (first at line 2, column 3)"), "{}", e[0].message);
+fn duplicate_keys_keep_the_later_value_with_a_warning_naming_both_positions() {
+    let warned = |text: &str| super::yaml::parse_with_warnings(text).expect("accepted, as PyYAML accepts it").1;
+    let (root, w) = super::yaml::parse_with_warnings("a:\n  b: 1\n  c: 2\n  b: 3\n").unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].mark, w[0].path.as_str()), (Mark { line: 4, column: 3 }, "a.b"));
+    assert!(w[0].message.contains("duplicate key \"b\" (first at line 2, column 3)"), "{}", w[0].message);
+    let root = root.expect("a document");
+    assert_eq!(scalar(at(&root, &["a", "b"])).0, "3", "the later value wins, as in PyYAML");
     // Equal as Python values: 1 and 0x1 are one key, "1" is another.
-    assert_eq!(faults("1: a\n0x1: b\n").len(), 1);
-    assert!(parse("1: a\n\"1\": b\n").is_ok());
+    assert_eq!(warned("1: a\n0x1: b\n").len(), 1);
+    assert!(warned("1: a\n\"1\": b\n").is_empty());
     // A merged key the mapping sets again is not a duplicate.
-    assert!(parse("x: &x {a: 1}\ny: {<<: *x, a: 2}\n").is_ok());
+    assert!(warned("x: &x {a: 1}\ny: {<<: *x, a: 2}\n").is_empty());
     // Every duplicate is reported, not just the first.
-    assert_eq!(faults("a: 1\na: 2\nb: 1\nb: 2\n").len(), 2);
+    assert_eq!(warned("a: 1\na: 2\nb: 1\nb: 2\n").len(), 2);
 }
 
 #[test]

@@ -273,5 +273,10 @@ pub const MAX_DEPTH: usize = 256;
 /// file). A grammar error stops at the first fault; faults in a well-formed file
 /// (duplicate keys, unknown aliases or tags, bad merges) are all reported.
 pub fn parse(text: &str) -> Result<Option<Node>, Vec<YamlError>> {
+    super::compose::compose(text).map(|(root, _)| root)
+}
+
+/// [`parse`], with what was accepted but is worth a warning (duplicate keys).
+pub fn parse_with_warnings(text: &str) -> Result<(Option<Node>, Vec<YamlError>), Vec<YamlError>> {
     super::compose::compose(text)
 }

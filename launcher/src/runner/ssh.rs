@@ -159,7 +159,7 @@ impl SshRunner {
 }
 
 fn last_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or("no answer").to_string()
+    s.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no answer").to_string()
 }
 
 #[async_trait]
