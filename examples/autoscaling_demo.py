@@ -1,8 +1,11 @@
 """The README's main job: a workload that makes the cluster grow and shrink.
 
-Run against a head started with the autoscaler, e.g.
-    ray start --head --num-cpus 0 --autoscaling-config configs/local.yaml
-    python examples/autoscaling_demo.py
+Run on a cluster with the autoscaler, e.g.
+    ray up configs/local.yaml --yes
+    ray submit configs/local.yaml examples/autoscaling_demo.py
+    ray down configs/local.yaml --yes
+or against a head started with `ray start --head --num-cpus 0 --autoscaling-config
+configs/local.yaml` as `python examples/autoscaling_demo.py`.
 """
 
 import time

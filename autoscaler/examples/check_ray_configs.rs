@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use ray_autoscaler::config::{self, ClusterConfig, Loaded};
 use serde_json::Value as J;
 
-#[path = "../tests/expect.rs"]
+#[path = "../tests/support/expect.rs"]
 mod expect;
 use expect::compare;
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use ray_autoscaler::config::{self, ClusterConfig, LEGACY_TOP_LEVEL_KEYS, NODE_TYPE_KEYS, TOP_LEVEL_KEYS};
 
 
-#[path = "expect.rs"]
+#[path = "support/expect.rs"]
 mod expect;
 use expect::compare;
 

@@ -22,7 +22,7 @@ fn strings(v: &[String]) -> Value {
 fn node_type(t: &NodeTypeConfig) -> Value {
     let mut m = Map::new();
     m.insert("node_config".into(), t.node_config.clone());
-    m.insert("resources".into(), json!(t.resources.to_f64_map()));
+    m.insert("resources".into(), json!(t.declared_resources));
     m.insert("min_workers".into(), json!(t.min_workers));
     m.insert("max_workers".into(), json!(t.max_workers));
     if let Some(s) = t.idle_timeout_s {

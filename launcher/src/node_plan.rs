@@ -83,8 +83,8 @@ pub fn start_env(config: &ClusterConfig, node_type: &str, cloud_id: &str, head_i
     env.push(("RAY_CLOUD_INSTANCE_ID".to_string(), cloud_id.to_string()));
     env.push(("RAY_NODE_TYPE_NAME".to_string(), node_type.to_string()));
     if let Some(t) = config.node_type(node_type) {
-        if !t.resources.is_empty() {
-            let json = serde_json::to_string(&t.resources.to_f64_map()).unwrap_or_default();
+        if !t.declared_resources.is_empty() {
+            let json = serde_json::to_string(&t.declared_resources).unwrap_or_default();
             env.push(("RAY_OVERRIDE_RESOURCES".to_string(), json));
         }
         if !t.labels.is_empty() {

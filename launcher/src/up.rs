@@ -78,7 +78,9 @@ async fn get_or_create_head(cluster: &Cluster, opts: &UpOptions, progress: &Prog
     let head_type = config.head_node_type.clone();
     if cluster.is_local() {
         progress.say("Head node: this machine (the local-process provider runs every node here)");
-        return Ok((Head::Local, false));
+        // New when `ray up` never set it up here (or `ray down` took it down).
+        let new = !local_head_tags_path(cluster).exists();
+        return Ok((Head::Local, new));
     }
     let launch_hash = node_plan::type_launch_hash(config, &head_type);
     if let Some(Head::Instance(c)) = cluster.head().await? {

@@ -84,10 +84,12 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 async fn steps(plan: &UpdatePlan, runner: &dyn CommandRunner, observer: &dyn UpdateObserver, log: &OutputTo) -> Result<(), UpdateError> {
-    observer.status(node_status::WAITING_FOR_SSH).await;
-    observer.step("waiting for SSH");
-    let deadline = tokio::time::Instant::now() + ssh_wait();
-    runner.wait_ready(deadline, log).await.map_err(|error| UpdateError { step: "waiting for SSH".into(), error })?;
+    if runner.is_remote() {
+        observer.status(node_status::WAITING_FOR_SSH).await;
+        observer.step("waiting for SSH");
+        let deadline = tokio::time::Instant::now() + ssh_wait();
+        runner.wait_ready(deadline, log).await.map_err(|error| UpdateError { step: "waiting for SSH".into(), error })?;
+    }
     if plan.set_up {
         observer.status(node_status::SYNCING_FILES).await;
         for (remote, local) in &plan.file_mounts {
@@ -170,7 +172,7 @@ mod tests {
         let log = OutputTo::Log(dir.path().join("node.log"));
         update(&plan, &LocalRunner::new(), &seen, &log).await.unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello10.1.2.3\n");
-        assert_eq!(*seen.0.lock().unwrap(), ["waiting-for-ssh", "syncing-files", "setting-up", "up-to-date"]);
+        assert_eq!(*seen.0.lock().unwrap(), ["syncing-files", "setting-up", "up-to-date"], "no SSH to wait for on this machine");
     }
 
     #[tokio::test]

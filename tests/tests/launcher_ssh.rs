@@ -173,3 +173,74 @@ fn an_unreachable_worker_is_reported_as_update_failed() {
     assert!(status.contains("waiting for SSH"), "and why: {status}");
     env.ray_ok(&["down", &cfg, "--yes"]);
 }
+
+#[test]
+fn a_changed_config_updates_the_head_and_the_workers_in_place() {
+    let hosts = SshHosts::start(2);
+    let env = RayEnv::new();
+    let yaml = |v: &str| {
+        cluster_yaml(&hosts, &format!("worker_setup_commands: [\"echo {v} >> ~/worker-setups.txt\"]\n")).replace("min_workers: 0", "min_workers: 1")
+    };
+    let cfg = write(&env, "cluster.yaml", &yaml("v1"));
+    env.ray_ok(&["up", &cfg, "--yes"]);
+    let setups = hosts.home(1).join("worker-setups.txt");
+    let read = || std::fs::read_to_string(&setups).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(30), || read() == "v1\n"), "min_workers: the worker is set up once: {:?}", read());
+    let workers_before = env.ray_ok(&["get-worker-ips", &cfg]);
+    assert_eq!(workers_before.trim(), hosts.ip(1).to_string());
+
+    // New worker setup commands: `ray up` updates the head, whose autoscaler then
+    // sets the same worker up again (nothing is replaced: its machine is the same).
+    std::fs::write(&cfg, yaml("v2")).unwrap();
+    let out = env.ray_ok(&["up", &cfg, "--yes"]);
+    assert!(out.contains("the config changed"), "{out}");
+    assert!(wait_until(Duration::from_secs(60), || read() == "v1\nv2\n"), "the worker was updated in place: {:?}", read());
+    let alive = "python -c 'import ray; ray.init(address=\"auto\"); print(\"alive:\", sum(n[\"Alive\"] for n in ray.nodes()))'";
+    let joined = wait_until(Duration::from_secs(30), || String::from_utf8_lossy(&env.ray(&["exec", &cfg, alive]).stdout).contains("alive: 2"));
+    assert!(joined, "the updated worker joined the restarted head");
+    env.ray_ok(&["down", &cfg, "--yes"]);
+    for i in 0..hosts.len() {
+        assert!(wait_until(Duration::from_secs(20), || live_ray_processes(&hosts, i).is_empty()), "left on {}", hosts.ip(i));
+    }
+}
+
+#[test]
+fn ctrl_c_during_up_forgets_nothing_and_down_cleans_it() {
+    let hosts = SshHosts::start(1);
+    let env = RayEnv::new();
+    let cfg = write(&env, "cluster.yaml", &cluster_yaml(&hosts, "head_setup_commands: [\"touch ~/setting-up; sleep 30\"]\n"));
+    let mut child = env.command(&["up", &cfg, "--yes"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(20), || hosts.home(0).join("setting-up").exists()), "the setup began");
+    ray_common::process::signal(child.id(), libc::SIGINT);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "interrupted");
+    // The head was recorded as taken before anything ran on it: `ray down` finds it.
+    let out = env.ray_ok(&["down", &cfg, "--yes"]);
+    assert!(out.contains("Terminating the head node"), "{out}");
+    assert!(live_ray_processes(&hosts, 0).is_empty());
+    // And the address is free for the next `ray up`.
+    std::fs::write(&cfg, cluster_yaml(&hosts, "")).unwrap();
+    env.ray_ok(&["up", &cfg, "--yes"]);
+    env.ray_ok(&["down", &cfg, "--yes"]);
+}
+
+#[test]
+fn attach_opens_a_shell_on_the_head() {
+    use std::io::Write as _;
+    let hosts = SshHosts::start(1);
+    let env = RayEnv::new();
+    let cfg = write(&env, "cluster.yaml", &cluster_yaml(&hosts, "head_start_ray_commands: []\n"));
+    env.ray_ok(&["up", &cfg, "--yes"]);
+    let mut child = env
+        .command(&["attach", &cfg])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"echo attached-to-$RAY_NODE_IP_ADDRESS\nexit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let all = text(&out);
+    assert!(all.contains(&format!("attached-to-{}", hosts.ip(0))), "{all}");
+    env.ray_ok(&["down", &cfg, "--yes"]);
+}

@@ -244,6 +244,7 @@ fn node_types(r: &mut Reader, n: &Node) -> Vec<RawType> {
             None => serde_json::json!({}),
         };
         let mut resources = ResourceSet::new();
+        let mut declared_resources = BTreeMap::new();
         if let Some(res) =
             r.required(tm, at, &path, "resources", "a mapping of resource name to whole number (may be {})")
             && let Some(rm) = r.mapping(res, &sub("resources"))
@@ -251,6 +252,7 @@ fn node_types(r: &mut Reader, n: &Node) -> Vec<RawType> {
             for re in rm.iter() {
                 if let Some(q) = r.integer(&re.value, &child_path(&sub("resources"), &re.key), 0) {
                     resources.set(&re.key, FixedPoint::from_int(q));
+                    declared_resources.insert(re.key.clone(), q as f64);
                 }
             }
         }
@@ -263,6 +265,7 @@ fn node_types(r: &mut Reader, n: &Node) -> Vec<RawType> {
             name: e.key.clone(),
             node_config,
             resources,
+            declared_resources,
             min_workers: 0,
             max_workers: 0,
             idle_timeout_s: tm.get("idle_timeout_s").and_then(|v| r.number(v, &sub("idle_timeout_s"), 0.0, true)),

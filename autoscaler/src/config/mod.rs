@@ -73,6 +73,9 @@ pub struct NodeTypeConfig {
     pub node_config: serde_json::Value,
     /// What one node of this type offers.
     pub resources: ResourceSet,
+    /// `resources` as written, zeros included (`{CPU: 0}` says "no CPUs", where
+    /// `{}` leaves them to detection): what a launcher tells `ray start`.
+    pub declared_resources: BTreeMap<String, f64>,
     /// Nodes kept up at all times.
     pub min_workers: u32,
     /// Most nodes of this type.

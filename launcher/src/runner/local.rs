@@ -37,6 +37,10 @@ impl CommandRunner for LocalRunner {
         "this machine".into()
     }
 
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     async fn run(&self, command: &str, opts: &RunOptions) -> Result<String, RunError> {
         // `ray` in the commands is this `ray` (whether or not its venv is active).
         let mut env = opts.env.clone();

@@ -147,6 +147,12 @@ pub trait CommandRunner: Send + Sync {
     /// when given.
     fn interactive(&self, command: Option<&str>, port_forward: &[u16]) -> Vec<String>;
 
+    /// True when commands cross the network (SSH): the updater then waits for
+    /// the node to answer first.
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     /// Waits until the node can run commands (a booting VM answers SSH), until
     /// `deadline`. This machine is always ready.
     async fn wait_ready(&self, _deadline: tokio::time::Instant, _log: &OutputTo) -> Result<(), RunError> {
