@@ -55,6 +55,22 @@ fn live_ray_processes(hosts: &SshHosts, i: usize) -> Vec<String> {
         .collect()
 }
 
+/// The head's autoscaler and updater logs, for failure messages.
+fn head_logs(hosts: &SshHosts) -> String {
+    let mut out = String::new();
+    let root = hosts.ray_tmpdir(0).join("ray");
+    let sessions = std::fs::read_dir(&root).map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.join("logs").is_dir()).collect::<Vec<_>>()).unwrap_or_default();
+    for s in sessions {
+        for f in std::fs::read_dir(s.join("logs")).map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>()).unwrap_or_default() {
+            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name.starts_with("monitor") || name.starts_with("updater") {
+                out.push_str(&format!("==== {}\n{}\n", f.display(), std::fs::read_to_string(&f).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
 fn write(env: &RayEnv, name: &str, body: &str) -> String {
     env.write_file(name, body).display().to_string()
 }
@@ -96,6 +112,16 @@ fn up_submit_grows_by_a_worker_over_ssh_and_down_leaves_nothing() {
 
     let exec = env.ray_ok(&["exec", &cfg, "echo $RAY_NODE_IP_ADDRESS"]);
     assert!(exec.contains(&hosts.ip(0).to_string()), "{exec}");
+
+    // Files both ways, and the head's autoscaler log from here.
+    let local = write(&env, "data.txt", "payload");
+    env.ray_ok(&["rsync-up", &cfg, &local, "~/data/"]);
+    assert_eq!(std::fs::read_to_string(hosts.home(0).join("data/data.txt")).unwrap(), "payload");
+    let back = env.tmpdir().join("back.txt");
+    env.ray_ok(&["rsync-down", &cfg, "~/data/data.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "payload");
+    let log = env.ray_ok(&["monitor", &cfg, "--lines", "2000", "--no-follow"]);
+    assert!(log.contains("node(s) of type local.cluster.node"), "the head's autoscaler log: {log}");
 
     env.ray_ok(&["down", &cfg, "--yes"]);
     for i in 0..hosts.len() {
@@ -194,7 +220,7 @@ fn a_changed_config_updates_the_head_and_the_workers_in_place() {
     std::fs::write(&cfg, yaml("v2")).unwrap();
     let out = env.ray_ok(&["up", &cfg, "--yes"]);
     assert!(out.contains("the config changed"), "{out}");
-    assert!(wait_until(Duration::from_secs(60), || read() == "v1\nv2\n"), "the worker was updated in place: {:?}", read());
+    assert!(wait_until(Duration::from_secs(60), || read() == "v1\nv2\n"), "the worker was updated in place: {:?}\n{}", read(), head_logs(&hosts));
     let alive = "python -c 'import ray; ray.init(address=\"auto\"); print(\"alive:\", sum(n[\"Alive\"] for n in ray.nodes()))'";
     let joined = wait_until(Duration::from_secs(30), || String::from_utf8_lossy(&env.ray(&["exec", &cfg, alive]).stdout).contains("alive: 2"));
     assert!(joined, "the updated worker joined the restarted head");

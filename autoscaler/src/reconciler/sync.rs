@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ray_proto::rpc::autoscaler::{ClusterResourceState, NodeState, NodeStatus};
-use ray_providers::{CloudInstance, CloudState, TAG_INSTANCE_ID, TAG_LAUNCH_CONFIG, TAG_RUNTIME_CONFIG};
+use ray_providers::{CloudInstance, CloudState, TAG_INSTANCE_ID, TAG_LAUNCH_CONFIG, TAG_NODE_STATUS, TAG_RUNTIME_CONFIG};
 
 use super::{Action, Context, new_id, plan, short};
 use crate::instance::InstanceStatus::{self, *};
@@ -214,6 +214,21 @@ async fn set_up_step(m: &mut InstanceManager, cx: &Context<'_>, i: &Instance, in
         return None;
     }
     let c = in_cloud?;
+    // Set up already (the outcome was not recorded: a restart, or a failed write):
+    // the node carries the current runtime hash and says it is up to date.
+    let current = cx.setup.and_then(|s| s.runtime_hash(&i.node_type));
+    if current.is_some()
+        && c.tags.get(TAG_RUNTIME_CONFIG) == current.as_ref()
+        && c.tags.get(TAG_NODE_STATUS).map(String::as_str) == Some(ray_providers::node_status::UP_TO_DATE)
+    {
+        let now = cx.now_ms;
+        if i.status() == Allocated {
+            m.transition(&id, Installing, "set up already; waiting for its raylet", |x| x.setup_done_ms = Some(now)).await.ok()?;
+        } else {
+            m.update(&id, "set up already; waiting for its raylet", |x| x.setup_done_ms = Some(now)).await.ok()?;
+        }
+        return None;
+    }
     if i.status() == Allocated {
         let details = "setting Ray up on it (file mounts, setup and start commands)";
         m.transition(&id, Installing, details, |_| {}).await.ok()?;
