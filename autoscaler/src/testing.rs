@@ -22,6 +22,25 @@ use crate::cluster::{Cluster, ClusterError, DrainOutcome};
 use crate::instance::store::{InstanceStorage, MemoryInstanceStorage, StoreError};
 use crate::instance::{Instance, InstanceStatus};
 
+/// One round, a second for the background work, and its outcomes applied.
+pub async fn step(a: &mut crate::Autoscaler) {
+    a.round().await.expect("round");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    a.apply_outcomes().await;
+}
+
+/// `n` rounds.
+pub async fn steps(a: &mut crate::Autoscaler, n: usize) {
+    for _ in 0..n {
+        step(a).await;
+    }
+}
+
+/// Instances of the table in status `s`.
+pub fn count(a: &crate::Autoscaler, s: InstanceStatus) -> usize {
+    a.instances().values().filter(|i| i.status() == s).count()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

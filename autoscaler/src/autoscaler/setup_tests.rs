@@ -12,7 +12,7 @@ use super::Autoscaler;
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::instance::InstanceStatus;
-use crate::testing::{FailingStorage, FakeCluster, FakeProvider, FakeSetup};
+use crate::testing::{FailingStorage, FakeCluster, FakeProvider, FakeSetup, count, steps};
 
 const CONFIG: &str = r#"
 cluster_name: test
@@ -60,21 +60,6 @@ impl Rig {
     }
 }
 
-async fn step(a: &mut Autoscaler) {
-    a.round().await.expect("round");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    a.apply_outcomes().await;
-}
-
-async fn steps(a: &mut Autoscaler, n: usize) {
-    for _ in 0..n {
-        step(a).await;
-    }
-}
-
-fn count(a: &Autoscaler, s: InstanceStatus) -> usize {
-    a.instances().values().filter(|i| i.status() == s).count()
-}
 
 #[tokio::test(start_paused = true)]
 async fn launched_machines_are_set_up_then_run() {

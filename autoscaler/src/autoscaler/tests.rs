@@ -12,7 +12,7 @@ use super::Autoscaler;
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::instance::InstanceStatus;
-use crate::testing::{FailingStorage, FakeCluster, FakeProvider};
+use crate::testing::{FailingStorage, FakeCluster, FakeProvider, count, step, steps};
 
 /// Wall time when the tests' clocks start.
 const T0: u64 = 1_700_000_000_000;
@@ -61,22 +61,6 @@ impl Rig {
     }
 }
 
-/// One round, a second for the background work, and its outcomes applied.
-async fn step(a: &mut Autoscaler) {
-    a.round().await.expect("round");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    a.apply_outcomes().await;
-}
-
-async fn steps(a: &mut Autoscaler, n: usize) {
-    for _ in 0..n {
-        step(a).await;
-    }
-}
-
-fn count(a: &Autoscaler, s: InstanceStatus) -> usize {
-    a.instances().values().filter(|i| i.status() == s).count()
-}
 
 fn launched_ids(p: &FakeProvider) -> Vec<String> {
     p.create_calls().iter().flat_map(|c| c.instance_ids.clone()).collect()

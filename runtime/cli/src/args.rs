@@ -72,15 +72,9 @@ pub struct StopArgs {
     /// Root folder of session files (default: /tmp/ray, or $RAY_TMPDIR/ray).
     #[arg(long = "temp-dir", value_parser = parse_path)]
     pub temp_dir: Option<PathBuf>,
-    /// Output style; output here is always plain ("record").
-    #[arg(long = "log-style", value_enum, ignore_case = true)]
-    pub log_style: Option<LogStyle>,
-    /// Colour; output here is never coloured.
-    #[arg(long = "log-color", value_enum, ignore_case = true)]
-    pub log_color: Option<LogColor>,
-    /// Also print each process signalled.
-    #[arg(short, long, action = ArgAction::Count)]
-    pub verbose: u8,
+    /// `--log-style`, `--log-color`, `-v` (each process signalled).
+    #[command(flatten)]
+    pub log: LogFlags,
 }
 
 /// Flags of `ray status`.

@@ -6,36 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use crate::args::LogFlags;
 use ray_autoscaler::config::ClusterConfig;
 use ray_common::session;
 use ray_launcher::{Cluster, Progress};
-
-/// Flags Ray's launcher commands share that only change its logging; accepted
-/// and ignored (this launcher prints plain progress lines).
-#[derive(Debug, Args, Default)]
-pub struct LogFlags {
-    /// Accepted for compatibility with Ray; the output style is fixed.
-    #[arg(long = "log-style", value_enum, hide = true)]
-    pub log_style: Option<LogStyle>,
-    /// Accepted for compatibility with Ray; the output has no colors.
-    #[arg(long = "log-color", hide = true)]
-    pub log_color: Option<String>,
-    /// Accepted for compatibility with Ray.
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, hide = true)]
-    pub verbose: u8,
-}
-
-/// Ray's `--log-style` values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogStyle {
-    /// Pretty when on a terminal.
-    Auto,
-    /// Record style.
-    Record,
-    /// Pretty.
-    Pretty,
-}
 
 /// `ray up`.
 #[derive(Debug, Args)]

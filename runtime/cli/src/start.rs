@@ -56,7 +56,7 @@ fn child_env(security: &Security, r: &Resolved) -> Vec<(String, String)> {
 
 /// `-v`: says which process was started and where it logs.
 fn note_started(a: &StartArgs, p: &Launched) {
-    if a.verbose > 0 && a.init_local_info.is_none() {
+    if a.log.verbose > 0 && a.init_local_info.is_none() {
         println!("Started {} (pid {}), logging to {}", p.name, p.child.id(), p.log.display());
     }
 }

@@ -36,6 +36,28 @@ pub enum LogColor {
     True,
 }
 
+/// Ray's output flags, which `ray start`, `ray stop` and the launcher's commands
+/// all take.
+#[derive(Debug, Args, Default)]
+pub struct LogFlags {
+    /// Output style; output here is always plain ("record").
+    #[arg(long = "log-style", value_enum, ignore_case = true)]
+    pub log_style: Option<LogStyle>,
+    /// Colour; output here is never coloured.
+    #[arg(long = "log-color", value_enum, ignore_case = true)]
+    pub log_color: Option<LogColor>,
+    /// Say more about what is done.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl LogFlags {
+    /// What these flags ask for that this build does not do.
+    pub fn ignored(&self) -> Vec<Ignored> {
+        log_flags_ignored(self.log_style, self.log_color)
+    }
+}
+
 /// Flags of `ray start`, boxed: there are many of them, and `Command` holds one
 /// variant per subcommand.
 pub type StartArgs = Box<StartFlags>;
@@ -197,15 +219,9 @@ pub struct StartFlags {
     /// Server that dashboard requests go to (no dashboard yet; ignored).
     #[arg(long = "proxy-server-url")]
     pub proxy_server_url: Option<String>,
-    /// Output style; output here is always plain ("record").
-    #[arg(long = "log-style", value_enum, ignore_case = true)]
-    pub log_style: Option<LogStyle>,
-    /// Colour; output here is never coloured.
-    #[arg(long = "log-color", value_enum, ignore_case = true)]
-    pub log_color: Option<LogColor>,
-    /// Also print each process started, with its pid and log file.
-    #[arg(short, long, action = ArgAction::Count)]
-    pub verbose: u8,
+    /// `--log-style`, `--log-color`, `-v` (each process started, with its pid and log file).
+    #[command(flatten)]
+    pub log: LogFlags,
 
     // Older names that Ray's earlier releases and cluster templates use.
     /// Ray 1.x's name of --port.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use ray_common::config::RayConfig;
 
-use crate::args::{Ignored, StartFlags, log_flags_ignored, read_labels_file};
+use crate::args::{Ignored, StartFlags, read_labels_file};
 
 const NO_DASHBOARD: &str = "no dashboard yet";
 const NO_REDIS: &str = "no Redis: the GCS keeps the cluster's state itself";
@@ -158,7 +158,7 @@ fn ignored_flags(a: &StartFlags) -> Vec<Ignored> {
         ("--raylet-socket-name", a.raylet_socket_name.is_some(), NO_SOCKETS),
     ];
     let mut out: Vec<Ignored> = given.iter().filter(|(_, g, _)| *g).map(|(f, _, r)| Ignored::new(*f, r)).collect();
-    out.extend(log_flags_ignored(a.log_style, a.log_color));
+    out.extend(a.log.ignored());
     out
 }
 
@@ -288,7 +288,7 @@ mod tests {
         assert!(e.contains("--include-dashboard"), "{e}");
         let a = parse(&["--head", "--port=1", "--port=2", "-vv", "--log-style=RECORD"]).unwrap();
         assert_eq!(a.port, Some(2), "the last value wins");
-        assert_eq!(a.verbose, 2);
+        assert_eq!(a.log.verbose, 2);
         let e = parse(&["--head", "--object-manager-port=70000"]).unwrap_err().to_string();
         assert!(e.contains("--object-manager-port"), "{e}");
     }

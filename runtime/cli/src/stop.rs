@@ -88,7 +88,7 @@ fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration, verbose: bool)
 
 /// Entry point.
 pub fn run(a: crate::args::StopArgs) -> Result<()> {
-    let ignored = crate::args::log_flags_ignored(a.log_style, a.log_color);
+    let ignored = a.log.ignored();
     if let Some(line) = crate::args::no_effect_line("ray stop", &ignored) {
         eprintln!("{line}");
     }
@@ -103,7 +103,7 @@ pub fn run(a: crate::args::StopArgs) -> Result<()> {
             break;
         }
         total += live.len();
-        stubborn.extend(stop_all(&live, a.force, Duration::from_secs(a.grace_period), a.verbose > 0));
+        stubborn.extend(stop_all(&live, a.force, Duration::from_secs(a.grace_period), a.log.verbose > 0));
         for r in &live {
             session::unregister_process(&root, r.pid);
         }
