@@ -4,7 +4,7 @@
 //! instance table. It remembers what is under way so that nothing is asked twice,
 //! and dropping it stops its tasks (as a crash would).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -98,6 +98,8 @@ pub struct Actuator {
     clock: Clock,
     tx: mpsc::UnboundedSender<Outcome>,
     in_flight: InFlight,
+    /// Stops each set-up under way, by instance id (its instance is terminated).
+    setup_stops: HashMap<String, CancellationToken>,
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
 }
@@ -118,6 +120,7 @@ impl Actuator {
             clock,
             tx,
             in_flight: InFlight::default(),
+            setup_stops: HashMap::new(),
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
         };
@@ -181,6 +184,14 @@ impl Actuator {
                     if !self.in_flight.terminations.insert(instance_id.clone()) {
                         continue;
                     }
+                    // A set-up still running there would start Ray on a machine
+                    // being given back: stop it (its ssh session ends, and with it
+                    // the commands on the node).
+                    if let Some(stop) = self.setup_stops.remove(&instance_id) {
+                        tracing::info!(instance = %instance_id, "stopping its set-up: the instance is being terminated");
+                        stop.cancel();
+                        self.in_flight.setups.remove(&instance_id);
+                    }
                     let provider = self.provider.clone();
                     self.spawn_limited(async move {
                         let result = provider.terminate(&[cloud_id]).await;
@@ -193,11 +204,26 @@ impl Actuator {
                         continue;
                     }
                     let clock = self.clock;
+                    let cancelled = CancellationToken::new();
+                    self.setup_stops
+                        .insert(instance_id.clone(), cancelled.clone());
                     self.spawn(async move {
                         let started_ms = clock.now_ms();
-                        let result = setup.set_up(&instance, &node_type).await;
-                        let address = instance.internal_ip.clone().unwrap_or_else(|| instance.cloud_id.clone());
-                        Some(Outcome::SetUp { instance_id, node_type, address, result, started_ms })
+                        let result = tokio::select! {
+                            r = setup.set_up(&instance, &node_type) => r,
+                            _ = cancelled.cancelled() => return None,
+                        };
+                        let address = instance
+                            .internal_ip
+                            .clone()
+                            .unwrap_or_else(|| instance.cloud_id.clone());
+                        Some(Outcome::SetUp {
+                            instance_id,
+                            node_type,
+                            address,
+                            result,
+                            started_ms,
+                        })
                     });
                 }
                 Action::TerminateStray { cloud_id } => {
@@ -218,8 +244,13 @@ impl Actuator {
         match o {
             Outcome::Launched { request_id, .. } => self.in_flight.launches.remove(request_id),
             Outcome::Drained { instance_id, .. } => self.in_flight.drains.remove(instance_id),
-            Outcome::Terminated { instance_id, .. } => self.in_flight.terminations.remove(instance_id),
-            Outcome::SetUp { instance_id, .. } => self.in_flight.setups.remove(instance_id),
+            Outcome::Terminated { instance_id, .. } => {
+                self.in_flight.terminations.remove(instance_id)
+            }
+            Outcome::SetUp { instance_id, .. } => {
+                self.setup_stops.remove(instance_id);
+                self.in_flight.setups.remove(instance_id)
+            }
         };
     }
 

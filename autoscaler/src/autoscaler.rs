@@ -49,6 +49,16 @@ pub struct Autoscaler {
     clock: Clock,
     tick: Duration,
     state_version: u64,
+    config_updates: Option<mpsc::UnboundedReceiver<Reconfigure>>,
+}
+
+/// A new cluster config for a running autoscaler (its file changed: `ray up
+/// --no-restart`), with the node set-up made for it.
+pub struct Reconfigure {
+    /// The new config.
+    pub config: ClusterConfig,
+    /// Sets up nodes with the new config's commands and file mounts.
+    pub setup: Option<Arc<dyn NodeSetup>>,
 }
 
 impl Autoscaler {
@@ -74,6 +84,7 @@ impl Autoscaler {
             clock,
             tick: Duration::from_millis(1000),
             state_version: 0,
+            config_updates: None,
         }
     }
 
@@ -86,11 +97,46 @@ impl Autoscaler {
     /// Sets Ray up on launched instances with `setup` (the launcher's node
     /// updater), when the provider does not start Ray on them itself.
     pub fn with_setup(mut self, setup: Arc<dyn NodeSetup>) -> Self {
+        self.set_setup(setup);
+        self
+    }
+
+    fn set_setup(&mut self, setup: Arc<dyn NodeSetup>) {
         if !self.provider.starts_ray_itself() {
             self.actuator.set_setup(setup.clone());
             self.setup = Some(setup);
         }
+    }
+
+    /// Takes new configs from `updates` between rounds (the monitor watches the
+    /// config file, as Ray's autoscaler re-reads it).
+    pub fn with_config_updates(mut self, updates: mpsc::UnboundedReceiver<Reconfigure>) -> Self {
+        self.config_updates = Some(updates);
         self
+    }
+
+    /// Uses a new config from the next round on: limits, node types, timeouts
+    /// and (with the set-up made for it) what nodes run, so running workers
+    /// whose hashes differ are updated or replaced. The provider stays: a
+    /// changed `provider` section takes a restart of the head (`ray up`).
+    pub fn reconfigure(&mut self, r: Reconfigure) {
+        if r.config.provider != self.config.provider {
+            tracing::warn!(
+                "the new config changes the provider section; that takes effect when Ray restarts on the head (ray up)"
+            );
+        }
+        let mut config = r.config;
+        config.provider = self.config.provider.clone();
+        tracing::info!(
+            max_workers = config.max_workers,
+            idle_timeout_minutes = config.idle_timeout_minutes,
+            node_types = %config.node_types.iter().map(|t| format!("{}({} min {} max {})", t.name, t.resources, t.min_workers, t.max_workers)).collect::<Vec<_>>().join(", "),
+            "Monitor: the cluster config changed; using it from now on"
+        );
+        self.config = config;
+        if let Some(setup) = r.setup {
+            self.set_setup(setup);
+        }
     }
 
     /// Uses another clock (tests start it at a fixed wall time).
@@ -141,6 +187,7 @@ impl Autoscaler {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(self.tick) => {}
                 Some(o) = self.outcomes.recv() => self.apply(o).await,
+                Some(r) = next_config(&mut self.config_updates) => self.reconfigure(r),
                 _ = shutdown.cancelled() => break,
             }
             self.apply_outcomes().await;
@@ -148,8 +195,12 @@ impl Autoscaler {
         tracing::info!("autoscaler stopped");
     }
 
-    /// One observe-reconcile-decide-act-report round.
+    /// One observe-reconcile-decide-act-report round (a new config that
+    /// arrived is used first).
     pub async fn round(&mut self) -> Result<(), RoundError> {
+        while let Some(r) = self.config_updates.as_mut().and_then(|u| u.try_recv().ok()) {
+            self.reconfigure(r);
+        }
         let state = self.cluster.resource_state(self.state_version).await?;
         self.state_version = state.cluster_resource_state_version;
         let cloud = match self.provider.list().await {
@@ -294,3 +345,13 @@ impl Autoscaler {
 mod setup_tests;
 #[cfg(test)]
 mod tests;
+
+/// The next config update, or never when there is no source of them.
+async fn next_config(
+    updates: &mut Option<mpsc::UnboundedReceiver<Reconfigure>>,
+) -> Option<Reconfigure> {
+    match updates {
+        Some(u) => u.recv().await,
+        None => std::future::pending().await,
+    }
+}

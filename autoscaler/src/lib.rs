@@ -21,4 +21,4 @@ pub mod setup;
 #[cfg(test)]
 mod testing;
 
-pub use autoscaler::Autoscaler;
+pub use autoscaler::{Autoscaler, Reconfigure};

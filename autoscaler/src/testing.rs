@@ -116,10 +116,20 @@ impl FakeCluster {
         lock(&self.state).manual_register = true;
     }
 
-    /// A raylet started on `cloud_id` registers.
+    /// A raylet started on `cloud_id` registers (under a new node id each time
+    /// Ray starts there).
     pub fn register(&self, cloud_id: &str, node_type: &str, total: &ResourceSet) {
+        let starts = lock(&self.state)
+            .nodes
+            .iter()
+            .filter(|n| n.cloud_id == cloud_id)
+            .count();
         let node = FakeNode {
-            node_id: format!("node{cloud_id}"),
+            node_id: if starts == 0 {
+                format!("node{cloud_id}")
+            } else {
+                format!("node{cloud_id}-{starts}")
+            },
             cloud_id: cloud_id.into(),
             node_type: node_type.into(),
             total: total.to_f64_map(),
@@ -419,6 +429,16 @@ struct SetupState {
     fail_next: usize,
     hang: bool,
     delay: std::time::Duration,
+    running: usize,
+}
+
+/// Counts a set-up as running until it finishes or is dropped (cancelled).
+struct Running<'a>(&'a Mutex<SetupState>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        lock(self.0).running -= 1;
+    }
 }
 
 /// A node updater in memory: "setting up" an instance tags it (status, hashes)
@@ -463,6 +483,11 @@ impl FakeSetup {
     pub fn calls(&self) -> Vec<String> {
         lock(&self.state).calls.clone()
     }
+
+    /// Set-ups under way now (neither finished nor cancelled).
+    pub fn running(&self) -> usize {
+        lock(&self.state).running
+    }
 }
 
 #[async_trait]
@@ -479,12 +504,23 @@ impl crate::setup::NodeSetup for FakeSetup {
         let (fail, hang, delay, runtime) = {
             let mut s = lock(&self.state);
             s.calls.push(instance.cloud_id.clone());
+            s.running += 1;
             let fail = s.fail_next > 0;
             s.fail_next = s.fail_next.saturating_sub(1);
             (fail, s.hang, s.delay, s.runtime_hash.clone())
         };
-        let tag = |status: &str| [(ray_providers::TAG_NODE_STATUS.to_string(), status.to_string())].into();
-        let _ = self.provider.set_tags(&instance.cloud_id, &tag("setting-up")).await;
+        let _running = Running(&self.state);
+        let tag = |status: &str| {
+            [(
+                ray_providers::TAG_NODE_STATUS.to_string(),
+                status.to_string(),
+            )]
+            .into()
+        };
+        let _ = self
+            .provider
+            .set_tags(&instance.cloud_id, &tag("setting-up"))
+            .await;
         if hang {
             std::future::pending::<()>().await;
         }

@@ -59,9 +59,8 @@ pub fn head_config(config: &ClusterConfig, key_on_head: Option<&str>) -> Value {
     if let Some(k) = key_on_head {
         auth.insert("ssh_private_key".into(), json!(k));
     }
-    if let Some(p) = &config.auth.ssh_proxy_command {
-        auth.insert("ssh_proxy_command".into(), json!(p));
-    }
+    // No `ssh_proxy_command`: the proxy is how this machine reaches the cluster;
+    // the head reaches its workers directly, inside the cluster (as Ray's does).
     // The workers' file mounts come from the head's copies.
     let mounts: BTreeMap<&String, &String> = config.file_mounts.keys().map(|k| (k, k)).collect();
     let types: Map<String, Value> = config.node_types.iter().map(|t| (t.name.clone(), node_type(t))).collect();

@@ -108,6 +108,22 @@ impl Cluster {
         self.temp_root.join("launcher").join(crate::worker_setup::sanitize(&self.config.cluster_name))
     }
 
+    /// [`Cluster::log_dir`], created if need be and closed to other users (it
+    /// holds the head's config and, briefly, the cluster token); an error when
+    /// it is not this user's own.
+    pub fn private_log_dir(&self) -> Result<PathBuf, LaunchError> {
+        let dir = self.log_dir();
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                LaunchError::Local(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let uid = unsafe { libc::geteuid() };
+        crate::runner::private_dir(&dir, uid).map_err(LaunchError::Local)?;
+        Ok(dir)
+    }
+
     /// The provider's instances of this cluster.
     pub async fn instances(&self) -> Result<Vec<CloudInstance>, LaunchError> {
         self.provider.list().await.map_err(|error| LaunchError::Provider { what: format!("cannot list the nodes of {}", self.provider.name()), error })
@@ -119,7 +135,29 @@ impl Cluster {
             return Ok(Some(Head::Local));
         }
         let listed = self.instances().await?;
-        Ok(listed.into_iter().find(|c| c.tags.get(TAG_NODE_KIND).map(String::as_str) == Some(NODE_KIND_HEAD)).map(Head::Instance))
+        Ok(listed
+            .into_iter()
+            .find(|c| c.tags.get(TAG_NODE_KIND).map(String::as_str) == Some(NODE_KIND_HEAD))
+            .map(|c| self.seen(c)))
+    }
+
+    /// True when this machine reaches nodes by their internal addresses
+    /// (`provider.use_internal_ips`: a laptop on the cluster's VPN, a bastion).
+    pub fn uses_internal_ips(&self) -> bool {
+        self.config
+            .provider
+            .get("use_internal_ips")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+
+    /// A listed instance as this machine reaches it: without its external
+    /// address when the config says to use internal ones.
+    pub fn seen(&self, mut c: CloudInstance) -> Head {
+        if self.uses_internal_ips() && c.internal_ip.is_some() {
+            c.external_ip = None;
+        }
+        Head::Instance(c)
     }
 
     /// The head, or an error saying to run `ray up`.

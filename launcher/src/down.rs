@@ -19,6 +19,9 @@ pub struct DownOptions {
     pub workers_only: bool,
     /// Keep `min_workers` workers of each type.
     pub keep_min_workers: bool,
+    /// Terminate what this machine's provider lists, without asking the head
+    /// (what the head runs when it is asked).
+    pub from_provider: bool,
 }
 
 /// What `ray down` did: the instances it terminated.
@@ -26,21 +29,42 @@ pub async fn down(cluster: &Cluster, opts: &DownOptions, progress: &Progress) ->
     let what = if opts.workers_only { "the workers of" } else { "" };
     confirm(&format!("This will destroy {what} cluster {:?}. Continue?", cluster.config.cluster_name).replace("  ", " "), opts.yes)?;
     let head = cluster.head().await?;
-    if !opts.workers_only
-        && let Some(h) = &head
-    {
-        // Stop the autoscaler (and Ray) on the head first, so it launches nothing more.
+    if let Some(h) = &head {
         let runner = cluster.runner(h);
-        progress.say(&format!("Stopping Ray on the head node {}", h.address()));
-        if let Err(e) = runner.run("ray stop", &RunOptions::captured(Duration::from_secs(120))).await {
-            progress.say(&format!("(could not stop Ray on the head: {e}; terminating its instance anyway)"));
-        } else if let Head::Instance(_) = h {
+        let mut reachable = true;
+        if !opts.workers_only {
+            // Stop the autoscaler (and Ray) on the head first, so it launches nothing more.
+            progress.say(&format!("Stopping Ray on the head node {}", h.address()));
+            if let Err(e) = runner
+                .run("ray stop", &RunOptions::captured(Duration::from_secs(120)))
+                .await
+            {
+                progress.say(&format!(
+                    "(could not stop Ray on the head: {e}; terminating its instance anyway)"
+                ));
+                reachable = !matches!(e, crate::runner::RunError::Unreachable { .. });
+            }
+        }
+        if let (Head::Instance(_), true, false) = (h, reachable, opts.from_provider) {
             // The head's provider launched the workers, and some providers (`local`)
             // know them only there: the head tears them down itself first.
             progress.say("Terminating the workers from the head node");
-            let command = format!("ray down {} --workers-only --yes", crate::bootstrap::HEAD_CONFIG_PATH);
-            if let Err(e) = runner.run(&command, &RunOptions::captured(Duration::from_secs(600))).await {
-                progress.say(&format!("(the head could not terminate its workers: {e}; terminating those listed here)"));
+            let keep = if opts.keep_min_workers {
+                " --keep-min-workers"
+            } else {
+                ""
+            };
+            let command = format!(
+                "ray down {} --workers-only --yes --from-provider{keep}",
+                crate::bootstrap::HEAD_CONFIG_PATH
+            );
+            if let Err(e) = runner
+                .run(&command, &RunOptions::captured(Duration::from_secs(600)))
+                .await
+            {
+                progress.say(&format!(
+                    "(the head could not terminate its workers: {e}; terminating those listed here)"
+                ));
             }
         }
     }

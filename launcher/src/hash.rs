@@ -77,18 +77,52 @@ pub fn runtime_hash(commands: &[&[String]], file_mounts: &BTreeMap<String, Strin
     RuntimeHash { runtime: h.hex(), file_mounts }
 }
 
+/// Hashes a mount's contents as rsync -a copies them: the mount itself is
+/// followed when it is a link; inside it, links are hashed by their target
+/// (rsync copies them as links, and a loop cannot trap the walk), files by
+/// their bytes (streamed), and anything else (FIFOs, sockets) by its kind alone.
 fn hash_path(h: &mut Hasher, path: &Path) {
     match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => {
-            let mut entries: Vec<_> = std::fs::read_dir(path).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-            entries.sort();
-            for e in entries {
-                h.part(e.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
-                hash_path(h, &e);
+        Ok(m) => hash_entry(h, path, &m),
+        Err(_) => h.part(b"<missing>"),
+    }
+}
+
+fn hash_entry(h: &mut Hasher, path: &Path, m: &std::fs::Metadata) {
+    let kind = m.file_type();
+    if kind.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for e in entries {
+            h.part(
+                e.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            match std::fs::symlink_metadata(&e) {
+                Ok(m) => hash_entry(h, &e, &m),
+                Err(_) => h.part(b"<missing>"),
             }
         }
-        Ok(_) => h.part(&std::fs::read(path).unwrap_or_default()),
-        Err(_) => h.part(b"<missing>"),
+    } else if kind.is_symlink() {
+        h.part(b"<link>");
+        h.part(
+            std::fs::read_link(path)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    } else if kind.is_file() {
+        let mut file = Sha256::new();
+        match std::fs::File::open(path).and_then(|mut f| std::io::copy(&mut f, &mut file)) {
+            Ok(_) => h.part(&file.finalize()),
+            Err(_) => h.part(b"<unreadable>"),
+        }
+    } else {
+        h.part(b"<special>");
     }
 }
 
@@ -134,5 +168,25 @@ mod tests {
         let three = runtime_hash(&[&other], &mounts);
         assert_eq!(two.file_mounts, three.file_mounts);
         assert_ne!(two.runtime, three.runtime);
+    }
+
+    #[test]
+    fn links_are_hashed_by_target_and_fifos_by_kind_so_loops_and_pipes_cannot_hang_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("sub/up")).unwrap();
+        let fifo = std::ffi::CString::new(dir.path().join("pipe").display().to_string()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let mounts: BTreeMap<String, String> =
+            [("~/d".to_string(), dir.path().display().to_string())].into();
+        let one = runtime_hash(&[], &mounts);
+        std::fs::remove_file(dir.path().join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("../..", dir.path().join("sub/up")).unwrap();
+        assert_ne!(
+            one,
+            runtime_hash(&[], &mounts),
+            "a link's target is part of the contents"
+        );
     }
 }

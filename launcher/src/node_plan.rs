@@ -96,7 +96,11 @@ pub fn start_env(config: &ClusterConfig, node_type: &str, cloud_id: &str, head_i
 
 /// rsync settings of the cluster.
 pub fn filters(config: &ClusterConfig) -> SyncFilters {
-    SyncFilters { exclude: config.rsync_exclude.clone(), filter: config.rsync_filter.clone() }
+    SyncFilters {
+        exclude: config.rsync_exclude.clone(),
+        filter: config.rsync_filter.clone(),
+        private: false,
+    }
 }
 
 /// An update plan for a node: `file_mounts` (remote -> local), the role's

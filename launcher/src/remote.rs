@@ -19,10 +19,31 @@ pub struct ExecOptions {
     pub screen: bool,
     /// Ports forwarded from this machine to the head.
     pub port_forward: Vec<u16>,
+    /// Tear the cluster down after the command. In a detached session the head
+    /// does it when the command ends; otherwise the caller does, after
+    /// [`exec`] returns.
+    pub stop: bool,
 }
 
-/// The command, wrapped for tmux or screen when asked.
+impl ExecOptions {
+    /// The command runs in a detached tmux or screen session.
+    pub fn detached(&self) -> bool {
+        self.tmux || self.screen
+    }
+}
+
+/// The command, wrapped for tmux or screen when asked (and followed by the
+/// cluster's teardown when it runs detached with `stop`).
 pub fn wrap(command: &str, opts: &ExecOptions) -> String {
+    let command = if opts.stop && opts.detached() {
+        format!(
+            "{command}; ray down {} --yes --from-provider",
+            crate::bootstrap::HEAD_CONFIG_PATH
+        )
+    } else {
+        command.to_string()
+    };
+    let command = command.as_str();
     if opts.tmux {
         format!("tmux new -d bash -c {}", quote(&format!("{command}; exec bash")))
     } else if opts.screen {
@@ -46,8 +67,16 @@ pub async fn exec(cluster: &Cluster, command: &str, opts: &ExecOptions) -> Resul
 }
 
 /// `ray submit`: copies `script` to the head's home folder and runs it there
-/// with the cluster's `python` and `args`; returns the script's exit code.
-pub async fn submit(cluster: &Cluster, script: &Path, args: &[String], opts: &ExecOptions) -> Result<i32, LaunchError> {
+/// with the cluster's `python` and `args` (each passed as one argument), or,
+/// when there are none, `raw_args` as the shell splits them (Ray's `--args`);
+/// returns the script's exit code.
+pub async fn submit(
+    cluster: &Cluster,
+    script: &Path,
+    args: &[String],
+    raw_args: Option<&str>,
+    opts: &ExecOptions,
+) -> Result<i32, LaunchError> {
     let name = script
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -64,14 +93,32 @@ pub async fn submit(cluster: &Cluster, script: &Path, args: &[String], opts: &Ex
         command.push(' ');
         command.push_str(&quote(a));
     }
+    if let (true, Some(raw)) = (args.is_empty(), raw_args) {
+        command.push(' ');
+        command.push_str(raw);
+    }
     exec(cluster, &command, opts).await
 }
 
-/// The argv of an interactive session on the head (`ray attach`), to run with
-/// this terminal.
-pub async fn attach_command(cluster: &Cluster, tmux: bool, screen: bool, new: bool, port_forward: &[u16]) -> Result<Vec<String>, LaunchError> {
+/// The argv of an interactive session on the head, or on the node at `node_ip`
+/// (`ray attach`), to run with this terminal.
+pub async fn attach_command(
+    cluster: &Cluster,
+    node_ip: Option<&str>,
+    tmux: bool,
+    screen: bool,
+    new: bool,
+    port_forward: &[u16],
+) -> Result<Vec<String>, LaunchError> {
     let head = cluster.require_head().await?;
-    let runner = cluster.runner(&head);
+    let runner: Box<dyn crate::runner::CommandRunner> = match node_ip {
+        Some(ip) if ip != head.address() => Box::new(SshRunner::new(
+            cluster.auth.clone(),
+            ip,
+            &cluster.config.cluster_name,
+        )),
+        _ => cluster.runner(&head),
+    };
     let inner = match (tmux, screen) {
         (true, _) if new => Some("tmux new".to_string()),
         (true, _) => Some("tmux attach || tmux new".to_string()),
@@ -122,14 +169,15 @@ pub async fn worker_ips(cluster: &Cluster) -> Result<Vec<String>, LaunchError> {
     provider_worker_ips(cluster).await
 }
 
-/// The workers' addresses as this machine's provider lists them.
+/// The workers' addresses as this machine's provider lists them: external
+/// ones, unless the config says to use internal ones (as Ray prints them).
 pub async fn provider_worker_ips(cluster: &Cluster) -> Result<Vec<String>, LaunchError> {
     Ok(cluster
         .instances()
         .await?
         .into_iter()
         .filter(|c| c.tags.get(TAG_NODE_KIND).map(String::as_str) != Some(NODE_KIND_HEAD))
-        .map(|c| c.internal_ip.unwrap_or(c.cloud_id))
+        .map(|c| cluster.seen(c).address())
         .collect())
 }
 
@@ -150,6 +198,26 @@ mod tests {
         let o = ExecOptions { screen: true, ..Default::default() };
         assert!(wrap("ls", &o).starts_with("screen -dmS ray-exec bash -c "));
         assert_eq!(wrap("ls", &ExecOptions::default()), "ls");
+        let o = ExecOptions {
+            tmux: true,
+            stop: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            wrap("ls", &o),
+            "tmux new -d bash -c 'ls; ray down ~/ray_bootstrap_config.yaml --yes --from-provider; exec bash'"
+        );
+        assert_eq!(
+            wrap(
+                "ls",
+                &ExecOptions {
+                    stop: true,
+                    ..Default::default()
+                }
+            ),
+            "ls",
+            "the caller tears down after an attached command"
+        );
         assert!(monitor_command(100, true).contains("tail -n 100 -f"));
     }
 }

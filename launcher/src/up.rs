@@ -23,7 +23,8 @@ pub struct UpOptions {
     pub yes: bool,
     /// Do not restart Ray on an existing head (setup commands still run when changed).
     pub no_restart: bool,
-    /// Only restart Ray on the head (skip file mounts and setup commands).
+    /// Only restart Ray on the head: changed file mounts are synced, setup
+    /// commands skipped.
     pub restart_only: bool,
 }
 
@@ -66,8 +67,9 @@ async fn set_head_tags(cluster: &Cluster, head: &Head, tags: BTreeMap<String, St
             let path = local_head_tags_path(cluster);
             let mut all = head_tags(cluster, head).await;
             all.extend(tags);
-            let _ = std::fs::create_dir_all(cluster.log_dir());
-            std::fs::write(&path, serde_json::to_vec(&all).unwrap_or_default()).map_err(|e| LaunchError::Local(format!("cannot write {}: {e}", path.display())))
+            cluster.private_log_dir()?;
+            std::fs::write(&path, serde_json::to_vec(&all).unwrap_or_default())
+                .map_err(|e| LaunchError::Local(format!("cannot write {}: {e}", path.display())))
         }
     }
 }
@@ -84,9 +86,16 @@ async fn get_or_create_head(cluster: &Cluster, opts: &UpOptions, progress: &Prog
     }
     let launch_hash = node_plan::type_launch_hash(config, &head_type);
     if let Some(Head::Instance(c)) = cluster.head().await? {
-        if c.tags.get(TAG_LAUNCH_CONFIG).is_none_or(|h| *h == launch_hash) {
-            progress.say(&format!("Head node: reusing {} ({})", Head::Instance(c.clone()).address(), c.cloud_id));
-            return Ok((Head::Instance(c), false));
+        if c.tags
+            .get(TAG_LAUNCH_CONFIG)
+            .is_none_or(|h| *h == launch_hash)
+        {
+            progress.say(&format!(
+                "Head node: reusing {} ({})",
+                cluster.seen(c.clone()).address(),
+                c.cloud_id
+            ));
+            return Ok((cluster.seen(c), false));
         }
         confirm(&format!("The head node {}'s node_config or auth changed. Terminate it and launch a new one?", c.cloud_id), opts.yes)?;
         progress.say(&format!("Terminating the out-of-date head node {}", c.cloud_id));
@@ -115,19 +124,35 @@ async fn get_or_create_head(cluster: &Cluster, opts: &UpOptions, progress: &Prog
         labels: t.labels.clone(),
         tags,
     };
-    progress.say(&format!("Launching the head node ({head_type}) with provider {}", cluster.provider.name()));
-    let created = cluster.provider.create(&req).await.map_err(|error| LaunchError::Provider { what: "cannot launch the head node".into(), error })?;
-    let c = created.into_iter().next().ok_or_else(|| LaunchError::Local("the provider launched no head node".into()))?;
-    progress.say(&format!("Head node: launched {} ({})", Head::Instance(c.clone()).address(), c.cloud_id));
-    Ok((Head::Instance(c), true))
+    progress.say(&format!(
+        "Launching the head node ({head_type}) with provider {}",
+        cluster.provider.name()
+    ));
+    let created = cluster
+        .provider
+        .create(&req)
+        .await
+        .map_err(|error| LaunchError::Provider {
+            what: "cannot launch the head node".into(),
+            error,
+        })?;
+    let c = created
+        .into_iter()
+        .next()
+        .ok_or_else(|| LaunchError::Local("the provider launched no head node".into()))?;
+    progress.say(&format!(
+        "Head node: launched {} ({})",
+        cluster.seen(c.clone()).address(),
+        c.cloud_id
+    ));
+    Ok((cluster.seen(c), true))
 }
 
 /// Creates or updates the cluster's head.
 pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Result<UpOutcome, LaunchError> {
     let config = &cluster.config;
     let (head, created) = get_or_create_head(cluster, opts, progress).await?;
-    let log_dir = cluster.log_dir();
-    std::fs::create_dir_all(&log_dir).map_err(|e| LaunchError::Local(format!("cannot create {}: {e}", log_dir.display())))?;
+    let log_dir = cluster.private_log_dir()?;
 
     // The head's own config and key travel as file mounts.
     let key_on_head = cluster.auth.private_key.as_ref().map(|_| HEAD_KEY_PATH);
@@ -144,11 +169,19 @@ pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Res
     for f in &config.cluster_synced_files {
         mounts.entry(f.clone()).or_insert_with(|| f.clone());
     }
+    let mut _token_copy = RemoveOnDrop(None);
     if !cluster.is_local()
         && let Some(token) = crate::cluster::token_file(&log_dir)?
     {
-        // Every node must present the same cluster token.
-        mounts.insert(crate::cluster::TOKEN_PATH_ON_NODES.to_string(), token.display().to_string());
+        // Every node must present the same cluster token. A copy the launcher
+        // wrote (the token came by value) goes once the head has it.
+        mounts.insert(
+            crate::cluster::TOKEN_PATH_ON_NODES.to_string(),
+            token.display().to_string(),
+        );
+        if token.starts_with(&log_dir) {
+            _token_copy = RemoveOnDrop(Some(token));
+        }
     }
 
     let head_type = &config.head_node_type;
@@ -156,8 +189,14 @@ pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Res
     let tags = head_tags(cluster, &head).await;
     let up_to_date = tags.get(TAG_RUNTIME_CONFIG) == Some(&hash.runtime);
     let runner = cluster.runner(&head);
-    let log = OutputTo::Log(log_dir.join(format!("head-{}.log", crate::worker_setup::sanitize(&head.address()))));
-    let set_up = created || (!up_to_date && !opts.restart_only);
+    let log = OutputTo::Log(log_dir.join(format!(
+        "head-{}.log",
+        crate::worker_setup::sanitize(&head.address())
+    )));
+    // `--restart-only` still syncs changed file mounts (the head's config, key
+    // and token among them) and runs the initialization commands; it skips the
+    // setup commands, as Ray's does.
+    let set_up = created || !up_to_date;
     let start = if created || opts.restart_only {
         true
     } else if opts.no_restart {
@@ -183,7 +222,14 @@ pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Res
         Head::Local => "local".into(),
     };
     let env = node_plan::start_env(config, head_type, &cloud_id, None);
-    let mut plan = UpdatePlan { set_up, start, ..node_plan::plan(config, head_type, Role::Head, &mounts, env) };
+    let mut plan = UpdatePlan {
+        set_up,
+        start,
+        ..node_plan::plan(config, head_type, Role::Head, &mounts, env)
+    };
+    if opts.restart_only && !created {
+        plan.setup_commands.clear();
+    }
     if cluster.is_local() && plan.start_commands.is_empty() {
         // The local-process provider's config has no start commands (its workers
         // are raylets it starts itself): the head still needs Ray and the autoscaler.
@@ -213,6 +259,17 @@ pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Res
     done.insert(TAG_FILE_MOUNTS_CONTENTS.to_string(), hash.file_mounts);
     set_head_tags(cluster, &head, done).await?;
     Ok(UpOutcome { head, created, set_up, started: start })
+}
+
+/// Deletes a file when dropped (a temporary copy of a secret).
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Progress of a head on this machine (no provider tags).

@@ -56,8 +56,12 @@ pub struct UpdateError {
 /// How long a node may take to answer SSH: Ray's `AUTOSCALER_NODE_START_WAIT_S`
 /// (default 300 s here; Ray's is 900 s).
 pub fn ssh_wait() -> Duration {
-    let s = std::env::var("AUTOSCALER_NODE_START_WAIT_S").ok().and_then(|v| v.trim().parse::<f64>().ok()).filter(|s| s.is_finite() && *s > 0.0);
-    Duration::from_secs_f64(s.unwrap_or(300.0))
+    // At most a day: a larger value would overflow the deadline's arithmetic.
+    let s = std::env::var("AUTOSCALER_NODE_START_WAIT_S")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0);
+    Duration::from_secs_f64(s.unwrap_or(300.0).min(86_400.0))
 }
 
 /// Brings a node up to date. On failure the status is `update-failed` and the
@@ -98,8 +102,26 @@ async fn steps(plan: &UpdatePlan, runner: &dyn CommandRunner, observer: &dyn Upd
             log_line(log, &format!("--> {step}")).await;
             let source = crate::hash::expand_home(local);
             // A folder's contents go into the target folder (rsync's trailing slash).
-            let source = if std::path::Path::new(&source).is_dir() && !source.ends_with('/') { format!("{source}/") } else { source };
-            runner.rsync_up(&source, remote, &plan.filters, log).await.map_err(|error| UpdateError { step, error })?;
+            let source = if std::path::Path::new(&source).is_dir() && !source.ends_with('/') {
+                format!("{source}/")
+            } else {
+                source
+            };
+            // Keys and the token stay readable by their owner alone.
+            let secret = [
+                crate::bootstrap::HEAD_KEY_PATH,
+                crate::cluster::TOKEN_PATH_ON_NODES,
+            ]
+            .contains(&remote.as_str());
+            let filters = if secret {
+                plan.filters.private()
+            } else {
+                plan.filters.clone()
+            };
+            runner
+                .rsync_up(&source, remote, &filters, log)
+                .await
+                .map_err(|error| UpdateError { step, error })?;
         }
         observer.status(node_status::SETTING_UP).await;
         let setup = plan.initialization_commands.iter().map(|c| ("initialization command", c)).chain(plan.setup_commands.iter().map(|c| ("setup command", c)));

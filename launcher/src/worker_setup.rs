@@ -43,10 +43,11 @@ impl WorkerSetup {
         if std::path::Path::new(&crate::hash::expand_home(&token)).exists() {
             mounts.insert(token.clone(), token);
         }
+        // Every type, the head's too: workers of the head's type are launched
+        // when it allows them (`local` clusters have one type for both).
         let hashes = config
             .node_types
             .iter()
-            .filter(|t| t.name != config.head_node_type)
             .map(|t| {
                 let launch = node_plan::type_launch_hash(&config, &t.name);
                 (t.name.clone(), (launch, node_plan::node_runtime_hash(&config, &t.name, Role::Worker, &mounts)))

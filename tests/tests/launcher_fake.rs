@@ -63,6 +63,41 @@ fn up_submit_scale_and_down_on_this_machine() {
     assert!(env.all_logs().contains("node(s) of type worker (pending tasks/actors)"), "{}", env.all_logs());
     assert_eq!(env.ray_ok(&["get-head-ip", cfg]).trim(), "127.0.0.1");
 
+    // An edited config with --no-restart reaches the running autoscaler, which
+    // re-reads the file as Ray's does.
+    let edited = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace("max_workers: 3", "max_workers: 2");
+    std::fs::write(cfg, edited).unwrap();
+    let both = env.ray(&["up", cfg, "--yes", "--no-restart", "--restart-only"]);
+    assert!(!both.status.success(), "the two flags conflict");
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("--no-restart"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    let out = env.ray_ok(&["up", cfg, "--yes", "--no-restart"]);
+    assert!(out.contains("updated"), "{out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || env
+            .all_logs()
+            .contains("the cluster config changed; using it from now on")),
+        "the monitor took the new config: {}",
+        env.all_logs()
+    );
+    assert!(
+        env.all_logs().contains("worker(CPU: 1 min 0 max 2)") || env.all_logs().contains("max 2)"),
+        "{}",
+        env.all_logs()
+    );
+    let gcs_now: Vec<u32> = env
+        .live_processes()
+        .iter()
+        .filter(|p| p.name == "gcs_server")
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(gcs_before, gcs_now, "Ray was not restarted");
+
     let down = env.ray_ok(&["down", cfg, "--yes"]);
     assert!(down.contains("is down"), "{down}");
     assert!(wait_until(Duration::from_secs(10), || env.live_processes().is_empty()), "nothing left: {:?}", env.live_processes());

@@ -214,15 +214,26 @@ fn a_changed_config_updates_the_head_and_the_workers_in_place() {
     assert!(wait_until(Duration::from_secs(30), || read() == "v1\n"), "min_workers: the worker is set up once: {:?}", read());
     let workers_before = env.ray_ok(&["get-worker-ips", &cfg]);
     assert_eq!(workers_before.trim(), hosts.ip(1).to_string());
+    let alive = "python -c 'import ray; ray.init(address=\"auto\"); print(\"alive:\", sum(n[\"Alive\"] for n in ray.nodes()))'";
+    let joined = wait_until(Duration::from_secs(30), || {
+        String::from_utf8_lossy(&env.ray(&["exec", &cfg, alive]).stdout).contains("alive: 2")
+    });
+    assert!(joined, "the worker joined the head");
 
     // New worker setup commands: `ray up` updates the head, whose autoscaler then
     // sets the same worker up again (nothing is replaced: its machine is the same).
     std::fs::write(&cfg, yaml("v2")).unwrap();
     let out = env.ray_ok(&["up", &cfg, "--yes"]);
     assert!(out.contains("the config changed"), "{out}");
-    assert!(wait_until(Duration::from_secs(60), || read() == "v1\nv2\n"), "the worker was updated in place: {:?}\n{}", read(), head_logs(&hosts));
-    let alive = "python -c 'import ray; ray.init(address=\"auto\"); print(\"alive:\", sum(n[\"Alive\"] for n in ray.nodes()))'";
-    let joined = wait_until(Duration::from_secs(30), || String::from_utf8_lossy(&env.ray(&["exec", &cfg, alive]).stdout).contains("alive: 2"));
+    assert!(
+        wait_until(Duration::from_secs(60), || read() == "v1\nv2\n"),
+        "the worker was updated in place: {:?}\n{}",
+        read(),
+        head_logs(&hosts)
+    );
+    let joined = wait_until(Duration::from_secs(30), || {
+        String::from_utf8_lossy(&env.ray(&["exec", &cfg, alive]).stdout).contains("alive: 2")
+    });
     assert!(joined, "the updated worker joined the restarted head");
     env.ray_ok(&["down", &cfg, "--yes"]);
     for i in 0..hosts.len() {
@@ -234,12 +245,37 @@ fn a_changed_config_updates_the_head_and_the_workers_in_place() {
 fn ctrl_c_during_up_forgets_nothing_and_down_cleans_it() {
     let hosts = SshHosts::start(1);
     let env = RayEnv::new();
-    let cfg = write(&env, "cluster.yaml", &cluster_yaml(&hosts, "head_setup_commands: [\"touch ~/setting-up; sleep 30\"]\n"));
-    let mut child = env.command(&["up", &cfg, "--yes"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    assert!(wait_until(Duration::from_secs(20), || hosts.home(0).join("setting-up").exists()), "the setup began");
+    let cfg = write(
+        &env,
+        "cluster.yaml",
+        &cluster_yaml(
+            &hosts,
+            "head_setup_commands: [\"touch ~/setting-up; sleep 3; touch ~/went-on\"]\n",
+        ),
+    );
+    let mut child = env
+        .command(&["up", &cfg, "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || hosts
+            .home(0)
+            .join("setting-up")
+            .exists()),
+        "the setup began"
+    );
     ray_common::process::signal(child.id(), libc::SIGINT);
     let status = child.wait().unwrap();
     assert!(!status.success(), "interrupted");
+    // The command on the node stopped with the ssh session (it has a terminal,
+    // which hangs up), instead of running on unseen.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !hosts.home(0).join("went-on").exists(),
+        "the setup command went on after Ctrl-C"
+    );
     // The head was recorded as taken before anything ran on it: `ray down` finds it.
     let out = env.ray_ok(&["down", &cfg, "--yes"]);
     assert!(out.contains("Terminating the head node"), "{out}");

@@ -137,3 +137,95 @@ async fn a_changed_config_updates_or_replaces_the_workers() {
     assert_eq!(count(&a, InstanceStatus::Running), 2, "and the demand brings new ones");
     assert!(r.provider.create_calls().iter().skip(1).all(|c| c.tags.get(ray_providers::TAG_LAUNCH_CONFIG).map(String::as_str) == Some("launch-2")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_found_running_without_a_runtime_hash_is_set_up() {
+    let r = Rig::new();
+    let mut a = r.autoscaler().await;
+    // Ray runs on a machine the table does not know (a new head over old
+    // workers), with no record of a set-up with this config.
+    let cloud = r.provider.add_unrecorded("small", "lost-1", &one_cpu());
+    r.cluster.register(&cloud, "small", &one_cpu());
+    steps(&mut a, 4).await;
+    assert_eq!(r.setup.calls(), vec![cloud.clone()], "set up once");
+    let listed = r
+        .provider
+        .instances()
+        .into_iter()
+        .find(|c| c.cloud_id == cloud)
+        .expect("still there");
+    assert_eq!(
+        listed
+            .tags
+            .get(ray_providers::TAG_RUNTIME_CONFIG)
+            .map(String::as_str),
+        Some("runtime-1")
+    );
+    assert_eq!(count(&a, InstanceStatus::Running), 1);
+    steps(&mut a, 4).await;
+    assert_eq!(
+        r.setup.calls().len(),
+        1,
+        "and not again once it carries the hash"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_updated_worker_is_drained_under_its_new_node_id() {
+    let r = Rig::new();
+    let mut a = r.autoscaler().await;
+    r.cluster.request_resources(&[("CPU", 1.0)], 1);
+    steps(&mut a, 4).await;
+    r.setup.set_hashes("launch-1", "runtime-2");
+    steps(&mut a, 4).await;
+    assert_eq!(
+        r.setup.calls().len(),
+        2,
+        "updated in place; Ray restarted under a new node id"
+    );
+    let node_id = a
+        .instances()
+        .values()
+        .next()
+        .and_then(|i| i.node_id.clone())
+        .expect("node id");
+    assert!(
+        node_id.ends_with("-1"),
+        "the restarted raylet's id is recorded: {node_id}"
+    );
+    r.cluster.request_resources(&[], 0);
+    tokio::time::advance(Duration::from_secs(6 * 60)).await;
+    steps(&mut a, 4).await;
+    let events = r.cluster.events();
+    assert!(
+        events.iter().any(|e| e.starts_with("drain ")),
+        "the live raylet was drained: {events:?}"
+    );
+    assert!(a.instances().is_empty(), "then terminated");
+}
+
+#[tokio::test(start_paused = true)]
+async fn terminating_a_worker_stops_its_set_up() {
+    let r = Rig::new();
+    let mut a = r.autoscaler().await;
+    r.cluster.request_resources(&[("CPU", 1.0)], 1);
+    steps(&mut a, 4).await;
+    // An update hangs on the node; meanwhile the worker goes idle and is retired.
+    r.setup.hang(true);
+    r.setup.set_hashes("launch-1", "runtime-2");
+    steps(&mut a, 2).await;
+    assert_eq!(r.setup.running(), 1, "the update is under way");
+    r.cluster.request_resources(&[], 0);
+    tokio::time::advance(Duration::from_secs(6 * 60)).await;
+    steps(&mut a, 4).await;
+    assert!(
+        r.cluster
+            .events()
+            .iter()
+            .any(|e| e.starts_with("terminate ")),
+        "{:?}",
+        r.cluster.events()
+    );
+    assert_eq!(r.setup.running(), 0, "its set-up was stopped with it");
+    assert!(a.actuator.in_flight().setups.is_empty());
+}

@@ -371,3 +371,41 @@ async fn a_drain_recorded_before_a_restart_is_asked_again() {
     assert!(events.iter().any(|e| e.starts_with("drain ") && e.ends_with("DRAIN_NODE_REASON_IDLE_TERMINATION")), "{events:?}");
     assert!(a.instances().is_empty() && r.cluster.alive_of_type("small") == 0, "drained, then terminated");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_config_takes_effect_from_the_next_round() {
+    let r = Rig::new(CONFIG);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut a = r.autoscaler().await.with_config_updates(rx);
+    r.cluster.request_resources(&[("CPU", 1.0)], 2);
+    steps(&mut a, 3).await;
+    assert_eq!(r.cluster.alive_of_type("small"), 2);
+    // The file now allows 3 workers, and wants 1 kept; the demand asks for 6.
+    let edited = CONFIG
+        .replace("max_workers: 10\nidle", "max_workers: 3\nidle")
+        .replace(
+            "    max_workers: 10\n",
+            "    max_workers: 10\n    min_workers: 1\n",
+        );
+    let config = ClusterConfig::parse("test.yaml", &edited).expect("valid");
+    tx.send(super::Reconfigure {
+        config,
+        setup: None,
+    })
+    .expect("send");
+    r.cluster.request_resources(&[("CPU", 1.0)], 6);
+    steps(&mut a, 4).await;
+    assert_eq!(
+        r.cluster.alive_of_type("small"),
+        3,
+        "the new max_workers caps it"
+    );
+    r.cluster.request_resources(&[], 0);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    steps(&mut a, 4).await;
+    assert_eq!(
+        r.cluster.alive_of_type("small"),
+        1,
+        "and its min_workers is kept"
+    );
+}

@@ -15,18 +15,23 @@
 //! | RUNNING, DRAINING | not listed any more | TERMINATED |
 //! | RUNNING, DRAINING | its Ray node is dead (and no set-up restarts it) | TERMINATING |
 //! | RUNNING | its launch hash is not the config's (node_config or auth changed) | TERMINATING |
-//! | RUNNING | its runtime hash is not the config's (commands or file mounts changed) | set up again |
+//! | RUNNING | its runtime hash is not the config's (commands or file mounts changed), or it has none | set up again |
+//! | RUNNING, DRAINING | registered again under a new node id (Ray restarted on it) | node id updated |
 //! | DRAINING | no drain under way (a restart) | drained again |
 //! | TERMINATING | not listed any more / still listed | TERMINATED / terminated again |
 //!
 //! Listed instances the table does not know are adopted (a crash between the
-//! provider's answer and the record), or terminated when their node type is not
-//! in the config.
+//! provider's answer and the record, or a new head over running workers), or
+//! terminated when their node type is not in the config. The head is never
+//! adopted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ray_proto::rpc::autoscaler::{ClusterResourceState, NodeState, NodeStatus};
-use ray_providers::{CloudInstance, CloudState, TAG_INSTANCE_ID, TAG_LAUNCH_CONFIG, TAG_NODE_STATUS, TAG_RUNTIME_CONFIG};
+use ray_providers::{
+    CloudInstance, CloudState, NODE_KIND_HEAD, TAG_INSTANCE_ID, TAG_LAUNCH_CONFIG, TAG_NODE_KIND,
+    TAG_RUNTIME_CONFIG,
+};
 
 use super::{Action, Context, new_id, plan, short};
 use crate::instance::InstanceStatus::{self, *};
@@ -121,8 +126,23 @@ pub async fn sync(
                     && !alive.contains_key(cid.as_str())
                     && !setting_up
                 {
-                    let why = d.death_info.as_ref().map(|d| d.reason_message.clone()).unwrap_or_default();
-                    actions.extend(super::terminate(m, &id, format!("its Ray node died: {why}")).await);
+                    let why = d
+                        .death_info
+                        .as_ref()
+                        .map(|d| d.reason_message.clone())
+                        .unwrap_or_default();
+                    actions.extend(
+                        super::terminate(m, &id, format!("its Ray node died: {why}")).await,
+                    );
+                } else if let Some(n) = alive.get(cid.as_str())
+                    && i.node_id.as_deref() != Some(n.node_id.as_str())
+                    && !n.node_id.is_empty()
+                {
+                    // Ray restarted on it (an update in place): a new node id, which
+                    // drains must name.
+                    let node_id = n.node_id.clone();
+                    let details = format!("Ray node {} registered (restarted)", short(&node_id));
+                    let _ = m.update(&id, &details, |x| x.node_id = Some(node_id)).await;
                 } else if let (Running, Some(c), false) = (i.status(), in_cloud, setting_up)
                     && let Some(action) = out_of_date(m, cx, &i, c).await
                 {
@@ -173,7 +193,12 @@ async fn adopt(m: &mut InstanceManager, cx: &Context<'_>, cloud: &[CloudInstance
     let known_cloud: HashSet<String> = m.instances().values().filter_map(|i| i.cloud_id.clone()).collect();
     for c in cloud {
         let iid = instance_id_of(c);
-        if m.get(&iid).is_some() || known_cloud.contains(&c.cloud_id) || c.state == CloudState::Terminating {
+        let head = c.tags.get(TAG_NODE_KIND).map(String::as_str) == Some(NODE_KIND_HEAD);
+        if head
+            || m.get(&iid).is_some()
+            || known_cloud.contains(&c.cloud_id)
+            || c.state == CloudState::Terminating
+        {
             continue;
         }
         if c.launch_request().is_some_and(|r| cx.in_flight.launches.contains(r)) {
@@ -199,8 +224,17 @@ async fn adopt(m: &mut InstanceManager, cx: &Context<'_>, cloud: &[CloudInstance
 
 /// An instance the launcher sets Ray up on, not registered yet: start the set-up
 /// (ALLOCATED -> INSTALLING), run it again when a restart interrupted it, or give
-/// up when its raylet does not register soon after a finished set-up.
-async fn set_up_step(m: &mut InstanceManager, cx: &Context<'_>, i: &Instance, in_cloud: Option<&CloudInstance>) -> Option<Action> {
+/// up when its raylet does not register soon after a finished set-up. A node
+/// adopted after a restart is set up again even when its tags say it is up to
+/// date: its raylet died with the old head, and the set-up (which only restarts
+/// Ray when the node's runtime hash is current) brings it back, as Ray's
+/// autoscaler recovers such nodes.
+async fn set_up_step(
+    m: &mut InstanceManager,
+    cx: &Context<'_>,
+    i: &Instance,
+    in_cloud: Option<&CloudInstance>,
+) -> Option<Action> {
     let id = i.id.clone();
     let set_up = |c: &CloudInstance| Action::SetUp { instance_id: id.clone(), instance: c.clone(), node_type: i.node_type.clone() };
     if cx.in_flight.setups.contains(&id) {
@@ -214,21 +248,6 @@ async fn set_up_step(m: &mut InstanceManager, cx: &Context<'_>, i: &Instance, in
         return None;
     }
     let c = in_cloud?;
-    // Set up already (the outcome was not recorded: a restart, or a failed write):
-    // the node carries the current runtime hash and says it is up to date.
-    let current = cx.setup.and_then(|s| s.runtime_hash(&i.node_type));
-    if current.is_some()
-        && c.tags.get(TAG_RUNTIME_CONFIG) == current.as_ref()
-        && c.tags.get(TAG_NODE_STATUS).map(String::as_str) == Some(ray_providers::node_status::UP_TO_DATE)
-    {
-        let now = cx.now_ms;
-        if i.status() == Allocated {
-            m.transition(&id, Installing, "set up already; waiting for its raylet", |x| x.setup_done_ms = Some(now)).await.ok()?;
-        } else {
-            m.update(&id, "set up already; waiting for its raylet", |x| x.setup_done_ms = Some(now)).await.ok()?;
-        }
-        return None;
-    }
     if i.status() == Allocated {
         let details = "setting Ray up on it (file mounts, setup and start commands)";
         m.transition(&id, Installing, details, |_| {}).await.ok()?;
@@ -243,17 +262,24 @@ async fn set_up_step(m: &mut InstanceManager, cx: &Context<'_>, i: &Instance, in
 /// runtime hash (setup commands or file mounts changed) sets it up again.
 async fn out_of_date(m: &mut InstanceManager, cx: &Context<'_>, i: &Instance, c: &CloudInstance) -> Option<Action> {
     let setup = cx.setup?;
-    let differs = |tag: &str, want: Option<String>| match (c.tags.get(tag), want) {
+    // A node without a launch hash keeps its machine (it may predate hashes); one
+    // without a runtime hash was never set up with a known config: set it up.
+    let differs = |tag: &str, want: Option<String>, missing: bool| match (c.tags.get(tag), want) {
         (Some(have), Some(want)) => *have != want,
+        (None, Some(_)) => missing,
         _ => false,
     };
-    if differs(TAG_LAUNCH_CONFIG, setup.launch_hash(&i.node_type)) {
+    if differs(TAG_LAUNCH_CONFIG, setup.launch_hash(&i.node_type), false) {
         let why = "out of date: its node_config or auth changed".to_string();
         return super::terminate(m, &i.id, why).await;
     }
-    if differs(TAG_RUNTIME_CONFIG, setup.runtime_hash(&i.node_type)) {
-        tracing::info!(instance = %i.id, node_type = %i.node_type, "updating it: its setup commands or file mounts changed");
-        return Some(Action::SetUp { instance_id: i.id.clone(), instance: c.clone(), node_type: i.node_type.clone() });
+    if differs(TAG_RUNTIME_CONFIG, setup.runtime_hash(&i.node_type), true) {
+        tracing::info!(instance = %i.id, node_type = %i.node_type, "updating it: its setup commands or file mounts changed, or it was never set up with this config");
+        return Some(Action::SetUp {
+            instance_id: i.id.clone(),
+            instance: c.clone(),
+            node_type: i.node_type.clone(),
+        });
     }
     None
 }

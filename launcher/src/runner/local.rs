@@ -50,9 +50,18 @@ impl CommandRunner for LocalRunner {
         let argv = login_shell(&with_env(command, &env));
         let done = run_local(&argv, &opts.output, opts.timeout).await?;
         match done.code {
-            Some(0) => Ok(done.text),
-            Some(code) => Err(RunError::Failed { target: self.target(), command: command.to_string(), code, tail: done.text }),
-            None => Err(RunError::Timeout { target: self.target(), command: command.to_string(), after: opts.timeout.unwrap_or_default() }),
+            Some(0) => Ok(done.stdout),
+            Some(code) => Err(RunError::Failed {
+                target: self.target(),
+                command: command.to_string(),
+                code,
+                tail: done.text,
+            }),
+            None => Err(RunError::Timeout {
+                target: self.target(),
+                command: command.to_string(),
+                after: opts.timeout.unwrap_or_default(),
+            }),
         }
     }
 

@@ -111,11 +111,25 @@ pub struct SyncFilters {
     pub exclude: Vec<String>,
     /// Per-directory filter files (e.g. `.gitignore`), as `--filter 'dir-merge,- NAME'`.
     pub filter: Vec<String>,
+    /// Copies are readable by their owner alone, whatever the source's mode
+    /// (keys and the cluster token).
+    pub private: bool,
 }
 
 impl SyncFilters {
+    /// The same filters, for a secret: the copy gets mode 0600.
+    pub fn private(&self) -> Self {
+        Self {
+            private: true,
+            ..self.clone()
+        }
+    }
+
     fn args(&self) -> Vec<String> {
         let mut v = Vec::new();
+        if self.private {
+            v.push("--chmod=D700,F600".to_string());
+        }
         for e in &self.exclude {
             v.extend(["--exclude".to_string(), e.clone()]);
         }
@@ -182,22 +196,56 @@ pub fn login_shell(command: &str) -> Vec<String> {
     vec!["bash".into(), "--login".into(), "-c".into(), inner]
 }
 
+/// Makes the folder `dir` (its parent must exist) owned by `uid` and closed to
+/// everyone else, or says why it is not: in a shared `/tmp`, another user could
+/// have made it first (or put a symlink there).
+pub(crate) fn private_dir(dir: &Path, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is not a folder of this user's, closed to others",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// How a local program ended.
 pub(crate) struct Finished {
     /// Exit code; `None` when it ran past its time limit (it was killed).
     pub code: Option<i32>,
-    /// Captured output, or the last lines it wrote to its log.
+    /// Captured output (stdout and stderr), or the last lines it wrote to its
+    /// log: for error messages.
     pub text: String,
+    /// Captured stdout alone: what a query answers.
+    pub stdout: String,
 }
 
-/// Runs a local program (bash, ssh, rsync) with output sent where `output` says.
-pub(crate) async fn run_local(argv: &[String], output: &OutputTo, timeout: Option<Duration>) -> Result<Finished, RunError> {
-    let (program, args) = argv.split_first().ok_or_else(|| RunError::Spawn { program: String::new(), message: "empty command".into() })?;
+/// Runs a local program (bash, ssh, rsync) with output sent where `output` says
+/// (and, for the terminal, input read from it). Dropping the future kills it.
+pub(crate) async fn run_local(
+    argv: &[String],
+    output: &OutputTo,
+    timeout: Option<Duration>,
+) -> Result<Finished, RunError> {
+    let (program, args) = argv.split_first().ok_or_else(|| RunError::Spawn {
+        program: String::new(),
+        message: "empty command".into(),
+    })?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
     let log_file = match output {
         OutputTo::Terminal => {
-            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            cmd.stdin(Stdio::inherit())
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit());
             None
         }
         OutputTo::Capture => {
@@ -224,29 +272,47 @@ pub(crate) async fn run_local(argv: &[String], output: &OutputTo, timeout: Optio
     let out = match timeout {
         Some(t) => match tokio::time::timeout(t, waited).await {
             Ok(r) => r,
-            Err(_) => return Ok(Finished { code: None, text: String::new() }),
+            Err(_) => {
+                return Ok(Finished {
+                    code: None,
+                    text: String::new(),
+                    stdout: String::new(),
+                });
+            }
         },
         None => waited.await,
     }
     .map_err(|e| RunError::Spawn { program: program.clone(), message: e.to_string() })?;
     let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let text = match (output, log_file) {
-        (OutputTo::Capture, _) => {
-            let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-            s.push_str(&String::from_utf8_lossy(&out.stderr));
-            s
-        }
+        (OutputTo::Capture, _) => format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
         (_, Some((path, start))) => log_tail(&path, start),
         _ => String::new(),
     };
-    Ok(Finished { code: Some(code), text })
+    Ok(Finished {
+        code: Some(code),
+        text,
+        stdout,
+    })
 }
 
-/// The last lines written to `path` after byte `start`.
+/// How much of a log's end is read for its last lines.
+const TAIL_BYTES: u64 = 16 * 1024;
+
+/// The last lines written to `path` after byte `start` (read from its end only).
 fn log_tail(path: &Path, start: u64) -> String {
-    let Ok(bytes) = std::fs::read(path) else { return String::new() };
-    let new = &bytes[(start as usize).min(bytes.len())..];
-    let text = String::from_utf8_lossy(new);
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = start.max(len.saturating_sub(TAIL_BYTES)).min(len);
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes).replace('\r', "");
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
@@ -272,8 +338,16 @@ mod tests {
 
     #[test]
     fn rsync_filters_become_excludes_and_dir_merges() {
-        let f = SyncFilters { exclude: vec!["**/.git".into()], filter: vec![".gitignore".into()] };
-        assert_eq!(f.args(), ["--exclude", "**/.git", "--filter", "dir-merge,- .gitignore"]);
+        let f = SyncFilters {
+            exclude: vec!["**/.git".into()],
+            filter: vec![".gitignore".into()],
+            private: false,
+        };
+        assert_eq!(
+            f.args(),
+            ["--exclude", "**/.git", "--filter", "dir-merge,- .gitignore"]
+        );
+        assert_eq!(f.private().args()[0], "--chmod=D700,F600");
     }
 
     #[tokio::test]

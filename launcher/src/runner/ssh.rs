@@ -9,7 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::{CommandRunner, OutputTo, RunError, RunOptions, SyncFilters, login_shell, quote, run_local, with_env};
+use super::{
+    CommandRunner, OutputTo, RunError, RunOptions, SyncFilters, login_shell, private_dir, quote,
+    run_local, with_env,
+};
 
 /// The cluster's `auth` section, as the runner needs it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,7 +43,9 @@ impl SshAuth {
 pub struct SshRunner {
     auth: SshAuth,
     host: String,
-    control_dir: PathBuf,
+    /// Where the control sockets live; `None` when no private folder could be
+    /// made (then each command connects on its own).
+    control_dir: Option<PathBuf>,
 }
 
 /// Seconds ssh may take to connect for an ordinary command.
@@ -54,9 +59,30 @@ fn short_hash(s: &str) -> String {
 impl SshRunner {
     /// A runner for `host` (an IP or name) of cluster `cluster_name`.
     pub fn new(auth: SshAuth, host: impl Into<String>, cluster_name: &str) -> Self {
-        // Short: the socket path (with ssh's %C hash) must fit in 108 bytes.
-        let control_dir = std::env::temp_dir().join(format!("ray_ssh_{}", short_hash(&auth.user))).join(short_hash(cluster_name));
-        Self { auth, host: host.into(), control_dir }
+        // In /tmp and short: the socket path (with ssh's %C hash and its temporary
+        // suffix) must fit in 104 bytes whatever TMPDIR is. Per local user, and
+        // private to them: whoever can plant a socket there gets the sessions.
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let uid = unsafe { libc::geteuid() };
+        let dir = PathBuf::from("/tmp")
+            .join(format!("ray_ssh_{uid}_{}", short_hash(&auth.user)))
+            .join(short_hash(cluster_name));
+        let control_dir = match dir
+            .parent()
+            .map_or(Ok(()), |p| private_dir(p, uid))
+            .and_then(|()| private_dir(&dir, uid))
+        {
+            Ok(()) => Some(dir),
+            Err(why) => {
+                tracing::warn!(dir = %dir.display(), %why, "not sharing SSH connections (no private folder for the control sockets)");
+                None
+            }
+        };
+        Self {
+            auth,
+            host: host.into(),
+            control_dir,
+        }
     }
 
     /// The node's address.
@@ -78,9 +104,9 @@ impl SshRunner {
         o("ServerAliveInterval", "5".into());
         o("ServerAliveCountMax", "3".into());
         o("ConnectTimeout", format!("{connect_timeout}s"));
-        if std::fs::create_dir_all(&self.control_dir).is_ok() {
+        if let Some(dir) = &self.control_dir {
             o("ControlMaster", "auto".into());
-            o("ControlPath", format!("{}/%C", self.control_dir.display()));
+            o("ControlPath", format!("{}/%C", dir.display()));
             o("ControlPersist", "10s".into());
         }
         if let Some(p) = &self.auth.proxy_command {
@@ -93,19 +119,30 @@ impl SshRunner {
         if self.auth.user.is_empty() { self.host.clone() } else { format!("{}@{}", self.auth.user, self.host) }
     }
 
-    fn ssh_argv(&self, remote: Option<String>, port_forward: &[u16], connect_timeout: u64, tty: bool) -> Vec<String> {
+    /// ssh's argv. `tty` gives the command a terminal, as Ray's runner does:
+    /// when ssh ends (killed, timed out, the autoscaler stopped) the node's
+    /// commands get SIGHUP instead of running on unseen. `prompts` lets ssh ask
+    /// for passwords and passphrases (only in an interactive session).
+    fn ssh_argv(
+        &self,
+        remote: Option<String>,
+        port_forward: &[u16],
+        connect_timeout: u64,
+        tty: bool,
+        prompts: bool,
+    ) -> Vec<String> {
         let mut argv = vec!["ssh".to_string()];
         if tty {
             argv.push("-tt".into());
-        } else {
-            // Nobody answers prompts (passwords, passphrases) in a launcher run.
+        }
+        if !prompts {
             argv.extend(["-o".to_string(), "BatchMode=yes".into()]);
         }
         for p in port_forward {
             argv.extend(["-L".to_string(), format!("{p}:localhost:{p}")]);
         }
         argv.extend(self.options(connect_timeout));
-        argv.push(self.destination());
+        argv.extend(["--".to_string(), self.destination()]);
         if let Some(r) = remote {
             argv.push(r);
         }
@@ -119,10 +156,16 @@ impl SshRunner {
 
     /// `rsync -e "ssh ..."` argv with `source` and `target` already spelled.
     fn rsync_argv(&self, filters: &SyncFilters, source: String, target: String) -> Vec<String> {
-        let rsh = std::iter::once("ssh".to_string()).chain(self.options(CONNECT_TIMEOUT_S)).map(|a| quote(&a)).collect::<Vec<_>>().join(" ");
+        let rsh = ["ssh", "-o", "BatchMode=yes"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(self.options(CONNECT_TIMEOUT_S))
+            .map(|a| quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut argv = vec!["rsync".to_string(), "--rsh".into(), rsh, "-az".into()];
         argv.extend(filters.args());
-        argv.extend([source, target]);
+        argv.extend(["--".to_string(), source, target]);
         argv
     }
 
@@ -140,7 +183,7 @@ impl SshRunner {
     async fn ready(&self, deadline: tokio::time::Instant, log: &OutputTo) -> Result<(), RunError> {
         let mut backoff = Duration::from_millis(500);
         loop {
-            let argv = self.ssh_argv(Some("uptime".into()), &[], 10, false);
+            let argv = self.ssh_argv(Some("uptime".into()), &[], 10, false, false);
             let done = run_local(&argv, &OutputTo::Capture, Some(Duration::from_secs(20))).await?;
             let err = match done.code {
                 Some(0) => return Ok(()),
@@ -169,14 +212,34 @@ impl CommandRunner for SshRunner {
     }
 
     async fn run(&self, command: &str, opts: &RunOptions) -> Result<String, RunError> {
-        let tty = matches!(opts.output, OutputTo::Terminal) && !opts.port_forward.is_empty();
-        let argv = self.ssh_argv(Some(Self::remote(command, &opts.env)), &opts.port_forward, CONNECT_TIMEOUT_S, tty);
+        // Queries (captured output) read a clean stdout; everything else runs
+        // with a terminal, so it stops when ssh does.
+        let tty = !matches!(opts.output, OutputTo::Capture);
+        let argv = self.ssh_argv(
+            Some(Self::remote(command, &opts.env)),
+            &opts.port_forward,
+            CONNECT_TIMEOUT_S,
+            tty,
+            false,
+        );
         let done = run_local(&argv, &opts.output, opts.timeout).await?;
         match done.code {
-            Some(0) => Ok(done.text),
-            Some(255) => Err(RunError::Unreachable { target: self.destination(), message: last_line(&done.text) }),
-            Some(code) => Err(RunError::Failed { target: self.destination(), command: command.to_string(), code, tail: done.text }),
-            None => Err(RunError::Timeout { target: self.destination(), command: command.to_string(), after: opts.timeout.unwrap_or_default() }),
+            Some(0) => Ok(done.stdout),
+            Some(255) => Err(RunError::Unreachable {
+                target: self.destination(),
+                message: last_line(&done.text),
+            }),
+            Some(code) => Err(RunError::Failed {
+                target: self.destination(),
+                command: command.to_string(),
+                code,
+                tail: done.text,
+            }),
+            None => Err(RunError::Timeout {
+                target: self.destination(),
+                command: command.to_string(),
+                after: opts.timeout.unwrap_or_default(),
+            }),
         }
     }
 
@@ -198,7 +261,13 @@ impl CommandRunner for SshRunner {
     }
 
     fn interactive(&self, command: Option<&str>, port_forward: &[u16]) -> Vec<String> {
-        self.ssh_argv(command.map(|c| Self::remote(c, &[])), port_forward, CONNECT_TIMEOUT_S, true)
+        self.ssh_argv(
+            command.map(|c| Self::remote(c, &[])),
+            port_forward,
+            CONNECT_TIMEOUT_S,
+            true,
+            true,
+        )
     }
 
     async fn wait_ready(&self, deadline: tokio::time::Instant, log: &OutputTo) -> Result<(), RunError> {
@@ -223,17 +292,66 @@ mod tests {
     fn ssh_uses_the_key_when_given_and_a_short_control_path() {
         let auth = SshAuth { user: "ubuntu".into(), private_key: Some("/k/id".into()), proxy_command: None };
         let r = SshRunner::new(auth, "10.0.0.5", "my-cluster");
-        let argv = r.ssh_argv(Some("uptime".into()), &[8265], 10, false);
+        let argv = r.ssh_argv(Some("uptime".into()), &[8265], 10, false, false);
         assert_eq!(argv[0], "ssh");
         assert!(argv.windows(2).any(|w| w == ["-L", "8265:localhost:8265"]));
         assert!(argv.windows(2).any(|w| w == ["-i", "/k/id"]));
         assert!(argv.contains(&"ConnectTimeout=10s".to_string()));
-        assert_eq!(argv[argv.len() - 2..], ["ubuntu@10.0.0.5".to_string(), "uptime".to_string()]);
+        assert_eq!(
+            argv[argv.len() - 2..],
+            ["ubuntu@10.0.0.5".to_string(), "uptime".to_string()]
+        );
+        assert!(
+            argv.contains(&"BatchMode=yes".to_string()),
+            "no prompts outside a terminal session"
+        );
         let cp = argv.iter().find(|a| a.starts_with("ControlPath=")).unwrap();
         assert!(cp.len() < 60, "{cp}");
+        // The sockets' folder is the user's alone.
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::path::Path::new(cp.trim_start_matches("ControlPath="))
+            .parent()
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         // No key: ssh's own config and agent decide.
-        let r = SshRunner::new(SshAuth { user: "u".into(), ..Default::default() }, "h", "c");
-        assert!(!r.ssh_argv(None, &[], 10, false).iter().any(|a| a == "-i" || a == "IdentitiesOnly=yes"));
+        let r = SshRunner::new(
+            SshAuth {
+                user: "u".into(),
+                ..Default::default()
+            },
+            "h",
+            "c",
+        );
+        assert!(
+            !r.ssh_argv(None, &[], 10, false, false)
+                .iter()
+                .any(|a| a == "-i" || a == "IdentitiesOnly=yes")
+        );
+    }
+
+    #[test]
+    fn a_control_folder_someone_else_can_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("shared");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let e = private_dir(&dir, uid).unwrap_err();
+        assert!(e.contains("closed to others"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(private_dir(&dir, uid).is_ok());
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(
+            private_dir(&link, uid).is_err(),
+            "a symlink planted in its place"
+        );
+        assert!(private_dir(&dir, uid + 1).is_err(), "another user's folder");
     }
 
     #[test]

@@ -28,7 +28,12 @@ struct Machine {
 }
 
 const RUNNING: &str = "running";
+/// Being given back: Ray is being stopped there; not free yet.
+const STOPPING: &str = "stopping";
 const TERMINATED: &str = "terminated";
+
+/// Longest wait for another process's hold on the state file.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// The provider.
 pub struct LocalProvider {
@@ -56,7 +61,9 @@ struct FileLock {
 }
 
 impl FileLock {
-    fn take(path: &std::path::Path) -> Result<Self, ProviderError> {
+    /// Takes the lock without blocking the runtime's threads: polls until
+    /// [`LOCK_WAIT`], then fails naming the file (a stopped process holds it).
+    async fn take(path: &std::path::Path) -> Result<Self, ProviderError> {
         use std::os::fd::AsRawFd as _;
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -64,12 +71,24 @@ impl FileLock {
             .write(true)
             .open(path)
             .map_err(|e| io_err(&format!("cannot open {}", path.display()), e))?;
-        // SAFETY: flock on a descriptor this struct owns; released when it closes.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io_err(&format!("cannot lock {}", path.display()), std::io::Error::last_os_error()));
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            // SAFETY: flock on a descriptor this struct owns; released when it closes.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self { _file: f });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io_err(&format!("cannot lock {}", path.display()), e));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(io_err(
+                    &format!("cannot lock {}", path.display()),
+                    format!("another process has held it for {} s", LOCK_WAIT.as_secs()),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Self { _file: f })
     }
 }
 
@@ -110,20 +129,32 @@ impl LocalProvider {
     }
 
     /// Reads the state, reconciled with the config: every configured address has
-    /// an entry (free unless the file says otherwise), addresses no longer in the
-    /// config are dropped, and a changed head starts the cluster afresh.
+    /// an entry (free unless the file says otherwise); a free address no longer
+    /// in the config is dropped, but a machine in use stays until it is given
+    /// back (Ray still runs there); a head at another address is forgotten.
     fn load(&self) -> Result<BTreeMap<String, Machine>, ProviderError> {
         let mut m: BTreeMap<String, Machine> = match std::fs::read(&self.state_path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| io_err(&format!("unreadable state file {}", self.state_path.display()), e))?,
             Err(_) => BTreeMap::new(),
         };
-        let head_ok = m.get(&self.head_ip).is_some_and(|h| h.tags.get(TAG_NODE_KIND).map(String::as_str) == Some(NODE_KIND_HEAD));
-        if !head_ok && !m.is_empty() {
-            tracing::info!(head_ip = %self.head_ip, "the head address changed: starting the cluster state afresh");
-            m.clear();
+        let is_head =
+            |x: &Machine| x.tags.get(TAG_NODE_KIND).map(String::as_str) == Some(NODE_KIND_HEAD);
+        if m.get(&self.head_ip).is_some_and(|h| !is_head(h)) {
+            // Was a worker, now the head: its old record goes.
+            m.remove(&self.head_ip);
         }
-        let free = |kind: &str| Machine { tags: [(TAG_NODE_KIND.to_string(), kind.to_string())].into(), state: TERMINATED.into(), external_ip: None };
-        m.retain(|ip, _| *ip == self.head_ip || self.worker_ips.contains(ip));
+        let free = |kind: &str| Machine {
+            tags: [(TAG_NODE_KIND.to_string(), kind.to_string())].into(),
+            state: TERMINATED.into(),
+            external_ip: None,
+        };
+        m.retain(|ip, x| {
+            let keep = *ip == self.head_ip || (!is_head(x) && (self.worker_ips.contains(ip) || x.state != TERMINATED));
+            if !keep && x.state != TERMINATED {
+                tracing::info!(ip = %ip, "forgetting the head at an address the config no longer names");
+            }
+            keep
+        });
         for ip in &self.worker_ips {
             m.entry(ip.clone()).or_insert_with(|| free(NODE_KIND_WORKER));
         }
@@ -143,7 +174,7 @@ impl LocalProvider {
     /// Runs `f` on the state under both locks and saves what it leaves.
     async fn with_state<R>(&self, f: impl FnOnce(&mut BTreeMap<String, Machine>) -> Result<R, ProviderError>) -> Result<R, ProviderError> {
         let _g = self.mutex.lock().await;
-        let _file = FileLock::take(&self.lock_path)?;
+        let _file = FileLock::take(&self.lock_path).await?;
         let mut m = self.load()?;
         let r = f(&mut m)?;
         self.save(&m)?;
@@ -154,7 +185,11 @@ impl LocalProvider {
         CloudInstance {
             cloud_id: ip.to_string(),
             node_type: m.tags.get(TAG_USER_NODE_TYPE).cloned().unwrap_or_default(),
-            state: CloudState::Running,
+            state: if m.state == STOPPING {
+                CloudState::Terminating
+            } else {
+                CloudState::Running
+            },
             tags: m.tags.clone(),
             internal_ip: Some(ip.to_string()),
             external_ip: Some(m.external_ip.clone().unwrap_or_else(|| ip.to_string())),
@@ -219,18 +254,33 @@ impl NodeProvider for LocalProvider {
     }
 
     async fn terminate(&self, cloud_ids: &[String]) -> Result<(), ProviderError> {
-        let known: Vec<String> = {
-            let _g = self.mutex.lock().await;
-            let m = self.load()?;
-            cloud_ids.iter().filter(|ip| m.get(*ip).is_some_and(|x| x.state == RUNNING)).cloned().collect()
-        };
-        for ip in &known {
-            self.stop_ray(ip).await;
-        }
+        // Marked as being given back first (under the lock), so nobody takes the
+        // address while Ray is being stopped there; freed once it is.
+        let known: Vec<String> = self
+            .with_state(|m| {
+                let mut known = Vec::new();
+                for ip in cloud_ids {
+                    if let Some(x) = m.get_mut(ip)
+                        && x.state != TERMINATED
+                    {
+                        x.state = STOPPING.into();
+                        known.push(ip.clone());
+                    }
+                }
+                Ok(known)
+            })
+            .await?;
+        futures::future::join_all(known.iter().map(|ip| self.stop_ray(ip))).await;
         self.with_state(|m| {
             for ip in &known {
-                if let Some(x) = m.get_mut(ip) {
-                    let kind = x.tags.get(TAG_NODE_KIND).cloned().unwrap_or_else(|| NODE_KIND_WORKER.to_string());
+                if let Some(x) = m.get_mut(ip)
+                    && x.state == STOPPING
+                {
+                    let kind = x
+                        .tags
+                        .get(TAG_NODE_KIND)
+                        .cloned()
+                        .unwrap_or_else(|| NODE_KIND_WORKER.to_string());
                     x.tags = [(TAG_NODE_KIND.to_string(), kind)].into();
                     x.state = TERMINATED.into();
                 }
@@ -241,7 +291,13 @@ impl NodeProvider for LocalProvider {
     }
 
     async fn list(&self) -> Result<Vec<CloudInstance>, ProviderError> {
-        self.with_state(|m| Ok(m.iter().filter(|(_, x)| x.state == RUNNING).map(|(ip, x)| Self::instance(ip, x)).collect())).await
+        self.with_state(|m| {
+            Ok(m.iter()
+                .filter(|(_, x)| x.state != TERMINATED)
+                .map(|(ip, x)| Self::instance(ip, x))
+                .collect())
+        })
+        .await
     }
 
     async fn set_tags(&self, cloud_id: &str, tags: &BTreeMap<String, String>) -> Result<(), ProviderError> {
@@ -315,6 +371,53 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(30), p.terminate(&["127.0.0.1".to_string()])).await.expect("gives up on ssh").unwrap();
         assert!(p.list().await.unwrap().is_empty());
         assert_eq!(p.create(&request(&["i2"])).await.unwrap()[0].cloud_id, "127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn a_machine_in_use_is_not_forgotten_when_the_config_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(dir.path(), &["10.0.0.2", "10.0.0.3"]);
+        p.create(&request(&["i1"])).await.unwrap();
+        let q = provider(dir.path(), &["10.0.0.3"]);
+        let listed: Vec<String> = q
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.cloud_id)
+            .collect();
+        assert_eq!(
+            listed,
+            ["10.0.0.2"],
+            "Ray still runs there: ray down must still find it"
+        );
+        let e = q.create(&request(&["i2", "i3"])).await.unwrap();
+        assert_eq!(
+            e.iter().map(|c| c.cloud_id.as_str()).collect::<Vec<_>>(),
+            ["10.0.0.3"],
+            "only configured addresses are taken"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_machine_being_given_back_is_listed_as_terminating_and_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(dir.path(), &["10.0.0.2"]);
+        p.create(&request(&["i1"])).await.unwrap();
+        // As if a terminate had marked it and not finished (a crash while stopping Ray).
+        p.with_state(|m| {
+            m.get_mut("10.0.0.2").unwrap().state = STOPPING.into();
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let listed = p.list().await.unwrap();
+        assert_eq!(listed[0].state, CloudState::Terminating);
+        assert_eq!(
+            p.create(&request(&["i2"])).await.unwrap_err().class,
+            ErrorClass::Capacity,
+            "not free yet"
+        );
     }
 
     #[test]

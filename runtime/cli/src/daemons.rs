@@ -382,10 +382,78 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
         // SSH by the launcher's updater, joining the head at the GCS's address.
         let head_ip = args.gcs_address.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or_default().to_string();
         let log_dir = args.temp_root.join(&args.session_name).join("logs");
-        let setup = std::sync::Arc::new(ray_launcher::worker_setup::WorkerSetup::new(cluster.clone(), provider.clone(), head_ip, log_dir));
-        ray_autoscaler::Autoscaler::new(cluster, gcs_cluster, provider, storage).with_setup(setup).run(shutdown).await;
+        let setup = std::sync::Arc::new(ray_launcher::worker_setup::WorkerSetup::new(
+            cluster.clone(),
+            provider.clone(),
+            head_ip.clone(),
+            log_dir.clone(),
+        ));
+        let (updates, rx) = tokio::sync::mpsc::unbounded_channel();
+        let watch = ConfigWatch {
+            path: args.autoscaling_config.clone(),
+            provider: provider.clone(),
+            head_ip,
+            log_dir,
+        };
+        tokio::spawn(watch.run(updates, shutdown.clone()));
+        ray_autoscaler::Autoscaler::new(cluster, gcs_cluster, provider, storage)
+            .with_setup(setup)
+            .with_config_updates(rx)
+            .run(shutdown)
+            .await;
         0
     })
+}
+
+/// Watches the autoscaling config file, as Ray's autoscaler re-reads it: each
+/// change that loads goes to the autoscaler (with a node set-up for it); one
+/// that does not is logged, and the running config kept.
+struct ConfigWatch {
+    path: PathBuf,
+    provider: std::sync::Arc<dyn ray_providers::NodeProvider>,
+    head_ip: String,
+    log_dir: PathBuf,
+}
+
+impl ConfigWatch {
+    async fn run(
+        self,
+        updates: tokio::sync::mpsc::UnboundedSender<ray_autoscaler::Reconfigure>,
+        shutdown: CancellationToken,
+    ) {
+        let mut last = std::fs::read(&self.path).ok();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let now = std::fs::read(&self.path).ok();
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
+            match ray_autoscaler::config::ClusterConfig::load(&self.path) {
+                Ok(config) => {
+                    let setup = ray_launcher::worker_setup::WorkerSetup::new(
+                        config.clone(),
+                        self.provider.clone(),
+                        self.head_ip.clone(),
+                        self.log_dir.clone(),
+                    );
+                    let update = ray_autoscaler::Reconfigure {
+                        config,
+                        setup: Some(std::sync::Arc::new(setup)),
+                    };
+                    if updates.send(update).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(config = %self.path.display(), "the cluster config changed but does not load; keeping the running one: {e}")
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

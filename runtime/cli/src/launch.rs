@@ -25,9 +25,10 @@ pub struct UpArgs {
     #[arg(long = "max-workers")]
     pub max_workers: Option<u32>,
     /// Do not restart Ray on an existing head node.
-    #[arg(long = "no-restart")]
+    #[arg(long = "no-restart", conflicts_with = "restart_only")]
     pub no_restart: bool,
-    /// Only restart Ray on the head node (skip file mounts and setup commands).
+    /// Only restart Ray on the head node (changed file mounts are still synced;
+    /// setup commands are skipped).
     #[arg(long = "restart-only")]
     pub restart_only: bool,
     /// Do not ask for confirmation.
@@ -76,6 +77,9 @@ pub struct DownArgs {
     /// Keep min_workers workers of each type.
     #[arg(long = "keep-min-workers")]
     pub keep_min_workers: bool,
+    /// Terminate what this machine's provider lists, without asking the head.
+    #[arg(long = "from-provider", hide = true)]
+    pub from_provider: bool,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -159,7 +163,7 @@ pub struct AttachArgs {
     /// Force a new screen or tmux session.
     #[arg(short = 'N', long = "new")]
     pub new: bool,
-    /// Accepted for compatibility with Ray: this build attaches to the head.
+    /// Attach to the node at this address instead of the head.
     #[arg(long = "node-ip")]
     pub node_ip: Option<String>,
     #[command(flatten)]
@@ -232,8 +236,31 @@ pub fn load_cluster(path: &Path, name: Option<&str>, min_workers: Option<u32>, m
     Ok(Cluster::new(config, provider, root))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+/// The launcher's runtime.
+struct Rt(tokio::runtime::Runtime);
+
+fn runtime() -> Result<Rt> {
+    Ok(Rt(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?))
+}
+
+impl Rt {
+    /// Runs `work` to its end, or until Ctrl-C (SIGINT), which drops it: the ssh
+    /// and rsync it started are killed, and with them (their terminal hangs up)
+    /// the commands they ran on the nodes.
+    fn block_on<T, E: Into<anyhow::Error>>(
+        &self,
+        work: impl std::future::Future<Output = std::result::Result<T, E>>,
+    ) -> Result<T> {
+        self.0.block_on(async {
+            tokio::select! {
+                r = work => r.map_err(Into::into),
+                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C); what was under way on the nodes was stopped")),
+            }
+        })
+    }
 }
 
 /// `ray up`.
@@ -272,8 +299,18 @@ pub fn up(a: UpArgs) -> Result<()> {
 
 /// `ray down`.
 pub fn down(a: DownArgs) -> Result<()> {
-    let cluster = load_cluster(&a.cluster_config_file, a.cluster_name.as_deref(), None, None)?;
-    let opts = ray_launcher::down::DownOptions { yes: a.yes, workers_only: a.workers_only, keep_min_workers: a.keep_min_workers };
+    let cluster = load_cluster(
+        &a.cluster_config_file,
+        a.cluster_name.as_deref(),
+        None,
+        None,
+    )?;
+    let opts = ray_launcher::down::DownOptions {
+        yes: a.yes,
+        workers_only: a.workers_only,
+        keep_min_workers: a.keep_min_workers,
+        from_provider: a.from_provider,
+    };
     let progress = Progress::new();
     let gone = runtime()?.block_on(ray_launcher::down::down(&cluster, &opts, &progress))?;
     progress.say(&format!("Cluster {} is down ({} node(s) terminated).", cluster.config.cluster_name, gone.len()));
@@ -281,7 +318,7 @@ pub fn down(a: DownArgs) -> Result<()> {
 }
 
 /// Starts the cluster first when `--start` says so.
-fn maybe_start(rt: &tokio::runtime::Runtime, cluster: &Cluster, start: bool) -> Result<()> {
+fn maybe_start(rt: &Rt, cluster: &Cluster, start: bool) -> Result<()> {
     if start {
         let progress = Progress::new();
         let opts = ray_launcher::up::UpOptions { yes: true, no_restart: false, restart_only: false };
@@ -290,16 +327,26 @@ fn maybe_start(rt: &tokio::runtime::Runtime, cluster: &Cluster, start: bool) -> 
     Ok(())
 }
 
-fn maybe_stop(rt: &tokio::runtime::Runtime, cluster: &Cluster, stop: bool) -> Result<()> {
-    if stop {
-        let opts = ray_launcher::down::DownOptions { yes: true, ..Default::default() };
+/// Tears the cluster down after an attached command (a detached one does it on
+/// the head when it ends).
+fn maybe_stop(rt: &Rt, cluster: &Cluster, opts: &ray_launcher::remote::ExecOptions) -> Result<()> {
+    if opts.stop && !opts.detached() {
+        let opts = ray_launcher::down::DownOptions {
+            yes: true,
+            ..Default::default()
+        };
         rt.block_on(ray_launcher::down::down(cluster, &opts, &Progress::new()))?;
     }
     Ok(())
 }
 
-fn exec_options(s: &SessionFlags) -> ray_launcher::remote::ExecOptions {
-    ray_launcher::remote::ExecOptions { tmux: s.tmux, screen: s.screen, port_forward: s.port_forward.clone() }
+fn exec_options(s: &SessionFlags, stop: bool) -> ray_launcher::remote::ExecOptions {
+    ray_launcher::remote::ExecOptions {
+        tmux: s.tmux,
+        screen: s.screen,
+        port_forward: s.port_forward.clone(),
+        stop,
+    }
 }
 
 /// `ray exec`; returns the remote command's exit code.
@@ -307,22 +354,34 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     let cluster = load_cluster(&a.cluster_config_file, a.session.cluster_name.as_deref(), None, None)?;
     let rt = runtime()?;
     maybe_start(&rt, &cluster, a.session.start)?;
-    let code = rt.block_on(ray_launcher::remote::exec(&cluster, &a.cmd, &exec_options(&a.session)))?;
-    maybe_stop(&rt, &cluster, a.stop)?;
+    let opts = exec_options(&a.session, a.stop);
+    let code = rt.block_on(ray_launcher::remote::exec(&cluster, &a.cmd, &opts))?;
+    maybe_stop(&rt, &cluster, &opts)?;
     Ok(code)
 }
 
 /// `ray submit`; returns the script's exit code.
 pub fn submit(a: SubmitArgs) -> Result<i32> {
-    let cluster = load_cluster(&a.cluster_config_file, a.session.cluster_name.as_deref(), None, None)?;
-    let mut args = a.script_args.clone();
-    if let Some(extra) = &a.args {
-        args.extend(shlex::split(extra).ok_or_else(|| anyhow!("--args: unbalanced quotes in {extra:?}"))?);
+    let cluster = load_cluster(
+        &a.cluster_config_file,
+        a.session.cluster_name.as_deref(),
+        None,
+        None,
+    )?;
+    if !a.script_args.is_empty() && a.args.is_some() {
+        bail!("ray submit: give the script's arguments after the script or with --args, not both");
     }
     let rt = runtime()?;
     maybe_start(&rt, &cluster, a.session.start)?;
-    let code = rt.block_on(ray_launcher::remote::submit(&cluster, &a.script, &args, &exec_options(&a.session)))?;
-    maybe_stop(&rt, &cluster, a.stop)?;
+    let opts = exec_options(&a.session, a.stop);
+    let code = rt.block_on(ray_launcher::remote::submit(
+        &cluster,
+        &a.script,
+        &a.script_args,
+        a.args.as_deref(),
+        &opts,
+    ))?;
+    maybe_stop(&rt, &cluster, &opts)?;
     Ok(code)
 }
 
@@ -331,9 +390,21 @@ pub fn attach(a: AttachArgs) -> Result<i32> {
     let cluster = load_cluster(&a.cluster_config_file, a.session.cluster_name.as_deref(), None, None)?;
     let rt = runtime()?;
     maybe_start(&rt, &cluster, a.session.start)?;
-    let argv = rt.block_on(ray_launcher::remote::attach_command(&cluster, a.session.tmux, a.session.screen, a.new, &a.session.port_forward))?;
-    let (prog, rest) = argv.split_first().ok_or_else(|| anyhow!("no command to attach with"))?;
-    let status = std::process::Command::new(prog).args(rest).status().map_err(|e| anyhow!("cannot run {prog}: {e}"))?;
+    let argv = rt.block_on(ray_launcher::remote::attach_command(
+        &cluster,
+        a.node_ip.as_deref(),
+        a.session.tmux,
+        a.session.screen,
+        a.new,
+        &a.session.port_forward,
+    ))?;
+    let (prog, rest) = argv
+        .split_first()
+        .ok_or_else(|| anyhow!("no command to attach with"))?;
+    let status = std::process::Command::new(prog)
+        .args(rest)
+        .status()
+        .map_err(|e| anyhow!("cannot run {prog}: {e}"))?;
     Ok(status.code().unwrap_or(1))
 }
 

@@ -194,8 +194,9 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
 
         // `--no-monitor`: the config types this head, but the autoscaler runs elsewhere.
         if let Some((path, _)) = autoscaling.as_ref().filter(|_| !a.no_monitor) {
-            // The autoscaler reads a copy kept with the session, as Ray keeps
-            // ~/ray_bootstrap_config.yaml: later edits of the original change nothing.
+            // The session keeps a copy of the config it started with; the
+            // autoscaler watches the file itself, as Ray's re-reads it: an edit
+            // that loads (`ray up --no-restart`) takes effect without a restart.
             let copy = session.dir().join("autoscaling_config.yaml");
             std::fs::copy(path, &copy).with_context(|| format!("cannot copy {}", path.display()))?;
             let ready = launcher.ready_file("monitor");
@@ -203,7 +204,7 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
                 "--gcs-address".to_string(),
                 gcs_addr.clone(),
                 "--autoscaling-config".into(),
-                copy.display().to_string(),
+                path.display().to_string(),
                 "--session-name".into(),
                 session.name().to_string(),
                 "--temp-root".into(),
