@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use ray_proto::rpc::autoscaler::FailedInstanceRequest;
-use ray_providers::ProviderError;
+use ray_providers::{ErrorClass, ProviderError};
 use tokio::time::Instant;
 
 /// Recent launch failures shown by `ray status`.
@@ -76,7 +76,8 @@ impl LaunchBackoff {
     pub fn failed(&mut self, f: &LaunchFailure<'_>, now: Instant) -> String {
         let b = self.by_type.entry(f.node_type.to_string()).or_insert(TypeBackoff { until: now, failures: 0 });
         b.failures = b.failures.saturating_add(1);
-        let wait = if f.error.class.is_retryable() {
+        // A quota stays until someone raises it: stop asking for as long as any.
+        let wait = if f.error.class.is_retryable() && f.error.class != ErrorClass::Quota {
             BACKOFF_BASE.saturating_mul(2u32.saturating_pow(b.failures - 1)).min(BACKOFF_MAX)
         } else {
             BACKOFF_MAX
@@ -106,7 +107,6 @@ impl LaunchBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ray_providers::ErrorClass;
 
     #[tokio::test(start_paused = true)]
     async fn doubles_per_failure_and_ends() {
@@ -125,6 +125,9 @@ mod tests {
         let r = b.failed(&LaunchFailure { error: &fatal, ..f }, Instant::now());
         assert!(r.contains("paused for 300 s"), "{r}");
         assert_eq!(b.recent_failures().count(), 3);
+        let quota = ProviderError::new(ErrorClass::Quota, "VcpuLimitExceeded");
+        let r = b.failed(&LaunchFailure { error: &quota, node_type: "q", ..f }, Instant::now());
+        assert!(r.contains("quota: VcpuLimitExceeded") && r.contains("paused for 300 s"), "{r}");
         assert_eq!(b.recent_failures().next().map(|x| x.count), Some(2));
     }
 }

@@ -3,7 +3,9 @@
 //! - `corpus/*.yaml`: our own configs for every provider, written with the habits of
 //!   Ray's templates. Each says under `metadata.expect` what Ray resolves it to
 //!   (Ray does not read `metadata`); the values were checked against Ray 2.60's
-//!   `prepare_config` + `validate_config`. A file Ray itself refuses says why
+//!   `prepare_config` + `validate_config`, plus (for `aws` node types) what Ray's
+//!   `ray up` adds from DescribeInstanceTypes, which this loader takes from its
+//!   instance-type table. A file Ray itself refuses says why
 //!   under `metadata.ray_2_60_refuses`.
 //! - `corpus/rejected/*.yaml`: configs Ray refuses too; each starts with
 //!   `# expect-error: <text of our message>` lines.

@@ -49,6 +49,35 @@ fn node_type(t: &NodeTypeConfig) -> Value {
     Value::Object(m)
 }
 
+/// The part of a config a provider's bootstrap reads and fills in: the provider
+/// section, `auth`, the head's type and each type's `node_config`.
+pub fn provider_doc(config: &ClusterConfig) -> Value {
+    let types: Map<String, Value> = config.node_types.iter().map(|t| (t.name.clone(), json!({"node_config": t.node_config}))).collect();
+    json!({
+        "cluster_name": config.cluster_name,
+        "provider": config.provider,
+        "auth": crate::node_plan::auth_json(config),
+        "head_node_type": config.head_node_type,
+        "available_node_types": types,
+    })
+}
+
+/// Takes what a provider's bootstrap filled in ([`provider_doc`]'s shape) into
+/// `config`.
+pub fn apply(config: &mut ClusterConfig, doc: &Value) {
+    if let Some(p) = doc.get("provider") {
+        config.provider = p.clone();
+    }
+    if let Some(k) = doc.pointer("/auth/ssh_private_key").and_then(Value::as_str) {
+        config.auth.ssh_private_key = Some(k.to_string());
+    }
+    for t in &mut config.node_types {
+        if let Some(nc) = doc.get("available_node_types").and_then(|ts| ts.get(&t.name)).and_then(|t| t.get("node_config")) {
+            t.node_config = nc.clone();
+        }
+    }
+}
+
 /// The head's config. `key_on_head` is where the SSH key is copied (None when
 /// the config names no key: the head then relies on its own SSH set-up).
 pub fn head_config(config: &ClusterConfig, key_on_head: Option<&str>) -> Value {

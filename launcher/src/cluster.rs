@@ -11,6 +11,9 @@ use ray_providers::{CloudInstance, NODE_KIND_HEAD, NodeProvider, ProviderError, 
 use crate::runner::{CommandRunner, LocalRunner, RunError, SshAuth, SshRunner};
 use crate::updater::UpdateError;
 
+/// The file in [`Cluster::log_dir`] that keeps the provider's bootstrap.
+const BOOTSTRAP_CACHE: &str = "bootstrap-cache.json";
+
 /// Why a launcher command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -96,6 +99,40 @@ impl Cluster {
     pub fn new(config: ClusterConfig, provider: Arc<dyn NodeProvider>, temp_root: PathBuf) -> Self {
         let auth = SshAuth::from_config(&crate::node_plan::auth_json(&config));
         Self { config, provider, auth, temp_root }
+    }
+
+    /// This cluster with what the provider's bootstrap fills in (security group,
+    /// key pair, subnets, ...). The result is kept in [`Cluster::log_dir`], so the
+    /// launcher's other commands see the same config ([`Cluster::with_cached_bootstrap`]).
+    pub async fn bootstrapped(&self) -> Result<Cluster, LaunchError> {
+        let input = crate::bootstrap::provider_doc(&self.config);
+        let output = self
+            .provider
+            .bootstrap(input.clone())
+            .await
+            .map_err(|error| LaunchError::Provider { what: "the provider's bootstrap failed".into(), error })?;
+        let mut config = self.config.clone();
+        crate::bootstrap::apply(&mut config, &output);
+        if output != input {
+            let path = self.private_log_dir()?.join(BOOTSTRAP_CACHE);
+            let doc = serde_json::json!({"input": input, "output": output});
+            std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+                .map_err(|e| LaunchError::Local(format!("cannot write {}: {e}", path.display())))?;
+        }
+        Ok(Cluster::new(config, self.provider.clone(), self.temp_root.clone()))
+    }
+
+    /// This cluster with the bootstrap `ray up` last did for the same config, if any.
+    pub fn with_cached_bootstrap(mut self) -> Self {
+        let path = self.log_dir().join(BOOTSTRAP_CACHE);
+        let Some(doc) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) else { return self };
+        if doc.get("input") == Some(&crate::bootstrap::provider_doc(&self.config))
+            && let Some(out) = doc.get("output")
+        {
+            crate::bootstrap::apply(&mut self.config, out);
+            self.auth = SshAuth::from_config(&crate::node_plan::auth_json(&self.config));
+        }
+        self
     }
 
     /// True when the provider runs nodes as processes on this machine.

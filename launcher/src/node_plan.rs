@@ -46,6 +46,19 @@ pub fn commands(config: &ClusterConfig, node_type: &str, role: Role) -> NodeComm
     NodeCommands { initialization, setup, start }
 }
 
+/// Per node type, a worker's commands in the order they run (initialization,
+/// setup, start): what a provider that boots workers itself runs on them.
+pub fn boot_commands(config: &ClusterConfig) -> BTreeMap<String, Vec<String>> {
+    config
+        .node_types
+        .iter()
+        .map(|t| {
+            let c = commands(config, &t.name, Role::Worker);
+            (t.name.clone(), [c.initialization, c.setup, c.start].concat())
+        })
+        .collect()
+}
+
 /// The launch hash of a node type: its node_config and the cluster's auth.
 pub fn type_launch_hash(config: &ClusterConfig, node_type: &str) -> String {
     let node_config = config.node_type(node_type).map(|t| t.node_config.clone()).unwrap_or_default();

@@ -150,6 +150,10 @@ async fn get_or_create_head(cluster: &Cluster, opts: &UpOptions, progress: &Prog
 
 /// Creates or updates the cluster's head.
 pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Result<UpOutcome, LaunchError> {
+    // The provider fills in what the config leaves out (security group, key
+    // pair, subnets, ...) before anything launches.
+    let bootstrapped = cluster.bootstrapped().await?;
+    let cluster = &bootstrapped;
     let config = &cluster.config;
     let (head, created) = get_or_create_head(cluster, opts, progress).await?;
     let log_dir = cluster.private_log_dir()?;
@@ -157,7 +161,6 @@ pub async fn up(cluster: &Cluster, opts: &UpOptions, progress: &Progress) -> Res
     // The head's own config and key travel as file mounts.
     let key_on_head = cluster.auth.private_key.as_ref().map(|_| HEAD_KEY_PATH);
     let doc = head_config(config, if cluster.is_local() { cluster.auth.private_key.as_ref().map(|k| k.to_str().unwrap_or_default()) } else { key_on_head });
-    let doc = cluster.provider.bootstrap(doc).await.map_err(|error| LaunchError::Provider { what: "the provider's bootstrap failed".into(), error })?;
     let doc_path = log_dir.join("ray_bootstrap_config.yaml");
     std::fs::write(&doc_path, serde_json::to_vec_pretty(&doc).unwrap_or_default())
         .map_err(|e| LaunchError::Local(format!("cannot write {}: {e}", doc_path.display())))?;

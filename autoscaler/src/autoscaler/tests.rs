@@ -212,7 +212,7 @@ async fn a_busy_node_refuses_the_drain_and_stays_running() {
 async fn a_failed_launch_backs_off_is_reported_and_is_retried_after() {
     let r = Rig::new(CONFIG);
     let mut a = r.autoscaler().await;
-    r.provider.fail_next_launch(ProviderError::new(ErrorClass::Quota, "quota exceeded for small instances"));
+    r.provider.fail_next_launch(ProviderError::new(ErrorClass::Capacity, "no capacity for small instances"));
     r.cluster.request_resources(&[("CPU", 1.0)], 2);
     step(&mut a).await;
     assert_eq!(r.provider.create_calls().len(), 1);
@@ -223,7 +223,7 @@ async fn a_failed_launch_backs_off_is_reported_and_is_retried_after() {
     let report = r.cluster.last_report().expect("a report");
     let f = report.failed_instance_requests.first().expect("the failure is reported");
     assert_eq!((f.ray_node_type_name.as_str(), f.count), ("small", 2));
-    assert!(f.reason.contains("quota exceeded for small instances") && f.reason.contains("paused for 5 s"), "{}", f.reason);
+    assert!(f.reason.contains("no capacity for small instances") && f.reason.contains("paused for 5 s"), "{}", f.reason);
     assert!(f.start_ts_ms >= T0 && f.failed_ts_ms >= f.start_ts_ms);
     while failed_at.elapsed() < Duration::from_millis(4_500) {
         step(&mut a).await;

@@ -23,6 +23,7 @@ struct RawType {
     max_workers: Option<u32>,
     min_mark: Mark,
     mark: Mark,
+    resources_given: bool,
 }
 
 /// Types and checks the merged config. `None` when a fault leaves nothing to build.
@@ -58,7 +59,10 @@ pub fn build(r: &mut Reader, m: Merged) -> Option<ClusterConfig> {
     };
 
     let types_node = r.required(top, at, "", "available_node_types", "a mapping of node type name to its settings");
-    let raw = types_node.map(|n| node_types(r, n)).unwrap_or_default();
+    // Ray's AWS launcher fills `resources` from the instance type before its schema
+    // check; so does this loader (from its table).
+    let aws = m.provider_type == "aws";
+    let raw = types_node.map(|n| node_types(r, n, aws)).unwrap_or_default();
     let names: Vec<&str> = raw.iter().map(|t| t.config.name.as_str()).collect();
     let head_node_type = match get("head_node_type") {
         Some(h) if !m.head_type_defaulted => {
@@ -119,6 +123,13 @@ pub fn build(r: &mut Reader, m: Merged) -> Option<ClusterConfig> {
                 &path,
                 format!("min_workers ({}) is larger than max_workers ({})", c.min_workers, c.max_workers),
             );
+        }
+        if aws {
+            let is_head = c.name == head_node_type;
+            if let Some(why) = super::instance_types::fill_aws(&mut c, is_head, t.resources_given) {
+                let path = child_path(&child_path("available_node_types", &c.name), "resources");
+                r.error_at(t.mark, &path, why);
+            }
         }
         node_types.push(c);
     }
@@ -226,7 +237,7 @@ fn docker(r: &mut Reader, n: &Node) -> Option<serde_json::Value> {
     if m.is_empty() { None } else { Some(to_json(n)) }
 }
 
-fn node_types(r: &mut Reader, n: &Node) -> Vec<RawType> {
+fn node_types(r: &mut Reader, n: &Node, resources_optional: bool) -> Vec<RawType> {
     let Some(m) = r.mapping(n, "available_node_types") else { return Vec::new() };
     if m.is_empty() {
         r.error(n, "available_node_types", "expected at least one node type");
@@ -245,8 +256,13 @@ fn node_types(r: &mut Reader, n: &Node) -> Vec<RawType> {
         };
         let mut resources = ResourceSet::new();
         let mut declared_resources = BTreeMap::new();
-        if let Some(res) =
+        let resources_given = tm.get("resources").is_some();
+        let res = if resources_optional {
+            tm.get("resources")
+        } else {
             r.required(tm, at, &path, "resources", "a mapping of resource name to whole number (may be {})")
+        };
+        if let Some(res) = res
             && let Some(rm) = r.mapping(res, &sub("resources"))
         {
             for re in rm.iter() {
@@ -289,7 +305,7 @@ fn node_types(r: &mut Reader, n: &Node) -> Vec<RawType> {
             }),
         };
         let min_mark = tm.get("min_workers").map(|v| v.mark).unwrap_or(Mark::NONE);
-        out.push(RawType { config, min_workers, max_workers, min_mark, mark: at });
+        out.push(RawType { config, min_workers, max_workers, min_mark, mark: at, resources_given });
     }
     out
 }

@@ -17,6 +17,7 @@
 mod build;
 mod compose;
 mod defaults;
+pub mod instance_types;
 mod local;
 mod prepare;
 mod reader;

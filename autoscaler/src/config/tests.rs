@@ -184,3 +184,41 @@ fn price_is_an_optional_non_negative_number_per_type() {
     let e = one_error(&text.replace("price: 0.096", "prize: 0.096"));
     assert!(e.message.contains("did you mean \"price\""), "{e}");
 }
+
+#[test]
+fn aws_types_without_resources_take_them_and_a_price_from_the_instance_type() {
+    let text = r#"
+cluster_name: a
+max_workers: 4
+provider: {type: aws, region: us-west-2}
+available_node_types:
+  head: {node_config: {InstanceType: m5.large}}
+  gpu:
+    node_config: {InstanceType: g4dn.xlarge, InstanceMarketOptions: {MarketType: spot}}
+    resources: {custom: 2, CPU: 2}
+  mine:
+    node_config: {InstanceType: c5.large}
+    resources: {CPU: 1}
+    price: 0.01
+head_node_type: head
+"#;
+    let c = ClusterConfig::parse("aws.yaml", text).unwrap();
+    let head = c.node_type("head").unwrap();
+    assert_eq!(head.declared_resources.get("CPU"), Some(&2.0));
+    assert!(!head.declared_resources.contains_key("memory"), "the head gets no memory resource");
+    let m5 = instance_types::aws("m5.large").unwrap().on_demand_usd;
+    assert_eq!(head.price, Some(m5));
+    let gpu = c.node_type("gpu").unwrap();
+    assert_eq!(gpu.declared_resources.get("CPU"), Some(&2.0), "what the file says wins");
+    assert_eq!(gpu.declared_resources.get("GPU"), Some(&1.0));
+    assert_eq!(gpu.declared_resources.get("custom"), Some(&2.0));
+    assert_eq!(gpu.declared_resources.get("accelerator_type:T4"), Some(&1.0));
+    assert!(gpu.declared_resources.get("memory").is_some_and(|m| *m > 10e9));
+    let od = instance_types::aws("g4dn.xlarge").unwrap().on_demand_usd;
+    assert!((gpu.price.unwrap() - od * instance_types::SPOT_PRICE_FACTOR).abs() < 1e-9, "spot types cost the spot estimate");
+    assert_eq!(c.node_type("mine").unwrap().price, Some(0.01), "a price in the file wins");
+
+    let e = one_error(&text.replace("InstanceType: m5.large", "InstanceType: x9.mega"));
+    assert_eq!(e.path, "available_node_types.head.resources");
+    assert!(e.message.contains("x9.mega") && e.message.contains("set `resources`"), "{e}");
+}

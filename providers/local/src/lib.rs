@@ -325,6 +325,7 @@ mod tests {
             ray_executable: "ray".into(),
             node_env: Vec::new(),
             auth: serde_json::json!({"ssh_user": "nobody"}),
+            boot_commands: Default::default(),
         };
         LocalProvider::new(&cfg, ctx).unwrap()
     }
@@ -432,6 +433,7 @@ mod tests {
             ray_executable: "ray".into(),
             node_env: Vec::new(),
             auth: serde_json::Value::Null,
+            boot_commands: Default::default(),
         };
         let e = LocalProvider::new(&cfg, ctx).err().unwrap();
         assert!(e.message.contains("also the head_ip"), "{e}");

@@ -20,6 +20,9 @@ pub fn available() -> Vec<&'static str> {
     if cfg!(feature = "local") {
         v.push("local");
     }
+    if cfg!(feature = "aws") {
+        v.push("aws");
+    }
     v
 }
 
@@ -33,6 +36,8 @@ pub fn make_provider(provider_config: &serde_json::Value, ctx: ProviderContext) 
         "fake_multinode" => Ok(Arc::new(ray_provider_fake_multinode::FakeMultiNodeProvider::new(provider_config, ctx)?)),
         #[cfg(feature = "local")]
         "local" => Ok(Arc::new(ray_provider_local::LocalProvider::new(provider_config, ctx)?)),
+        #[cfg(feature = "aws")]
+        "aws" => Ok(Arc::new(ray_provider_aws::AwsProvider::new(provider_config, ctx)?)),
         _ => {
             let _ = ctx;
             let have = available().join(", ");
@@ -60,6 +65,7 @@ mod tests {
             ray_executable: "/bin/true".into(),
             node_env: Vec::new(),
             auth: serde_json::Value::Null,
+            boot_commands: Default::default(),
         }
     }
 

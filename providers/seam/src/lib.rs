@@ -225,4 +225,8 @@ pub struct ProviderContext {
     /// The cluster config's `auth` section (SSH user and key), for providers that
     /// reach their machines over SSH.
     pub auth: serde_json::Value,
+    /// Per node type, the commands that set up and start Ray on a worker (its
+    /// initialization, setup and start commands), for providers that boot
+    /// workers themselves (the AWS provider's `launch_via: user_data`).
+    pub boot_commands: BTreeMap<String, Vec<String>>,
 }

@@ -343,6 +343,7 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
         ray_executable: exe,
         node_env: node_env(&security),
         auth: ray_launcher::node_plan::auth_json(&cluster),
+        boot_commands: ray_launcher::node_plan::boot_commands(&cluster),
     };
     let provider = match ray_provider_registry::make_provider(&cluster.provider, ctx) {
         Ok(p) => p,

@@ -231,9 +231,10 @@ pub fn load_cluster(path: &Path, name: Option<&str>, min_workers: Option<u32>, m
         ray_executable: exe,
         node_env: Vec::new(),
         auth: ray_launcher::node_plan::auth_json(&config),
+        boot_commands: Default::default(),
     };
     let provider = ray_provider_registry::make_provider(&config.provider, ctx).map_err(|e| anyhow!("{}: provider: {e}", path.display()))?;
-    Ok(Cluster::new(config, provider, root))
+    Ok(Cluster::new(config, provider, root).with_cached_bootstrap())
 }
 
 /// The launcher's runtime.
@@ -275,6 +276,7 @@ pub fn up(a: UpArgs) -> Result<()> {
     let progress = Progress::new();
     progress.say(&format!("Cluster: {} (provider: {})", cluster.config.cluster_name, cluster.provider.name()));
     let out = runtime()?.block_on(ray_launcher::up::up(&cluster, &opts, &progress))?;
+    let cluster = cluster.with_cached_bootstrap();
     let cfg = a.cluster_config_file.display();
     let what = match (out.created, out.set_up, out.started) {
         (true, _, _) => "launched and set up",

@@ -122,6 +122,7 @@ fn load_autoscaling_config(path: &std::path::Path) -> Result<ray_autoscaler::con
         ray_executable: std::path::PathBuf::from("ray"),
         node_env: Vec::new(),
         auth: ray_launcher::node_plan::auth_json(&cfg),
+        boot_commands: Default::default(),
     };
     ray_provider_registry::make_provider(&cfg.provider, ctx).map_err(|e| anyhow!("--autoscaling-config {}: provider: {e}", path.display()))?;
     Ok(cfg)

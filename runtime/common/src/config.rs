@@ -72,6 +72,9 @@ settings! {
     max_tasks_in_flight_per_worker: usize = 8;
     /// An idle lease is kept this long for the owner's next task.
     worker_lease_linger_ms: u64 = 500;
+    /// How often a raylet on an EC2 instance asks the instance metadata service
+    /// for a spot interruption notice (AWS advises every 5 s).
+    spot_interruption_poll_ms: u64 = 5_000;
     /// Cap on simultaneous connections per server.
     max_connections: usize = crate::rpc::DEFAULT_MAX_CONNECTIONS;
 }

@@ -22,6 +22,7 @@ mod local_resources;
 mod loops;
 mod service;
 mod spawner;
+pub mod spot;
 mod state;
 mod worker_pool;
 
@@ -236,6 +237,9 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
     let reporter = tokio::spawn(loops::report_loop(raylet.clone()));
     tokio::spawn(loops::pool_loop(raylet.clone(), events_rx));
     tokio::spawn(loops::cluster_view_loop(raylet.clone()));
+    if let Some(endpoint) = spot::metadata_endpoint() {
+        tokio::spawn(spot::watch(raylet.clone(), endpoint));
+    }
     Ok(RunningRaylet { raylet, addr, server, reporter })
 }
 
