@@ -102,7 +102,7 @@ impl Autoscaler {
     }
 
     fn set_setup(&mut self, setup: Arc<dyn NodeSetup>) {
-        if !self.provider.starts_ray_itself() {
+        if !self.provider.boots_workers_itself() {
             self.actuator.set_setup(setup.clone());
             self.setup = Some(setup);
         }

@@ -100,14 +100,16 @@ pub fn aws_resources(t: &InstanceType, is_head: bool) -> BTreeMap<String, f64> {
 
 /// Fills `resources` and `price` of an `aws` node type from its `InstanceType`.
 /// `resources_given` says whether the file had a `resources` key. Returns a
-/// warning when the type is not in the table and the file left `resources` out.
+/// warning when the type is not in the table and the file left `resources` out
+/// (the autoscaler then plans with no resources for it until a node of the type
+/// registers; set `resources` for such types).
 pub fn fill_aws(t: &mut NodeTypeConfig, is_head: bool, resources_given: bool) -> Option<String> {
     let name = t.node_config.get("InstanceType").and_then(|v| v.as_str()).map(str::to_string);
     let Some(info) = name.as_deref().and_then(aws) else {
         return match (resources_given, name) {
             (true, _) => None,
             (false, Some(n)) => Some(format!(
-                "available_node_types[{:?}]: instance type {n:?} is not in this build's table; set `resources` (and `price`) for it",
+                "available_node_types[{:?}]: instance type {n:?} is not in this build's instance-type table; set `resources` (and `price`) for it",
                 t.name
             )),
             (false, None) => Some(format!("available_node_types[{:?}]: no resources and no node_config.InstanceType to take them from; set `resources`", t.name)),

@@ -187,17 +187,23 @@ async fn subnets(api: &Api, s: &Settings, doc: &mut Value) -> Result<(), Provide
     Ok(())
 }
 
+fn first_subnet(c: &Map<String, Value>) -> Option<String> {
+    c.get("SubnetIds").and_then(|v| v.get(0)).or_else(|| c.get("SubnetId")).and_then(Value::as_str).map(str::to_string)
+}
+
 async fn security_group(api: &Api, s: &Settings, cluster_name: &str, doc: &mut Value) -> Result<(), ProviderError> {
     let wants = |c: &Map<String, Value>| !(c.contains_key("SecurityGroupIds") || c.contains_key("NetworkInterfaces") || c.contains_key("LaunchTemplate"));
-    let Some(subnet) = node_configs(doc)
-        .iter()
-        .find(|(_, c)| wants(c))
-        .and_then(|(_, c)| c.get("SubnetIds").and_then(|v| v.get(0)).and_then(Value::as_str).map(str::to_string))
-    else {
+    // One group per VPC the node types launch into (the VPC of each one's subnets).
+    let subnets: BTreeSet<String> = node_configs(doc).iter().filter(|(_, c)| wants(c)).filter_map(|(_, c)| first_subnet(c)).collect();
+    if subnets.is_empty() {
         return Ok(());
-    };
-    let out = api.run("DescribeSubnets", || api.ec2.describe_subnets().subnet_ids(subnet.clone()).send()).await?;
-    let vpc = out.subnets().first().and_then(|n| n.vpc_id()).map(str::to_string).ok_or_else(|| invalid(format!("subnet {subnet} has no VPC")))?;
+    }
+    let out = api.run("DescribeSubnets", || api.ec2.describe_subnets().set_subnet_ids(Some(subnets.iter().cloned().collect())).send()).await?;
+    let vpc_of: std::collections::BTreeMap<String, String> = out
+        .subnets()
+        .iter()
+        .filter_map(|n| Some((n.subnet_id()?.to_string(), n.vpc_id()?.to_string())))
+        .collect();
     let name = s
         .security_group
         .as_ref()
@@ -205,9 +211,26 @@ async fn security_group(api: &Api, s: &Settings, cluster_name: &str, doc: &mut V
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| format!("ray-autoscaler-{cluster_name}"));
+    let mut group_of: std::collections::BTreeMap<String, String> = Default::default();
+    for vpc in vpc_of.values().collect::<BTreeSet<_>>() {
+        group_of.insert(vpc.clone(), group_in(api, s, cluster_name, &name, vpc).await?);
+    }
+    for (_, c) in node_configs(doc) {
+        if wants(c)
+            && let Some(g) = first_subnet(c).and_then(|n| vpc_of.get(&n)).and_then(|v| group_of.get(v))
+        {
+            c.insert("SecurityGroupIds".into(), json!([g]));
+        }
+    }
+    tracing::info!(groups = ?group_of, "EC2 security group (node types without their own) [default]");
+    Ok(())
+}
+
+/// The cluster's group `name` in `vpc`, made (with its rules) if missing.
+async fn group_in(api: &Api, s: &Settings, cluster_name: &str, name: &str, vpc: &str) -> Result<String, ProviderError> {
     let found = api
         .run("DescribeSecurityGroups", || {
-            api.ec2.describe_security_groups().filters(filter("vpc-id", [vpc.as_str()])).filters(filter("group-name", [name.as_str()])).send()
+            api.ec2.describe_security_groups().filters(filter("vpc-id", [vpc])).filters(filter("group-name", [name])).send()
         })
         .await?;
     let (id, has_rules) = match found.security_groups().first() {
@@ -222,15 +245,15 @@ async fn security_group(api: &Api, s: &Settings, cluster_name: &str, doc: &mut V
                 .run("CreateSecurityGroup", || {
                     api.ec2
                         .create_security_group()
-                        .group_name(name.clone())
+                        .group_name(name)
                         .description("Ray cluster nodes: traffic between them, and SSH")
-                        .vpc_id(vpc.clone())
+                        .vpc_id(vpc)
                         .tag_specifications(spec.clone())
                         .send()
                 })
                 .await?;
             let id = out.group_id().unwrap_or_default().to_string();
-            tracing::info!(group = %name, id = %id, "Created a security group for the cluster");
+            tracing::info!(group = %name, id = %id, vpc = %vpc, "Created a security group for the cluster");
             (id, false)
         }
     };
@@ -247,13 +270,7 @@ async fn security_group(api: &Api, s: &Settings, cluster_name: &str, doc: &mut V
         })
         .await?;
     }
-    for (_, c) in node_configs(doc) {
-        if wants(c) {
-            c.insert("SecurityGroupIds".into(), json!([id]));
-        }
-    }
-    tracing::info!(group = %id, "EC2 security group (node types without their own) [default]");
-    Ok(())
+    Ok(id)
 }
 
 /// `provider.security_group.IpPermissions`, in boto3's shape.

@@ -54,7 +54,7 @@ pub fn class_of_code(code: &str) -> ErrorClass {
         ErrorClass::Auth
     } else if TRANSIENT.contains(&code) {
         ErrorClass::Transient
-    } else if code.starts_with("Invalid") || code.starts_with("Missing") || code.starts_with("Unknown") || code == "ValidationError" || code == "MalformedPolicyDocument" {
+    } else if code == "IdempotentParameterMismatch" || code.starts_with("Invalid") || code.starts_with("Missing") || code.starts_with("Unknown") || code == "ValidationError" || code == "MalformedPolicyDocument" {
         ErrorClass::InvalidConfig
     } else {
         ErrorClass::Other
@@ -91,8 +91,12 @@ where
         let code = e.code().unwrap_or("Unknown");
         let message = e.message().unwrap_or("");
         let mut class = class_of_code(code);
-        // A new instance profile takes seconds to reach EC2: retry, don't give up.
-        if code == "InvalidParameterValue" && message.to_ascii_lowercase().contains("instance profile") {
+        // EC2 is eventually consistent: a new instance profile, security group or
+        // instance takes seconds to be seen everywhere. Retry, don't give up.
+        let lower = message.to_ascii_lowercase();
+        if (code == "InvalidParameterValue" && lower.contains("instance profile"))
+            || matches!(code, "InvalidInstanceID.NotFound" | "InvalidGroup.NotFound")
+        {
             class = ErrorClass::Transient;
         }
         let mut text = format!("{op}: {code}: {message}");
@@ -133,6 +137,7 @@ mod tests {
         assert_eq!(class_of_code("RequestLimitExceeded"), ErrorClass::Throttled);
         assert_eq!(class_of_code("AuthFailure"), ErrorClass::Auth);
         assert_eq!(class_of_code("InvalidAMIID.NotFound"), ErrorClass::InvalidConfig);
+        assert_eq!(class_of_code("IdempotentParameterMismatch"), ErrorClass::InvalidConfig);
         assert_eq!(class_of_code("InternalError"), ErrorClass::Transient);
         assert_eq!(class_of_code("SomethingNew"), ErrorClass::Other);
     }

@@ -1,8 +1,8 @@
 //! The head's IAM role and instance profile, made by bootstrap when the head's
 //! `node_config` names none. Its inline policy allows what the autoscaler does
-//! and nothing more: launch, start, stop, terminate and tag instances (stop,
-//! start and terminate only on instances tagged with a Ray cluster name), read
-//! what it launches into, and pass a role to the instances it launches.
+//! and nothing more: launch instances and tag them as it launches them; start,
+//! stop, terminate and retag only instances tagged with a Ray cluster name; read
+//! what it launches into; and pass only `ray-*` roles to the instances it launches.
 
 use ray_providers::ProviderError;
 use serde_json::json;
@@ -31,8 +31,22 @@ pub fn autoscaler_policy() -> String {
             {
                 "Sid": "Launch",
                 "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateTags"],
+                "Action": "ec2:RunInstances",
                 "Resource": "*"
+            },
+            {
+                "Sid": "TagWhatItLaunches",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": "arn:aws:ec2:*:*:instance/*",
+                "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+            },
+            {
+                "Sid": "RetagClusterInstances",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": "arn:aws:ec2:*:*:instance/*",
+                "Condition": {"StringLike": {"ec2:ResourceTag/ray-cluster-name": "*"}}
             },
             {
                 "Sid": "ManageClusterInstances",
@@ -58,7 +72,7 @@ pub fn autoscaler_policy() -> String {
                 "Sid": "PassRoleToWorkers",
                 "Effect": "Allow",
                 "Action": "iam:PassRole",
-                "Resource": "*",
+                "Resource": "arn:aws:iam::*:role/ray-*",
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
             }
         ]
@@ -99,13 +113,17 @@ pub async fn ensure_profile(api: &Api) -> Result<String, ProviderError> {
                     .send()
             })
             .await?;
-            let policy = autoscaler_policy();
-            api.run("PutRolePolicy", || {
-                api.iam.put_role_policy().role_name(NAME).policy_name(POLICY_NAME).policy_document(policy.clone()).send()
-            })
-            .await?;
         }
         api.run("AddRoleToInstanceProfile", || api.iam.add_role_to_instance_profile().instance_profile_name(NAME).role_name(NAME).send())
+            .await?;
+    }
+    // Put (or put back) the policy on our role every time: a run cut short after
+    // CreateRole would otherwise leave a role that may do nothing. A role the
+    // user put in the profile is theirs, and left alone.
+    let ours = profile.roles().first().is_none_or(|r| r.role_name() == NAME);
+    if ours {
+        let policy = autoscaler_policy();
+        api.run("PutRolePolicy", || api.iam.put_role_policy().role_name(NAME).policy_name(POLICY_NAME).policy_document(policy.clone()).send())
             .await?;
     }
     Ok(profile.arn().to_string())

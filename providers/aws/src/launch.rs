@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::{Instance, InstanceMarketOptionsRequest, InstanceType, Placement, RunInstancesMonitoringEnabled};
+use aws_sdk_ec2::types::{
+    CreditSpecificationRequest, Instance, InstanceMarketOptionsRequest, InstanceType, Placement, RunInstancesMonitoringEnabled, ShutdownBehavior,
+};
 use base64::Engine as _;
 use ray_providers::*;
 use sha2::{Digest as _, Sha256};
@@ -38,17 +40,35 @@ pub(crate) async fn create(p: &AwsProvider, req: &CreateRequest) -> Result<Vec<C
     if missing.is_empty() {
         return Ok(req.instance_ids.iter().filter_map(|id| out.remove(id)).collect());
     }
-    let mut stopped = if p.settings.cache_stopped_nodes { stopped_like(p, req).await? } else { Vec::new() };
-    let mut jobs = Vec::new();
-    for id in missing {
-        let tags = instance_tags(p, req, id);
-        match stopped.pop() {
-            Some(i) => jobs.push(futures::future::Either::Left(restart(p, i, tags))),
-            None => jobs.push(futures::future::Either::Right(launch_one(p, &spec, req, id, tags, boot.as_deref()))),
+    // Stopped instances are claimed (retagged and started) one request at a time,
+    // so two launches never start the same one. User data runs on first boot
+    // only, so a stopped instance would not join again: none are reused then.
+    let reuse = p.settings.cache_stopped_nodes && boot.is_none();
+    let mut launched: Vec<Result<CloudInstance, ProviderError>> = Vec::new();
+    let mut fresh = Vec::new();
+    if reuse {
+        let _claim = p.reuse_lock.lock().await;
+        let mut stopped = stopped_like(p, req).await?;
+        for id in &missing {
+            let Some(i) = stopped.pop() else {
+                fresh.push(*id);
+                continue;
+            };
+            match restart(p, i, instance_tags(p, req, id)).await {
+                Ok(c) => launched.push(Ok(c)),
+                Err(e) => {
+                    tracing::warn!(instance_id = %id, error = %e, "cannot start a stopped instance; launching a new one");
+                    fresh.push(*id);
+                }
+            }
         }
+    } else {
+        fresh = missing;
     }
+    let jobs = fresh.iter().map(|id| launch_one(p, &spec, req, id, instance_tags(p, req, id), boot.as_deref()));
+    launched.extend(futures::future::join_all(jobs).await);
     let mut first_error = None;
-    for r in futures::future::join_all(jobs).await {
+    for r in launched {
         match r {
             Ok(c) => {
                 let id = c.tags.get(TAG_INSTANCE_ID).cloned().unwrap_or_default();
@@ -61,9 +81,43 @@ pub(crate) async fn create(p: &AwsProvider, req: &CreateRequest) -> Result<Vec<C
     }
     // Instances that did launch are tagged and will be adopted; the request
     // as a whole failed, so the autoscaler backs the type off.
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(req.instance_ids.iter().filter_map(|id| out.remove(id)).collect()),
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let mut result: Vec<CloudInstance> = req.instance_ids.iter().filter_map(|id| out.remove(id)).collect();
+    if !worker {
+        // The launcher reaches a new head at once: wait until it runs and has
+        // the address it will be reached at.
+        for c in &mut result {
+            *c = wait_for_address(p, &c.cloud_id).await?;
+        }
+    }
+    Ok(result)
+}
+
+/// Longest wait for a new head to run and get its address.
+const ADDRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn wait_for_address(p: &AwsProvider, id: &str) -> Result<CloudInstance, ProviderError> {
+    let deadline = tokio::time::Instant::now() + ADDRESS_WAIT;
+    loop {
+        let found = p.describe(&["pending", "running"], vec![filter("instance-id", [id])]).await?;
+        if let Some(c) = found.iter().map(to_cloud).next()
+            && c.state == CloudState::Running
+            && (p.settings.use_internal_ips || c.external_ip.is_some())
+        {
+            return Ok(c);
+        }
+        if found.is_empty() {
+            return Err(ProviderError::new(ErrorClass::Transient, format!("instance {id} ended before it ran")));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ProviderError::new(
+                ErrorClass::Transient,
+                format!("instance {id} did not run with an address within {} s (no public IP? set use_internal_ips or a subnet that maps public IPs)", ADDRESS_WAIT.as_secs()),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }
 
@@ -117,9 +171,12 @@ fn places(p: &AwsProvider, spec: &LaunchSpec) -> Vec<(Option<String>, Option<Str
     }
 }
 
-/// The idempotency token of one try (EC2 allows 64 ASCII characters).
-fn client_token(request: &str, instance: &str, place: usize, spot: bool) -> String {
-    let d = Sha256::digest(format!("{request}/{instance}/{place}/{spot}"));
+/// The idempotency token of one try (EC2 allows 64 ASCII characters): the
+/// request, the instance and everything that shapes the launch, so a retried call
+/// repeats its token and a changed one (another place, market or node_config)
+/// never reuses it (EC2 would answer IdempotentParameterMismatch).
+fn client_token(request: &str, instance: &str, place: &str, spot: bool, shape: &str) -> String {
+    let d = Sha256::digest(format!("{request}/{instance}/{place}/{spot}/{shape}"));
     hex::encode(&d[..24])
 }
 
@@ -138,16 +195,18 @@ async fn launch_one(
         markets.push(None);
     }
     let places = places(p, spec);
+    let shape = format!("{}{:?}", req.node_config, tags);
     let mut tried = Vec::new();
     let mut last = None;
     for market in &markets {
         let spot = market.is_some() && spec.is_spot();
-        for (n, (subnet, zone)) in places.iter().enumerate() {
+        for (subnet, zone) in &places {
             let mut tags = tags.clone();
             if spec.is_spot() {
                 tags.insert("ray-market".into(), if spot { "spot" } else { "on-demand" }.into());
             }
-            let token = client_token(&req.request_id, id, n, spot);
+            let place = subnet.clone().or(zone.clone()).unwrap_or_default();
+            let token = client_token(&req.request_id, id, &place, spot, &shape);
             match run(p, spec, market.clone(), subnet.as_deref(), zone.as_deref(), &tags, boot, token).await {
                 Ok(mut c) => {
                     if !spot && spec.is_spot() {
@@ -215,7 +274,11 @@ async fn run(
         .set_metadata_options(spec.metadata_options.clone())
         .set_ebs_optimized(spec.ebs_optimized)
         .set_monitoring(monitoring)
-        .set_cpu_options(spec.cpu_options.clone());
+        .set_cpu_options(spec.cpu_options.clone())
+        .set_credit_specification(spec.cpu_credits.as_ref().map(|c| CreditSpecificationRequest::builder().cpu_credits(c).build()))
+        .set_capacity_reservation_specification(spec.capacity_reservation.clone())
+        .set_instance_initiated_shutdown_behavior(spec.shutdown_behavior.as_deref().map(ShutdownBehavior::from))
+        .set_disable_api_termination(spec.disable_api_termination);
     let out = api.run("RunInstances", || b.clone().send()).await?;
     let i = out
         .instances()
@@ -231,7 +294,8 @@ fn nonempty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
 
 /// The boot script of a worker of `req`'s type (`launch_via: user_data`).
 fn boot_script(p: &AwsProvider, req: &CreateRequest) -> String {
-    let head_ip = p.ctx.gcs_address.rsplit_once(':').map(|(h, _)| h).unwrap_or(&p.ctx.gcs_address).to_string();
+    let head_ip = p.ctx.gcs_address.rsplit_once(':').map(|(h, _)| h).unwrap_or(&p.ctx.gcs_address);
+    let head_ip = head_ip.trim_start_matches('[').trim_end_matches(']').to_string();
     let mut env = vec![("RAY_HEAD_IP".to_string(), head_ip), ("RAY_NODE_TYPE_NAME".to_string(), req.node_type.clone())];
     let declared: BTreeMap<String, f64> = req.resources.to_f64_map().into_iter().collect();
     if !declared.is_empty() {
@@ -242,7 +306,8 @@ fn boot_script(p: &AwsProvider, req: &CreateRequest) -> String {
     }
     env.extend(p.ctx.node_env.iter().cloned());
     let commands = p.ctx.boot_commands.get(&req.node_type).cloned().unwrap_or_default();
-    user_data::script(&env, &commands)
+    let user = p.ctx.auth.get("ssh_user").and_then(|u| u.as_str());
+    user_data::script(&env, &commands, user)
 }
 
 #[cfg(test)]
@@ -251,11 +316,12 @@ mod tests {
 
     #[test]
     fn client_tokens_are_stable_per_try_and_fit_ec2() {
-        let a = client_token("req-1", "inst-1", 0, true);
-        assert_eq!(a, client_token("req-1", "inst-1", 0, true), "a retried call sends the same token");
-        assert_ne!(a, client_token("req-1", "inst-1", 1, true), "another subnet is another launch");
-        assert_ne!(a, client_token("req-1", "inst-1", 0, false), "on-demand is another launch");
-        assert_ne!(a, client_token("req-1", "inst-2", 0, true));
+        let a = client_token("req-1", "inst-1", "subnet-a", true, "{}");
+        assert_eq!(a, client_token("req-1", "inst-1", "subnet-a", true, "{}"), "a retried call sends the same token");
+        assert_ne!(a, client_token("req-1", "inst-1", "subnet-b", true, "{}"), "another subnet is another launch");
+        assert_ne!(a, client_token("req-1", "inst-1", "subnet-a", false, "{}"), "on-demand is another launch");
+        assert_ne!(a, client_token("req-1", "inst-1", "subnet-a", true, "{\"InstanceType\": \"c5.large\"}"), "a changed node_config");
+        assert_ne!(a, client_token("req-1", "inst-2", "subnet-a", true, "{}"));
         assert!(a.len() <= 64 && a.is_ascii());
     }
 }

@@ -43,6 +43,8 @@ use crate::settings::Settings;
 const NAME_TAG: &str = "Name";
 /// Most instance ids one Stop/Terminate/CreateTags call takes.
 const BATCH: usize = 1000;
+/// Most values one EC2 filter takes.
+const FILTER_VALUES: usize = 200;
 
 /// The provider.
 pub struct AwsProvider {
@@ -50,6 +52,8 @@ pub struct AwsProvider {
     cluster_name: String,
     ctx: ProviderContext,
     api: OnceCell<Api>,
+    /// Held while stopped instances are chosen and claimed.
+    reuse_lock: tokio::sync::Mutex<()>,
 }
 
 impl AwsProvider {
@@ -57,7 +61,7 @@ impl AwsProvider {
     /// Nothing is called until the first request (credentials load then).
     pub fn new(provider_config: &serde_json::Value, ctx: ProviderContext) -> Result<Self, ProviderError> {
         let settings = Settings::from_config(provider_config)?;
-        Ok(Self { settings, cluster_name: ctx.cluster_name.clone(), ctx, api: OnceCell::new() })
+        Ok(Self { settings, cluster_name: ctx.cluster_name.clone(), ctx, api: OnceCell::new(), reuse_lock: tokio::sync::Mutex::new(()) })
     }
 
     /// The settings it runs with.
@@ -145,6 +149,10 @@ impl NodeProvider for AwsProvider {
         "aws"
     }
 
+    fn boots_workers_itself(&self) -> bool {
+        self.settings.launch_via == settings::LaunchVia::UserData
+    }
+
     async fn create(&self, req: &CreateRequest) -> Result<Vec<CloudInstance>, ProviderError> {
         launch::create(self, req).await
     }
@@ -154,35 +162,43 @@ impl NodeProvider for AwsProvider {
             return Ok(());
         }
         let api = self.api().await;
-        // Only this cluster's live instances: unknown or foreign ids are ignored.
-        let ids: Vec<&str> = cloud_ids.iter().map(String::as_str).collect();
-        let mine = self.describe(&["pending", "running", "stopping", "stopped"], vec![filter("instance-id", ids)]).await?;
+        // Only this cluster's instances: unknown or foreign ids are ignored.
+        // (EC2 takes at most 200 values per filter.)
+        let mut mine = Vec::new();
+        for chunk in cloud_ids.chunks(FILTER_VALUES) {
+            let ids = chunk.iter().map(String::as_str);
+            mine.extend(self.describe(&["pending", "running", "stopping", "stopped"], vec![filter("instance-id", ids)]).await?);
+        }
         let (mut stop, mut end) = (Vec::new(), Vec::new());
         for i in &mine {
             let id = i.instance_id().unwrap_or_default().to_string();
-            let stopped = matches!(i.state().and_then(|s| s.name()), Some(InstanceStateName::Stopped | InstanceStateName::Stopping));
-            if self.settings.cache_stopped_nodes && i.spot_instance_request_id().is_none() {
-                if !stopped {
-                    stop.push(id);
-                }
-            } else {
-                end.push(id);
+            let state = i.state().and_then(|s| s.name()).cloned();
+            let cache = self.settings.cache_stopped_nodes && i.spot_instance_request_id().is_none();
+            match state {
+                Some(InstanceStateName::Stopped | InstanceStateName::Stopping) if cache => {}
+                // A pending instance cannot be stopped yet: it ends.
+                Some(InstanceStateName::Running) if cache => stop.push(id),
+                _ => end.push(id),
             }
         }
+        let mut first_error = None;
         if !stop.is_empty() {
             tracing::info!(instances = ?stop, "Stopping instances (to terminate instead, set `cache_stopped_nodes: False` under `provider`)");
             for chunk in stop.chunks(BATCH) {
-                api.run("StopInstances", || api.ec2.stop_instances().set_instance_ids(Some(chunk.to_vec())).send())
-                    .await?;
+                if let Err(e) = api.run("StopInstances", || api.ec2.stop_instances().set_instance_ids(Some(chunk.to_vec())).send()).await {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         if !end.is_empty() {
             tracing::info!(instances = ?end, "Terminating instances");
             for chunk in end.chunks(BATCH) {
-                api.run("TerminateInstances", || api.ec2.terminate_instances().set_instance_ids(Some(chunk.to_vec())).send()).await?;
+                if let Err(e) = api.run("TerminateInstances", || api.ec2.terminate_instances().set_instance_ids(Some(chunk.to_vec())).send()).await {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn list(&self) -> Result<Vec<CloudInstance>, ProviderError> {

@@ -4,7 +4,7 @@
 //! (Ray would pass it to boto3, which refuses it only at launch time).
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, CpuOptionsRequest, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
+    BlockDeviceMapping, CapacityReservationPreference, CapacityReservationSpecification, CapacityReservationTarget, InstanceMetadataTagsState, CpuOptionsRequest, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
     InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
     InstanceNetworkInterfaceSpecification, LaunchTemplateSpecification, MarketType, Placement, SpotInstanceType, SpotMarketOptions,
     Tag, TagSpecification, Tenancy, VolumeType,
@@ -49,6 +49,14 @@ pub struct LaunchSpec {
     pub monitoring: Option<bool>,
     /// `CpuOptions`.
     pub cpu_options: Option<CpuOptionsRequest>,
+    /// `CreditSpecification.CpuCredits` (burstable types).
+    pub cpu_credits: Option<String>,
+    /// `CapacityReservationSpecification`.
+    pub capacity_reservation: Option<CapacityReservationSpecification>,
+    /// `InstanceInitiatedShutdownBehavior`.
+    pub shutdown_behavior: Option<String>,
+    /// `DisableApiTermination`.
+    pub disable_api_termination: Option<bool>,
 }
 
 impl LaunchSpec {
@@ -78,6 +86,10 @@ pub const KEYS: &[&str] = &[
     "EbsOptimized",
     "Monitoring",
     "CpuOptions",
+    "CreditSpecification",
+    "CapacityReservationSpecification",
+    "InstanceInitiatedShutdownBehavior",
+    "DisableApiTermination",
 ];
 
 struct Reader<'a> {
@@ -306,12 +318,13 @@ pub fn parse(node_type: &str, node_config: &Value) -> Result<LaunchSpec, Provide
     }
     if let Some(v) = m.get("MetadataOptions") {
         let o = r.obj(v, "MetadataOptions")?;
-        r.known(o, "MetadataOptions", &["HttpTokens", "HttpEndpoint", "HttpPutResponseHopLimit"])?;
+        r.known(o, "MetadataOptions", &["HttpTokens", "HttpEndpoint", "HttpPutResponseHopLimit", "InstanceMetadataTags"])?;
         s.metadata_options = Some(
             InstanceMetadataOptionsRequest::builder()
                 .set_http_tokens(r.string(o, "HttpTokens", "MetadataOptions")?.map(|t| HttpTokensState::from(t.as_str())))
                 .set_http_endpoint(r.string(o, "HttpEndpoint", "MetadataOptions")?.map(|t| InstanceMetadataEndpointState::from(t.as_str())))
                 .set_http_put_response_hop_limit(r.int(o, "HttpPutResponseHopLimit", "MetadataOptions")?)
+                .set_instance_metadata_tags(r.string(o, "InstanceMetadataTags", "MetadataOptions")?.map(|t| InstanceMetadataTagsState::from(t.as_str())))
                 .build(),
         );
     }
@@ -330,6 +343,40 @@ pub fn parse(node_type: &str, node_config: &Value) -> Result<LaunchSpec, Provide
                 .build(),
         );
     }
+    if let Some(v) = m.get("CreditSpecification") {
+        let o = r.obj(v, "CreditSpecification")?;
+        r.known(o, "CreditSpecification", &["CpuCredits"])?;
+        s.cpu_credits = r.string(o, "CpuCredits", "CreditSpecification")?;
+    }
+    if let Some(v) = m.get("CapacityReservationSpecification") {
+        let path = "CapacityReservationSpecification";
+        let o = r.obj(v, path)?;
+        r.known(o, path, &["CapacityReservationPreference", "CapacityReservationTarget"])?;
+        let target = match o.get("CapacityReservationTarget") {
+            Some(t) => {
+                let tp = format!("{path}.CapacityReservationTarget");
+                let t = r.obj(t, &tp)?;
+                r.known(t, &tp, &["CapacityReservationId", "CapacityReservationResourceGroupArn"])?;
+                Some(
+                    CapacityReservationTarget::builder()
+                        .set_capacity_reservation_id(r.string(t, "CapacityReservationId", &tp)?)
+                        .set_capacity_reservation_resource_group_arn(r.string(t, "CapacityReservationResourceGroupArn", &tp)?)
+                        .build(),
+                )
+            }
+            None => None,
+        };
+        s.capacity_reservation = Some(
+            CapacityReservationSpecification::builder()
+                .set_capacity_reservation_preference(
+                    r.string(o, "CapacityReservationPreference", path)?.map(|p| CapacityReservationPreference::from(p.as_str())),
+                )
+                .set_capacity_reservation_target(target)
+                .build(),
+        );
+    }
+    s.shutdown_behavior = r.string(m, "InstanceInitiatedShutdownBehavior", "")?;
+    s.disable_api_termination = r.boolean(m, "DisableApiTermination", "")?;
     Ok(s)
 }
 

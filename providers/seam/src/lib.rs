@@ -199,6 +199,13 @@ pub trait NodeProvider: Send + Sync {
         false
     }
 
+    /// True when the workers it launches start Ray and join the head by
+    /// themselves (local processes, or cloud-init user data): the autoscaler then
+    /// sets nothing up on them over SSH and waits for their raylets.
+    fn boots_workers_itself(&self) -> bool {
+        self.starts_ray_itself()
+    }
+
     /// Fills in cloud defaults of a cluster config's `provider` and node configs
     /// (security group, key pair, IAM profile, subnets) before anything launches.
     /// Local providers need nothing.

@@ -51,7 +51,12 @@ pub struct Notice {
 async fn http(method: &str, url: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
     let rest = url.strip_prefix("http://").ok_or_else(|| std::io::Error::other(format!("{url}: only http:// is supported")))?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let addr = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
+    // `host`, `host:port`, `[v6]` or `[v6]:port`.
+    let has_port = match host.rfind(']') {
+        Some(end) => host[end..].contains(':'),
+        None => host.contains(':'),
+    };
+    let addr = if has_port { host.to_string() } else { format!("{host}:80") };
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr))
         .await
         .map_err(|_| std::io::Error::other(format!("{addr}: connect timed out")))??;
