@@ -24,6 +24,10 @@ fn known_difference(ours: &Result<Loaded, config::ConfigErrors>) -> Option<&'sta
             Some("Ray 2.60's wheel lacks fake_multinode's defaults")
         }
         Ok(l) if l.config.provider_type == "aliyun" => Some("Ray 2.60's wheel lacks aliyun's defaults"),
+        // The verdicts come from Ray without AWS credentials, whose `ray up` then
+        // cannot fill `resources` from DescribeInstanceTypes; this loader fills them
+        // from its instance-type table, as Ray does with credentials.
+        Ok(l) if l.config.provider_type == "aws" => Some("resources filled from the instance type, as Ray's `ray up` fills them with AWS credentials"),
         _ => None,
     }
 }

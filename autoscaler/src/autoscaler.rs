@@ -236,6 +236,7 @@ impl Autoscaler {
                     instances: self.manager.instances(),
                     cloud: cloud.as_deref(),
                     backoff: &self.backoff,
+                    prices: &self.config.node_types.iter().filter_map(|t| Some((t.name.clone(), t.price?))).collect(),
                 },
             )
             .await;

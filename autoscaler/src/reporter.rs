@@ -102,11 +102,13 @@ pub struct Round<'a> {
     pub cloud: Option<&'a [CloudInstance]>,
     /// Back-off and recent failures.
     pub backoff: &'a LaunchBackoff,
+    /// Hourly price of one node, by node type (types with a price only).
+    pub prices: &'a BTreeMap<String, f64>,
 }
 
 /// The autoscaling state for `ray status` (its version is left 0).
 pub fn build(round: &Round<'_>) -> AutoscalingState {
-    let Round { state, decision: d, instances, cloud, backoff } = *round;
+    let Round { state, decision: d, instances, cloud, backoff, prices } = *round;
     let listed = |cloud_id: &Option<String>| cloud.unwrap_or_default().iter().find(|c| Some(&c.cloud_id) == cloud_id.as_ref());
     let mut pending_requests: BTreeMap<String, u64> = BTreeMap::new();
     let mut pending_instances = Vec::new();
@@ -162,6 +164,7 @@ pub fn build(round: &Round<'_>) -> AutoscalingState {
         pending_instances,
         failed_instance_requests: backoff.recent_failures().cloned().collect(),
         instance_node_types: node_types,
+        node_type_hourly_price: prices.iter().map(|(k, v)| (k.clone(), *v)).collect(),
     }
 }
 

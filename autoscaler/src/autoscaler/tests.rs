@@ -409,3 +409,25 @@ async fn a_new_config_takes_effect_from_the_next_round() {
         "and its min_workers is kept"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_type_without_capacity_backs_off_and_the_demand_goes_to_another_type() {
+    // The cheap 1-CPU type is preferred; when its launch finds no capacity, the
+    // same demand is placed on the 4-CPU type in the next round.
+    let yaml = CONFIG
+        .replace("head_node_type: head\n", "  big:\n    resources: {CPU: 4}\n    node_config: {}\n    price: 1.0\nhead_node_type: head\n")
+        .replace("    max_workers: 10\n", "    max_workers: 10\n    price: 0.1\n");
+    let r = Rig::new(&yaml);
+    let mut a = r.autoscaler().await;
+    r.provider.fail_next_launch(ProviderError::new(ErrorClass::Capacity, "InsufficientInstanceCapacity in every subnet"));
+    r.cluster.set_demand(&[("CPU", 1.0)], 4);
+    step(&mut a).await;
+    assert_eq!(r.provider.create_calls()[0].node_type, "small");
+    steps(&mut a, 3).await;
+    let calls = r.provider.create_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!((calls[1].node_type.as_str(), calls[1].instance_ids.len()), ("big", 1), "the other type that fits takes the demand");
+    assert_eq!(r.cluster.alive_of_type("big"), 1);
+    let f = &r.cluster.last_report().expect("report").failed_instance_requests[0];
+    assert!(f.ray_node_type_name == "small" && f.reason.contains("paused for 5 s"), "{f:?}");
+}

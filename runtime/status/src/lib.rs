@@ -7,7 +7,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Local, TimeZone};
 use ray_common::ResourceSet;
 use ray_common::resources::python_float;
-use ray_proto::rpc::autoscaler::{GetClusterStatusReply, NodeState, NodeStatus, ResourceRequestByCount};
+use ray_proto::rpc::autoscaler::{AutoscalingState, GetClusterStatusReply, NodeState, NodeStatus, ResourceRequestByCount};
 
 /// Formats bytes as Ray does for memory: `0B`, `953.67MiB`, `16.36GiB`.
 pub fn format_memory(bytes: f64) -> String {
@@ -224,6 +224,12 @@ pub fn format_status(reply: &GetClusterStatusReply, now: DateTime<Local>, verbos
         let _ = writeln!(s, "{l}");
     }
 
+    if verbose && !auto.node_type_hourly_price.is_empty() {
+        let _ = writeln!(s);
+        for l in cost_lines(&auto, active.iter().chain(idle.iter()).copied()) {
+            let _ = writeln!(s, "{l}");
+        }
+    }
     if verbose {
         for n in active.iter().chain(idle.iter()) {
             let _ = writeln!(s);
@@ -239,6 +245,39 @@ pub fn format_status(reply: &GetClusterStatusReply, now: DateTime<Local>, verbos
         }
     }
     s.trim().to_string()
+}
+
+/// What the cluster costs per hour at the node types' prices: the running nodes,
+/// and with what is being launched (`ray status -v`).
+fn cost_lines<'a>(auto: &AutoscalingState, nodes: impl Iterator<Item = &'a NodeState>) -> Vec<String> {
+    let price = |t: &str| auto.node_type_hourly_price.get(t).copied();
+    let (mut running, mut unpriced) = (0.0, 0usize);
+    let mut count = 0usize;
+    for n in nodes {
+        count += 1;
+        match price(&n.ray_node_type_name) {
+            Some(p) => running += p,
+            None => unpriced += 1,
+        }
+    }
+    let mut launching = 0.0;
+    let mut n_launching = 0u64;
+    for p in &auto.pending_instances {
+        n_launching += 1;
+        launching += price(&p.ray_node_type_name).unwrap_or(0.0);
+    }
+    for r in &auto.pending_instance_requests {
+        n_launching += r.count;
+        launching += price(&r.ray_node_type_name).unwrap_or(0.0) * r.count as f64;
+    }
+    let mut out = vec!["Hourly cost:".to_string(), format!(" ${running:.2}/h for {count} running node(s)")];
+    if n_launching > 0 {
+        out.push(format!(" ${:.2}/h with the {n_launching} being launched", running + launching));
+    }
+    if unpriced > 0 {
+        out.push(format!(" ({unpriced} node(s) of types without a price not counted)"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -296,6 +335,25 @@ mod tests {
         assert!(out.contains(" node_cc: NodeTerminated (ip: 127.0.0.1)"), "{out}");
         assert!(out.contains("From request_resources:\n {'CPU': 1.0}: 8 from request_resources()"), "{out}");
         assert!(out.contains("Pending Demands:\n {'CPU': 1.0}: 3+ pending tasks/actors"), "{out}");
+    }
+
+    #[test]
+    fn verbose_status_shows_the_hourly_cost_of_the_nodes_and_launches() {
+        let mut head = node("aa", NodeStatus::Running, &[("CPU", 2.0)], &[("CPU", 2.0)]);
+        head.ray_node_type_name = "head".into();
+        let mut w = node("bb", NodeStatus::Idle, &[("CPU", 4.0)], &[("CPU", 4.0)]);
+        w.ray_node_type_name = "cpu".into();
+        let reply = GetClusterStatusReply {
+            autoscaling_state: Some(AutoscalingState {
+                node_type_hourly_price: [("head".to_string(), 0.096), ("cpu".to_string(), 0.17)].into(),
+                pending_instance_requests: vec![PendingInstanceRequest { ray_node_type_name: "cpu".into(), count: 2, ..Default::default() }],
+                ..Default::default()
+            }),
+            cluster_resource_state: Some(ClusterResourceState { node_states: vec![head, w], ..Default::default() }),
+        };
+        let out = format_status(&reply, Local::now(), true);
+        assert!(out.contains("Hourly cost:\n $0.27/h for 2 running node(s)\n $0.61/h with the 2 being launched"), "{out}");
+        assert!(!format_status(&reply, Local::now(), false).contains("Hourly cost"), "only with -v");
     }
 
     #[test]
