@@ -234,3 +234,24 @@ fn every_defaults_yaml_in_rays_wheel_loads_as_ray_loads_it() {
         }
     }
 }
+
+#[test]
+fn the_repositorys_example_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("configs");
+    let mut files = yaml_files(&root);
+    files.extend(yaml_files(&root.join("aws")));
+    assert!(files.len() >= 3, "{files:?}");
+    for path in &files {
+        let l = ClusterConfig::load_with_warnings(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(l.warnings.is_empty(), "{}: {:?}", path.display(), l.warnings);
+        for t in &l.config.node_types {
+            assert!(!t.resources.is_empty() || l.config.provider_type != "aws", "{}: {} has resources", path.display(), t.name);
+        }
+    }
+    let full = ClusterConfig::load(&root.join("aws/example-full.yaml")).unwrap();
+    let w = full.node_type("ray.worker.default").unwrap();
+    assert_eq!(w.declared_resources.get("CPU"), Some(&2.0), "m5.large from the table");
+    assert!(w.price.is_some_and(|p| p > 0.0 && p < 0.096), "spot price estimate: {:?}", w.price);
+    let minimal = ClusterConfig::load(&root.join("aws/example-minimal.yaml")).unwrap();
+    assert_eq!(minimal.head_node_type, "ray.head.default", "from the AWS defaults");
+}

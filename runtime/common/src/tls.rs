@@ -113,6 +113,7 @@ impl TlsSettings {
 
     /// What a server presents, and the CA its clients' certificates must chain to.
     pub fn server_config(&self) -> ServerTlsConfig {
+        use_ring();
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
@@ -120,6 +121,7 @@ impl TlsSettings {
 
     /// What a client trusts, and the certificate it presents.
     pub fn client_config(&self, host: &str) -> ClientTlsConfig {
+        use_ring();
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
@@ -133,4 +135,16 @@ impl TlsSettings {
             .filter_map(|v| std::env::var(v).ok().map(|val| (*v, val)))
             .collect()
     }
+}
+
+/// Makes ring the process's rustls crypto provider. rustls picks one by itself
+/// only when a single provider is compiled in; a binary that also links the AWS
+/// SDK (whose HTTPS client brings aws-lc-rs) has two, and rustls would panic at the
+/// first TLS config. The cluster's TLS is tonic's ring-based one.
+pub fn use_ring() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: another provider was installed first, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
