@@ -20,7 +20,8 @@ struct Rig {
 async fn rig() -> Rig {
     let moto = Moto::start();
     for (k, v) in moto.env() {
-        // SAFETY: set before any other thread of this test process reads the environment.
+        // SAFETY: nextest runs each test in a process of its own, and this runs
+        // before the test starts any thread that reads the environment.
         unsafe { std::env::set_var(k, v) };
     }
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -24,7 +24,8 @@ async fn rig() -> Rig {
     let moto = Moto::start();
     let home = tempfile::tempdir().unwrap();
     for (k, v) in moto.env() {
-        // SAFETY: set before any other thread of this test process reads the environment.
+        // SAFETY: nextest runs each test in a process of its own, and this runs
+        // before the test starts any thread that reads the environment.
         unsafe { std::env::set_var(k, v) };
     }
     unsafe { std::env::set_var("HOME", home.path()) };
