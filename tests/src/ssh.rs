@@ -474,6 +474,16 @@ impl SshHosts {
         )
     }
 
+    /// Ray processes still alive on host `i` (as its own `ray stop` would find them).
+    pub fn live_ray_processes(&self, i: usize) -> Vec<String> {
+        let root = self.ray_tmpdir(i).join("ray");
+        ray_common::session::list_processes(&root)
+            .into_iter()
+            .filter(|r| ray_common::process::is_same_process_alive(r.pid, r.start_ticks))
+            .map(|r| format!("{} (pid {})", r.name, r.pid))
+            .collect()
+    }
+
     /// Whether host `i`'s sshd is running (not [stopped](Self::stop)).
     pub fn is_running(&mut self, i: usize) -> bool {
         let h = &mut self.hosts[i];

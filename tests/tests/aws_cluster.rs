@@ -20,6 +20,9 @@ use ray_tests::moto::Moto;
 use ray_tests::ssh::SshHosts;
 use ray_tests::*;
 
+#[path = "support/aws.rs"]
+mod aws;
+
 /// moto's first address in a subnet (AWS keeps .0-.3).
 const FIRST_HOST: u8 = 4;
 
@@ -37,14 +40,8 @@ impl Cloud {
         let moto = Moto::start();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let (ec2, ami, subnet) = rt.block_on(async {
-            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new("us-west-2"))
-                .endpoint_url(&moto.endpoint)
-                .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "test"))
-                .load()
-                .await;
-            let ec2 = aws_sdk_ec2::Client::new(&conf);
-            let ami = ec2.describe_images().send().await.unwrap().images()[0].image_id().unwrap().to_string();
+            let ec2 = aws_sdk_ec2::Client::new(&aws::sdk_config(&moto).await);
+            let ami = aws::an_image(&ec2).await;
             let (a, b) = hosts.block();
             let cidr = format!("127.{a}.{b}.0/24");
             let vpc = ec2.create_vpc().cidr_block(&cidr).send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
@@ -130,15 +127,6 @@ fn env_for(cloud: &Cloud) -> (RayEnv, String) {
     (env, creds)
 }
 
-fn live_ray_processes(hosts: &SshHosts, i: usize) -> Vec<String> {
-    let root = hosts.ray_tmpdir(i).join("ray");
-    ray_common::session::list_processes(&root)
-        .into_iter()
-        .filter(|r| ray_common::process::is_same_process_alive(r.pid, r.start_ticks))
-        .map(|r| format!("{} (pid {})", r.name, r.pid))
-        .collect()
-}
-
 fn head_monitor_log(hosts: &SshHosts, head: usize) -> String {
     std::fs::read_to_string(hosts.ray_tmpdir(head).join("ray/session_latest/logs/monitor.log")).unwrap_or_default()
 }
@@ -184,7 +172,7 @@ fn ray_up_launches_a_tagged_head_the_autoscaler_scales_workers_in_moto_and_down_
     assert_eq!(wtags.get("ray-user-node-type").map(String::as_str), Some("worker"));
     assert_eq!(wtags.get("ray-node-status").map(String::as_str), Some("up-to-date"));
     let worker_host = host_of(&hosts, &workers[0].1);
-    assert!(!live_ray_processes(&hosts, worker_host).is_empty(), "Ray runs on the worker's host");
+    assert!(!hosts.live_ray_processes(worker_host).is_empty(), "Ray runs on the worker's host");
 
     // No more demand: the idle worker is drained and its instance terminated.
     let none = env.write_file("none.py", "import ray\nfrom ray.autoscaler.sdk import request_resources\nray.init(address='auto')\nrequest_resources(num_cpus=0)\n");
@@ -199,7 +187,7 @@ fn ray_up_launches_a_tagged_head_the_autoscaler_scales_workers_in_moto_and_down_
     env.ray_ok(&["down", &cfg, "--yes"]);
     assert!(cloud.instances("moto", &["pending", "running", "stopping", "stopped"]).is_empty(), "no cluster instance is left");
     for i in 0..hosts.len() {
-        assert!(wait_until(Duration::from_secs(20), || live_ray_processes(&hosts, i).is_empty()), "Ray left on {}: {:?}", hosts.ip(i), live_ray_processes(&hosts, i));
+        assert!(wait_until(Duration::from_secs(20), || hosts.live_ray_processes(i).is_empty()), "Ray left on {}: {:?}", hosts.ip(i), hosts.live_ray_processes(i));
     }
     env.ray_ok(&["down", &cfg, "--yes"]);
 }

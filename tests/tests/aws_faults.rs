@@ -10,6 +10,9 @@ use ray_providers::*;
 use ray_tests::moto::Moto;
 use serde_json::{Value, json};
 
+#[path = "support/aws.rs"]
+mod aws;
+
 struct Rig {
     _moto: Moto,
     proxy: ray_tests::moto::FaultProxy,
@@ -19,18 +22,9 @@ struct Rig {
 
 async fn rig() -> Rig {
     let moto = Moto::start();
-    for (k, v) in moto.env() {
-        // SAFETY: nextest runs each test in a process of its own, and this runs
-        // before the test starts any thread that reads the environment.
-        unsafe { std::env::set_var(k, v) };
-    }
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-west-2"))
-        .endpoint_url(&moto.endpoint)
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&conf);
-    let ami = ec2.describe_images().send().await.unwrap().images()[0].image_id().unwrap().to_string();
+    aws::export_env(&moto);
+    let ec2 = aws_sdk_ec2::Client::new(&aws::sdk_config(&moto).await);
+    let ami = aws::an_image(&ec2).await;
     let mut subnets: Vec<(String, String)> = ec2
         .describe_subnets()
         .send()

@@ -10,6 +10,9 @@ use ray_providers::*;
 use ray_tests::moto::Moto;
 use serde_json::{Value, json};
 
+#[path = "support/aws.rs"]
+mod aws;
+
 const CLUSTER: &str = "aws-test";
 
 struct Rig {
@@ -23,21 +26,13 @@ struct Rig {
 async fn rig() -> Rig {
     let moto = Moto::start();
     let home = tempfile::tempdir().unwrap();
-    for (k, v) in moto.env() {
-        // SAFETY: nextest runs each test in a process of its own, and this runs
-        // before the test starts any thread that reads the environment.
-        unsafe { std::env::set_var(k, v) };
-    }
+    aws::export_env(&moto);
+    // SAFETY: as in `export_env`: before any other thread of this test process.
     unsafe { std::env::set_var("HOME", home.path()) };
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-west-2"))
-        .endpoint_url(&moto.endpoint)
-        .load()
-        .await;
+    let conf = aws::sdk_config(&moto).await;
     let ec2 = aws_sdk_ec2::Client::new(&conf);
     let iam = aws_sdk_iam::Client::new(&conf);
-    let images = ec2.describe_images().send().await.expect("moto lists its images");
-    let ami = images.images().iter().filter_map(|i| i.image_id()).next().expect("moto has images").to_string();
+    let ami = aws::an_image(&ec2).await;
     Rig { moto, ec2, iam, ami, home }
 }
 

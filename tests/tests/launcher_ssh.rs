@@ -45,16 +45,6 @@ fn cluster_yaml(hosts: &SshHosts, extra: &str) -> String {
     )
 }
 
-/// Ray processes still alive on host `i` (as its own `ray stop` would find them).
-fn live_ray_processes(hosts: &SshHosts, i: usize) -> Vec<String> {
-    let root = hosts.ray_tmpdir(i).join("ray");
-    ray_common::session::list_processes(&root)
-        .into_iter()
-        .filter(|r| ray_common::process::is_same_process_alive(r.pid, r.start_ticks))
-        .map(|r| format!("{} (pid {})", r.name, r.pid))
-        .collect()
-}
-
 /// The head's autoscaler and updater logs, for failure messages.
 fn head_logs(hosts: &SshHosts) -> String {
     let mut out = String::new();
@@ -126,10 +116,10 @@ fn up_submit_grows_by_a_worker_over_ssh_and_down_leaves_nothing() {
     env.ray_ok(&["down", &cfg, "--yes"]);
     for i in 0..hosts.len() {
         assert!(
-            wait_until(Duration::from_secs(20), || live_ray_processes(&hosts, i).is_empty()),
+            wait_until(Duration::from_secs(20), || hosts.live_ray_processes(i).is_empty()),
             "Ray processes left on {}: {:?}",
             hosts.ip(i),
-            live_ray_processes(&hosts, i)
+            hosts.live_ray_processes(i)
         );
     }
     env.ray_ok(&["down", &cfg, "--yes"]);
@@ -168,15 +158,15 @@ fn a_failing_setup_command_stops_there_and_the_next_up_resumes() {
     let err = text(&out);
     assert!(err.contains("setup command 2/3") && err.contains("no such package"), "{err}");
     assert!(!hosts.home(0).join("never").exists(), "nothing after the failing command ran");
-    assert!(live_ray_processes(&hosts, 0).is_empty(), "Ray was not started");
+    assert!(hosts.live_ray_processes(0).is_empty(), "Ray was not started");
     let good = cluster_yaml(&hosts, "setup_commands: [\"echo step-one\", \"touch ~/fixed\"]\n");
     std::fs::write(&cfg, good).unwrap();
     let out = env.ray_ok(&["up", &cfg, "--yes"]);
     assert!(out.contains("updated") || out.contains("set up"), "{out}");
     assert!(hosts.home(0).join("fixed").exists());
-    assert!(!live_ray_processes(&hosts, 0).is_empty(), "Ray runs on the head now");
+    assert!(!hosts.live_ray_processes(0).is_empty(), "Ray runs on the head now");
     env.ray_ok(&["down", &cfg, "--yes"]);
-    assert!(wait_until(Duration::from_secs(20), || live_ray_processes(&hosts, 0).is_empty()));
+    assert!(wait_until(Duration::from_secs(20), || hosts.live_ray_processes(0).is_empty()));
 }
 
 #[test]
@@ -237,7 +227,7 @@ fn a_changed_config_updates_the_head_and_the_workers_in_place() {
     assert!(joined, "the updated worker joined the restarted head");
     env.ray_ok(&["down", &cfg, "--yes"]);
     for i in 0..hosts.len() {
-        assert!(wait_until(Duration::from_secs(20), || live_ray_processes(&hosts, i).is_empty()), "left on {}", hosts.ip(i));
+        assert!(wait_until(Duration::from_secs(20), || hosts.live_ray_processes(i).is_empty()), "left on {}", hosts.ip(i));
     }
 }
 
@@ -279,7 +269,7 @@ fn ctrl_c_during_up_forgets_nothing_and_down_cleans_it() {
     // The head was recorded as taken before anything ran on it: `ray down` finds it.
     let out = env.ray_ok(&["down", &cfg, "--yes"]);
     assert!(out.contains("Terminating the head node"), "{out}");
-    assert!(live_ray_processes(&hosts, 0).is_empty());
+    assert!(hosts.live_ray_processes(0).is_empty());
     // And the address is free for the next `ray up`.
     std::fs::write(&cfg, cluster_yaml(&hosts, "")).unwrap();
     env.ray_ok(&["up", &cfg, "--yes"]);
