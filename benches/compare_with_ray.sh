@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs benches/workload.py on this package (.venv) and on Ray from PyPI (a venv of
+# Runs benches/workload.py and benches/multinode.py on this package (.venv) and on Ray from PyPI (a venv of
 # its own, .bench/ray-venv), one after the other in one run, and prints a table.
 #   bash benches/compare_with_ray.sh [--quick]   (RAY_PYPI_VERSION=2.60.0 to pin)
 set -euo pipefail
@@ -14,13 +14,22 @@ if [ ! -x .bench/ray-venv/bin/python ]; then
     .bench/ray-venv/bin/python -m pip install --quiet "ray${RAY_PYPI_VERSION:+==$RAY_PYPI_VERSION}" numpy
 fi
 tmp=$(mktemp -d)
+# Each side gets its own temp root and home (its own cluster token), so neither
+# sees the other's clusters.
+mkdir -p "$tmp/home-ours" "$tmp/home-theirs"
 echo "==> this package"
-RAY_TMPDIR="$tmp/ours" .venv/bin/python benches/workload.py $ARGS > "$tmp/ours.json"
+HOME="$tmp/home-ours" RAY_TMPDIR="$tmp/ours" .venv/bin/python benches/workload.py $ARGS > "$tmp/ours.json"
+echo "==> this package, several nodes (three nodes on this machine, then the autoscaler)"
+HOME="$tmp/home-ours" RAY_TMPDIR="$tmp/ours" .venv/bin/python benches/multinode.py $ARGS > "$tmp/ours-multi.json"
 echo "==> ray from PyPI"
-RAY_TMPDIR="$tmp/theirs" RAY_USAGE_STATS_ENABLED=0 .bench/ray-venv/bin/python benches/workload.py $ARGS > "$tmp/theirs.json" 2> "$tmp/theirs.err" || { cat "$tmp/theirs.err" >&2; exit 1; }
-.venv/bin/python - "$tmp/ours.json" "$tmp/theirs.json" <<'PY'
+HOME="$tmp/home-theirs" RAY_TMPDIR="$tmp/theirs" RAY_USAGE_STATS_ENABLED=0 .bench/ray-venv/bin/python benches/workload.py $ARGS > "$tmp/theirs.json" 2> "$tmp/theirs.err" || { cat "$tmp/theirs.err" >&2; exit 1; }
+echo "==> ray from PyPI, several nodes"
+HOME="$tmp/home-theirs" RAY_TMPDIR="$tmp/theirs" RAY_USAGE_STATS_ENABLED=0 .bench/ray-venv/bin/python benches/multinode.py $ARGS > "$tmp/theirs-multi.json" 2> "$tmp/theirs.err" || { cat "$tmp/theirs.err" >&2; exit 1; }
+.venv/bin/python - "$tmp/ours.json" "$tmp/theirs.json" "$tmp/ours-multi.json" "$tmp/theirs-multi.json" <<'PY'
 import json, sys
-ours, theirs = (json.load(open(p)) for p in sys.argv[1:3])
+ours, theirs, ours_multi, theirs_multi = (json.load(open(p)) for p in sys.argv[1:5])
+ours.update(ours_multi)
+theirs.update(theirs_multi)
 rows = [
     ("seed example, whole script (s)", "seed_example_s", False),
     ("sync no-op tasks per second", "sync_noop_tasks_per_s", True),
@@ -30,6 +39,9 @@ rows = [
     ("100 MB get (GB/s)", "get_100mb_gb_per_s", True),
     ("task round trip p50 (ms)", "task_roundtrip_p50_ms", False),
     ("task round trip p99 (ms)", "task_roundtrip_p99_ms", False),
+    ("cross-node get of 100 MB (GB/s)", "cross_node_get_100mb_gb_per_s", True),
+    ("small objects read across nodes per second", "cross_node_small_objects_per_s", True),
+    ("first queued task to running on a new node (s)", "first_task_on_new_node_s", False),
 ]
 print()
 print("| workload | this package | ray %s | ratio (ours vs ray, >1 is better) |" % theirs.get("ray_version"))

@@ -67,6 +67,7 @@ def init(
     namespace=None,
     log_to_driver=True,
     _temp_dir=None,
+    _system_config=None,
     **kwargs,
 ):
     """Connects this process to a Ray cluster, starting a local one if none runs.
@@ -109,13 +110,17 @@ def init(
                 file=_sys.stderr,
             )
             gcs_address = None
+        if gcs is not None and _system_config:
+            raise ValueError("When connecting to an existing cluster, _system_config must not be provided.")
         if gcs is not None and any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
             raise ValueError(
                 "When connecting to an existing cluster, num_cpus, num_gpus, resources and object_store_memory "
                 "must not be given; they are set when the cluster's nodes start (ray start)."
             )
     if gcs_address is None:
-        local = services.start_local_cluster(num_cpus, num_gpus, resources, object_store_memory, _temp_dir)
+        if _system_config is not None and not isinstance(_system_config, dict):
+            raise TypeError("ray.init: `_system_config` must be a dict, got {!r}.".format(_system_config))
+        local = services.start_local_cluster(num_cpus, num_gpus, resources, object_store_memory, _temp_dir, _system_config)
         gcs_address = local["gcs_address"]
         gcs = _raylet.GcsConnection(gcs_address)
     node_ip = _worker.local_ip_towards(gcs_address)
@@ -300,3 +305,4 @@ def available_resources():
         for k, v in avail.items():
             free[k] = free.get(k, 0.0) + v
     return {k: v for k, v in free.items() if v > 0}
+from ray import util  # noqa: E402,F401  (ray.util.placement_group, scheduling strategies)

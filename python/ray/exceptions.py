@@ -29,6 +29,11 @@ class TaskCancelledError(RayError):
         super().__init__(message)
 
 
+class TaskUnschedulableError(RayError):
+    """No node can ever run the task (e.g. a hard node affinity to a node that
+    is gone)."""
+
+
 class ObjectStoreFullError(RayError):
     """The node's shared-memory object store has no room for the object."""
 
@@ -39,6 +44,11 @@ class ObjectLostError(RayError):
 
 class OwnerDiedError(ObjectLostError):
     """The process that owned the object exited."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object was lost and re-running the task that made it failed or was
+    not allowed (no retries left, or the object was made by ``ray.put``)."""
 
 
 class RayTaskError(RayError):
@@ -118,8 +128,10 @@ _SYSTEM_ERRORS = {
     "WorkerCrashedError": WorkerCrashedError,
     "TaskCancelledError": TaskCancelledError,
     "ObjectStoreFullError": ObjectStoreFullError,
+    "TaskUnschedulableError": TaskUnschedulableError,
     "ObjectLostError": ObjectLostError,
     "OwnerDiedError": OwnerDiedError,
+    "ObjectReconstructionFailedError": ObjectReconstructionFailedError,
 }
 
 
@@ -136,7 +148,9 @@ __all__ = [
     "WorkerCrashedError",
     "TaskCancelledError",
     "ObjectStoreFullError",
+    "TaskUnschedulableError",
     "ObjectLostError",
     "OwnerDiedError",
+    "ObjectReconstructionFailedError",
     "RayTaskError",
 ]

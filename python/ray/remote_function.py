@@ -156,6 +156,7 @@ class RemoteFunction:
             resources["memory"] = options["memory"]
         if options.get("accelerator_type"):
             resources["accelerator_type:" + options["accelerator_type"]] = 0.001
+        strategy, placement = _placement(conn, options, resources)
         refs = conn.core.submit(
             function_id,
             options.get("name") or self._name,
@@ -166,9 +167,52 @@ class RemoteFunction:
             options.get("max_retries", 3),
             bool(retry_exceptions),
             nested,
+            strategy,
+            placement,
         )
         if num_returns == 0:
             return None
         if num_returns == 1:
             return refs[0]
         return refs
+
+
+def _placement(conn, options, resources):
+    """The core worker's strategy tuple and placement group for a task, with its
+    `resources` rewritten to a placement group's bundle resources (Ray's names:
+    `CPU_group_<index>_<id>`, or `CPU_group_<id>` for any bundle) when it runs
+    in one. Tasks submitted from a task whose group captures child tasks run in
+    that group unless they name a strategy of their own."""
+    from ray.util import scheduling_strategies as ss
+
+    given = options.get("scheduling_strategy")
+    strategy, pg = ss.encode(given)
+    if pg is not None:
+        group = pg.placement_group
+        index = pg.placement_group_bundle_index
+        if index is None:
+            index = -1
+        if not isinstance(index, int) or isinstance(index, bool) or index < -1:
+            raise ValueError("placement_group_bundle_index must be an integer >= -1, got {!r}.".format(index))
+        if group is None:
+            return strategy, None
+        count = len(group._bundle_cache) if group._bundle_cache is not None else None
+        if count is not None and index >= count:
+            raise ValueError(
+                "placement_group_bundle_index {} is out of range: the placement group has {} bundle(s).".format(index, count)
+            )
+        placement = (group.id.hex(), index, bool(pg.placement_group_capture_child_tasks))
+    else:
+        current = getattr(conn, "current_placement_group", None)
+        if given is None and current and current[2]:
+            placement = (current[0], -1, True)
+        else:
+            return strategy, None
+    gid, index, _ = placement
+    suffix = "{}_{}".format(index, gid) if index >= 0 else gid
+    plain = {k: v for k, v in resources.items() if v}
+    resources.clear()
+    for k, v in plain.items():
+        resources["{}_group_{}".format(k, suffix)] = v
+    resources["bundle_group_{}".format(suffix)] = 0.001
+    return strategy, placement

@@ -198,6 +198,7 @@ impl CoreWorker {
 
     /// Submits a task; returns its ObjectRefs.
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (function_id, function_name, args, kwarg_names, num_returns, resources, max_retries, retry_exceptions, nested, strategy=None, placement_group=None))]
     fn submit(
         &self,
         function_id: Vec<u8>,
@@ -209,7 +210,10 @@ impl CoreWorker {
         max_retries: i64,
         retry_exceptions: bool,
         nested: &Bound<'_, PyList>,
+        strategy: Option<&Bound<'_, PyAny>>,
+        placement_group: Option<(String, i64, bool)>,
     ) -> PyResult<Vec<ObjectRef>> {
+        let strategy = crate::strategy::parse(strategy)?;
         let resources = ResourceSet::from_f64_map(&resources).map_err(|e| PyValueError::new_err(format!("invalid resources: {e}")))?;
         let mut a = Vec::with_capacity(args.len());
         for item in args.iter() {
@@ -231,6 +235,8 @@ impl CoreWorker {
             max_retries,
             retry_exceptions,
             nested_refs: nested_from(nested)?,
+            strategy,
+            placement_group,
         };
         let owner = self.core.address().to_string();
         Ok(self.core.submit(spec).into_iter().map(|id| ObjectRef::adopt(id, owner.clone(), self.core.clone())).collect())
@@ -329,7 +335,7 @@ impl CoreWorker {
     }
 
     /// The local node's stats: a dict with num_workers, object_store_used_bytes,
-    /// object_store_capacity_bytes, num_objects.
+    /// object_store_capacity_bytes, num_objects, and the spill and eviction counters.
     fn node_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let core = self.core.clone();
         let s = py.detach(move || core.node_stats()).map_err(to_py)?;
@@ -338,6 +344,11 @@ impl CoreWorker {
         d.set_item("object_store_used_bytes", s.object_store_used_bytes)?;
         d.set_item("object_store_capacity_bytes", s.object_store_capacity_bytes)?;
         d.set_item("num_objects", s.num_objects)?;
+        d.set_item("spilled_bytes", s.spilled_bytes)?;
+        d.set_item("spilled_objects", s.spilled_objects)?;
+        d.set_item("spilled_total", s.spilled_total)?;
+        d.set_item("restored_total", s.restored_total)?;
+        d.set_item("evicted_total", s.evicted_total)?;
         d.set_item("resources_available", s.resources_available)?;
         Ok(d)
     }

@@ -12,6 +12,7 @@ fn class_name(e: &CoreError) -> &'static str {
         CoreError::Timeout => "GetTimeoutError",
         CoreError::ObjectLost { .. } => "ObjectLostError",
         CoreError::OwnerDied { .. } => "OwnerDiedError",
+        CoreError::ReconstructionFailed { .. } => "ObjectReconstructionFailedError",
         CoreError::StoreFull(_) => "ObjectStoreFullError",
         CoreError::Store(_) | CoreError::Rpc(_) | CoreError::FunctionNotFound { .. } | CoreError::InvalidId(_) => "RaySystemError",
     }

@@ -1,5 +1,5 @@
 //! A connection to the cluster's GCS, for `ray.init(address=...)`,
-//! `request_resources` and cluster introspection.
+//! `request_resources`, placement groups and cluster introspection.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -13,7 +13,11 @@ use ray_proto::rpc::autoscaler::{
     ClusterResourceConstraint, GetClusterStatusRequest, RequestClusterResourceConstraintRequest, ResourceRequest,
     ResourceRequestByCount,
 };
-use ray_proto::rpc::GetAllNodeInfoRequest;
+use pyo3::types::PyDict;
+use ray_proto::rpc::{
+    CreatePlacementGroupRequest, GetAllNodeInfoRequest, GetAllPlacementGroupRequest, GetPlacementGroupRequest, PlacementGroupInfo,
+    RemovePlacementGroupRequest, ResourceMap, WaitPlacementGroupUntilReadyRequest,
+};
 
 /// `ray._raylet.temp_root()`: the folder holding sessions (`$RAY_TMPDIR/ray` or `/tmp/ray`).
 #[pyfunction]
@@ -137,4 +141,109 @@ impl GcsConnection {
             })
             .collect())
     }
+
+    /// Creates a placement group (reserved in the background).
+    #[allow(clippy::too_many_arguments)]
+    fn create_placement_group(
+        &self,
+        py: Python<'_>,
+        id: String,
+        name: String,
+        strategy: String,
+        bundles: Vec<HashMap<String, f64>>,
+        job_id: String,
+        detached: bool,
+        namespace: String,
+    ) -> PyResult<()> {
+        let group = PlacementGroupInfo {
+            placement_group_id: id,
+            name,
+            strategy,
+            bundles: bundles.into_iter().map(|amounts| ResourceMap { amounts }).collect(),
+            creator_job_id: job_id,
+            detached,
+            namespace,
+            ..Default::default()
+        };
+        let mut client = self.gcs.placement_groups.clone();
+        let rt = crate::runtime::get()?;
+        py.detach(|| rt.block_on(client.create_placement_group(CreatePlacementGroupRequest { group: Some(group) })))
+            .map_err(|s| match s.code() {
+                tonic::Code::InvalidArgument => PyValueError::new_err(s.message().to_string()),
+                _ => call_err(&self.address, s),
+            })?;
+        Ok(())
+    }
+
+    /// Removes a placement group (its bundles are given back, workers in it stopped).
+    fn remove_placement_group(&self, py: Python<'_>, id: String) -> PyResult<()> {
+        let mut client = self.gcs.placement_groups.clone();
+        let rt = crate::runtime::get()?;
+        py.detach(|| rt.block_on(client.remove_placement_group(RemovePlacementGroupRequest { placement_group_id: id })))
+            .map_err(|s| call_err(&self.address, s))?;
+        Ok(())
+    }
+
+    /// One placement group by id (or by name when `id` is empty), as a dict; None if unknown.
+    #[pyo3(signature = (id, name = String::new(), namespace = String::new()))]
+    fn get_placement_group<'py>(&self, py: Python<'py>, id: String, name: String, namespace: String) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let mut client = self.gcs.placement_groups.clone();
+        let rt = crate::runtime::get()?;
+        let reply = py
+            .detach(|| rt.block_on(client.get_placement_group(GetPlacementGroupRequest { placement_group_id: id, name, namespace })))
+            .map_err(|s| call_err(&self.address, s))?
+            .into_inner();
+        reply.group.map(|g| pg_dict(py, g)).transpose()
+    }
+
+    /// Every placement group, as dicts.
+    fn placement_groups<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let mut client = self.gcs.placement_groups.clone();
+        let rt = crate::runtime::get()?;
+        let reply = py
+            .detach(|| rt.block_on(client.get_all_placement_group(GetAllPlacementGroupRequest {})))
+            .map_err(|s| call_err(&self.address, s))?
+            .into_inner();
+        reply.groups.into_iter().map(|g| pg_dict(py, g)).collect()
+    }
+
+    /// Waits up to `timeout_s` for a group to be reserved; True when it is.
+    fn wait_placement_group(&self, py: Python<'_>, id: String, timeout_s: f64) -> PyResult<bool> {
+        let mut client = self.gcs.placement_groups.clone();
+        let rt = crate::runtime::get()?;
+        let timeout_ms = (timeout_s.max(0.0) * 1000.0) as u64;
+        let reply = py
+            .detach(|| rt.block_on(client.wait_placement_group_until_ready(WaitPlacementGroupUntilReadyRequest { placement_group_id: id, timeout_ms })))
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => PyValueError::new_err(s.message().to_string()),
+                _ => call_err(&self.address, s),
+            })?
+            .into_inner();
+        Ok(reply.ready)
+    }
+}
+
+/// A placement group as Ray's `placement_group_table()` shows one.
+fn pg_dict(py: Python<'_>, g: PlacementGroupInfo) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("placement_group_id", &g.placement_group_id)?;
+    d.set_item("name", &g.name)?;
+    let bundles = PyDict::new(py);
+    let to_node = PyDict::new(py);
+    for (i, b) in g.bundles.iter().enumerate() {
+        bundles.set_item(i, b.amounts.clone())?;
+        if let Some(n) = g.bundle_node_ids.get(i).filter(|n| !n.is_empty()) {
+            to_node.set_item(i, n)?;
+        }
+    }
+    d.set_item("bundles", bundles)?;
+    d.set_item("bundles_to_node_id", to_node)?;
+    d.set_item("strategy", &g.strategy)?;
+    d.set_item("state", &g.state)?;
+    let stats = PyDict::new(py);
+    stats.set_item("scheduling_state", if g.scheduling_state.is_empty() { g.state.clone() } else { g.scheduling_state.clone() })?;
+    d.set_item("stats", stats)?;
+    d.set_item("detached", g.detached)?;
+    d.set_item("creator_job_id", &g.creator_job_id)?;
+    Ok(d)
 }

@@ -5,6 +5,7 @@ mod errors;
 mod gcs;
 mod object_ref;
 mod runtime;
+mod strategy;
 mod task;
 
 use pyo3::prelude::*;

@@ -65,6 +65,15 @@ impl Task {
         Ok(self.spec()?.spec.num_returns)
     }
 
+    /// The placement group it runs in: (hex id, bundle index, capture child
+    /// tasks), or None.
+    #[getter]
+    fn placement_group(&self) -> PyResult<Option<(String, i64, bool)>> {
+        let s = &self.spec()?.spec;
+        Ok((!s.placement_group_id.is_empty())
+            .then(|| (s.placement_group_id.clone(), s.placement_group_bundle_index, s.placement_group_capture_child_tasks)))
+    }
+
     /// Attempt number (0 first).
     #[getter]
     fn attempt(&self) -> PyResult<u64> {

@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Object chunks between raylets decode as slices of the received buffer
+        // (no copy) and are written straight into the store.
+        .bytes(".ray.rpc.ReadObjectChunkReply.data")
         .compile_fds(fds)?;
     for p in &paths {
         println!("cargo:rerun-if-changed={p}");

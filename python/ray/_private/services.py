@@ -35,7 +35,7 @@ def ray_executable():
     )
 
 
-def start_local_cluster(num_cpus=None, num_gpus=None, resources=None, object_store_memory=None, temp_dir=None):
+def start_local_cluster(num_cpus=None, num_gpus=None, resources=None, object_store_memory=None, temp_dir=None, system_config=None):
     """Starts a GCS and a raylet on 127.0.0.1 that stop when this process exits.
     Returns the info dict the launcher wrote (gcs_address, raylet_address, ...)."""
     fd, info_path = tempfile.mkstemp(prefix="ray-init-", suffix=".json")
@@ -64,6 +64,8 @@ def start_local_cluster(num_cpus=None, num_gpus=None, resources=None, object_sto
         cmd += ["--object-store-memory", str(int(object_store_memory))]
     if temp_dir is not None:
         cmd += ["--temp-dir", str(temp_dir)]
+    if system_config:
+        cmd += ["--system-config", json.dumps(system_config)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise RuntimeError("Failed to start a local Ray cluster:\n" + (proc.stderr.strip() or proc.stdout.strip()))

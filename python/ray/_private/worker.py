@@ -29,6 +29,8 @@ class _Connection:
         self.stop_printer = threading.Event()
         self.current_task_id = None
         self.current_task_name = None
+        # (group id hex, bundle index, capture child tasks) of the running task.
+        self.current_placement_group = None
 
 
 def _read_current_cluster():
@@ -84,10 +86,28 @@ def local_ip_towards(addr):
         return "127.0.0.1"
 
 
+def _is_local_address(ip):
+    """True when `ip` is an address of this machine (it can be bound here)."""
+    try:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s.bind((ip, 0))
+            return True
+        finally:
+            s.close()
+    except OSError:
+        return False
+
+
 def choose_raylet(gcs, node_ip):
-    """The raylet of this machine: a live node at our IP, the head first."""
+    """The raylet of this machine: a live node at our IP, the head first. A
+    cluster reached over loopback (`ray.init(address="127.0.0.1:6379")` on the
+    head) picks a node at any of this machine's own addresses."""
     nodes = [n for n in gcs.nodes() if n[1]]
     mine = [n for n in nodes if n[2] == node_ip] or [n for n in nodes if n[2] in ("127.0.0.1", "localhost")]
+    if not mine and (node_ip.startswith("127.") or node_ip == "::1"):
+        mine = [n for n in nodes if _is_local_address(n[2])]
     if not mine:
         raise ConnectionError(
             "No Ray node runs on this machine ({}): start one with `ray start --address=...` "

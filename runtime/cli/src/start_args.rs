@@ -92,7 +92,7 @@ pub struct StartFlags {
     /// Ports of Redis shards (head only; there is no Redis here; ignored).
     #[arg(long = "redis-shard-ports", hide = true)]
     pub redis_shard_ports: Option<String>,
-    /// Port of the object manager (objects do not move between nodes yet; ignored).
+    /// Port of the object manager (objects move between nodes over the node manager port; ignored).
     #[arg(long = "object-manager-port", value_parser = parse_port)]
     pub object_manager_port: Option<u16>,
     /// Port of the raylet's node manager; 0 picks a free port.
@@ -168,7 +168,7 @@ pub struct StartFlags {
     /// passed to the started daemons as RAY_<name>; unknown ones are ignored.
     #[arg(long = "system-config", hide = true, value_parser = parse_json_object)]
     pub system_config: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Lineage reconstruction of lost objects (not available yet; ignored).
+    /// Lineage reconstruction of lost objects (always on, bounded by each task's max_retries; ignored).
     #[arg(long = "enable-object-reconstruction", hide = true, action = ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_value = "false", default_missing_value = "true", value_parser = parse_click_bool)]
     pub enable_object_reconstruction: bool,
@@ -319,14 +319,14 @@ mod tests {
         );
         let many = [
             Ignored::new("--include-dashboard", "no dashboard yet"),
-            Ignored::new("--object-manager-port", "objects do not move between nodes yet"),
+            Ignored::new("--object-manager-port", "objects move between nodes over the node manager port"),
             Ignored::new("--dashboard-host", "no dashboard yet"),
         ];
         let line = no_effect_line("ray start", &many).unwrap();
         assert_eq!(
             line,
-            "ray start: --include-dashboard, --dashboard-host (no dashboard yet); --object-manager-port (objects do \
-             not move between nodes yet) have no effect in this build; ignored"
+            "ray start: --include-dashboard, --dashboard-host (no dashboard yet); --object-manager-port (objects \
+             move between nodes over the node manager port) have no effect in this build; ignored"
         );
         assert!(!line.contains('\n'));
     }

@@ -75,6 +75,10 @@ settings! {
     /// How often a raylet on an EC2 instance asks the instance metadata service
     /// for a spot interruption notice (AWS advises every 5 s).
     spot_interruption_poll_ms: u64 = 5_000;
+    /// Where a full object store spills objects, as Ray's JSON
+    /// (`{"type": "filesystem", "params": {"directory_path": "/tmp/spill"}}`);
+    /// empty: `<session>/spill`.
+    object_spilling_config: String = String::new();
     /// Cap on simultaneous connections per server.
     max_connections: usize = crate::rpc::DEFAULT_MAX_CONNECTIONS;
 }

@@ -7,6 +7,7 @@ use ray_proto::rpc::gcs_subscriber_service_client::GcsSubscriberServiceClient;
 use ray_proto::rpc::internal_kv_gcs_service_client::InternalKvGcsServiceClient;
 use ray_proto::rpc::node_info_gcs_service_client::NodeInfoGcsServiceClient;
 use ray_proto::rpc::node_resource_gcs_service_client::NodeResourceGcsServiceClient;
+use ray_proto::rpc::placement_group_info_gcs_service_client::PlacementGroupInfoGcsServiceClient;
 use ray_proto::rpc::{GetClusterInfoReply, GetClusterInfoRequest, KvGetRequest, KvPutRequest, KvDelRequest, KvKeysRequest, KvMultiGetRequest};
 
 use crate::rpc::{Channel, ConnectError, MAX_MESSAGE_BYTES, Security, explain_status};
@@ -25,6 +26,8 @@ pub struct GcsClient {
     pub autoscaler: AutoscalerStateServiceClient<Channel>,
     /// Change stream.
     pub subscriber: GcsSubscriberServiceClient<Channel>,
+    /// Placement groups.
+    pub placement_groups: PlacementGroupInfoGcsServiceClient<Channel>,
 }
 
 /// A GCS that cannot be used.
@@ -63,7 +66,8 @@ impl GcsClient {
             resources: NodeResourceGcsServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             kv: InternalKvGcsServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             autoscaler: AutoscalerStateServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            subscriber: GcsSubscriberServiceClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            subscriber: GcsSubscriberServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            placement_groups: PlacementGroupInfoGcsServiceClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
 

@@ -24,6 +24,15 @@ use crate::tls::{TlsError, TlsSettings};
 /// travel in chunks below this size.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// HTTP/2 flow-control window of one stream: an object chunk (4 MiB) flows
+/// without waiting for window updates (the protocol's default is 64 KiB).
+pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// Largest HTTP/2 frame a peer may send us (the default is 16 KiB, which cuts a
+/// 4 MiB chunk into 256 frames).
+pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+/// Window of a whole connection: several chunks in flight at once.
+pub const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+
 /// Default cap on simultaneous connections per server.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
@@ -86,6 +95,9 @@ impl Security {
             .tcp_nodelay(true)
             .http2_max_header_list_size(Some(16 * 1024))
             .max_concurrent_streams(Some(4096))
+            .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)));
         if let Some(tls) = &self.tls {
@@ -116,6 +128,9 @@ impl Security {
             .map_err(|e| ConnectError::BadAddress { addr: addr.to_string(), detail: e.to_string() })?
             .connect_timeout(timeout)
             .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
         if let Some(tls) = &self.tls {

@@ -42,6 +42,8 @@ pub(crate) struct Context {
     pub gcs: GcsClient,
     /// The local raylet.
     pub raylet: RayletClient,
+    /// Its address (told to owners whose objects this node copies).
+    pub raylet_address: String,
     pub ids: IdGen,
     pub peers: Peers,
     /// Tasks a short-task shape may queue on one worker.

@@ -38,6 +38,15 @@ pub enum CoreError {
         /// What happened, for people.
         message: String,
     },
+    /// The object was lost and re-running the task that made it failed or is
+    /// not allowed (out of retries).
+    #[error("{message}")]
+    ReconstructionFailed {
+        /// The object.
+        id: ObjectId,
+        /// What happened, for people.
+        message: String,
+    },
     /// The node's object store has no room for the object.
     #[error("{0}")]
     StoreFull(String),
@@ -75,6 +84,7 @@ impl CoreError {
         match self {
             Self::ObjectLost { .. } => SystemErrorKind::ObjectLostError,
             Self::OwnerDied { .. } => SystemErrorKind::OwnerDiedError,
+            Self::ReconstructionFailed { .. } => SystemErrorKind::ObjectReconstructionFailedError,
             Self::StoreFull(_) => SystemErrorKind::ObjectStoreFullError,
             _ => SystemErrorKind::RaySystemError,
         }
@@ -100,6 +110,10 @@ pub enum SystemErrorKind {
     ObjectLostError,
     /// The owner of the value is gone.
     OwnerDiedError,
+    /// The value was lost and could not be made again.
+    ObjectReconstructionFailedError,
+    /// No node can ever run the task (e.g. a hard node affinity to a dead node).
+    TaskUnschedulableError,
     /// Anything else the runtime failed at.
     RaySystemError,
 }

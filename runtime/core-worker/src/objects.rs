@@ -10,6 +10,8 @@ use ray_common::{NodeId, ObjectId};
 use ray_proto::rpc::SerializedObject;
 use tokio::sync::Notify;
 
+use crate::submitter::queues::Lineage;
+
 /// Where a ready value is.
 #[derive(Debug, Clone)]
 pub enum Value {
@@ -35,6 +37,16 @@ pub struct Owned {
     pub ready: Arc<Notify>,
     /// Owned objects referenced from inside this one's value: held until it goes.
     pub contains: Vec<ObjectId>,
+    /// Other nodes holding a copy of a stored value (deleted with it).
+    pub copies: Vec<NodeId>,
+    /// How to make the value again (a task return kept in a store), if allowed.
+    pub lineage: Option<Arc<Lineage>>,
+}
+
+impl Owned {
+    fn new(value: Option<Value>) -> Self {
+        Self { value, local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()), contains: Vec::new(), copies: Vec::new(), lineage: None }
+    }
 }
 
 /// One borrowed object.
@@ -65,12 +77,12 @@ pub struct ObjectTable {
 impl ObjectTable {
     /// Registers an owned object whose value comes later (a task return).
     pub fn add_pending(&mut self, id: ObjectId) {
-        self.owned.insert(id, Owned { value: None, local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()), contains: Vec::new() });
+        self.owned.insert(id, Owned::new(None));
     }
 
     /// Registers an owned object with its value (`put`).
     pub fn add_ready(&mut self, id: ObjectId, value: Value) {
-        self.owned.insert(id, Owned { value: Some(value), local_refs: 0, task_refs: 0, ready: Arc::new(Notify::new()), contains: Vec::new() });
+        self.owned.insert(id, Owned::new(Some(value)));
     }
 
     /// Sets the value of a pending owned object. Returns a store object to delete
@@ -86,6 +98,58 @@ impl ObjectTable {
         o.value = Some(value);
         o.ready.notify_waiters();
         self.maybe_free(id)
+    }
+
+    /// Records that `node` now holds a copy of the stored object `id`.
+    pub fn add_copy(&mut self, id: ObjectId, node: NodeId) {
+        if let Some(o) = self.owned.get_mut(&id)
+            && !o.copies.contains(&node)
+            && !matches!(&o.value, Some(Value::Plasma { node_id }) if *node_id == node)
+        {
+            o.copies.push(node);
+        }
+    }
+
+    /// Nodes holding copies of `id` besides its primary.
+    pub fn copies(&self, id: ObjectId) -> Vec<NodeId> {
+        self.owned.get(&id).map(|o| o.copies.clone()).unwrap_or_default()
+    }
+
+    /// Keeps how `id` was made, so it can be made again if lost.
+    pub fn set_lineage(&mut self, id: ObjectId, lineage: Arc<Lineage>) {
+        if let Some(o) = self.owned.get_mut(&id) {
+            o.lineage = Some(lineage);
+        }
+    }
+
+    /// `id`'s stored value on `lost` is gone: if it is still the value recorded,
+    /// it becomes pending again (with its sibling returns `siblings`) and the
+    /// lineage is handed out to re-run it once. `Ok(None)` when someone else
+    /// started that already (the value changed); `Err` with the reason when it
+    /// cannot be made again.
+    pub fn begin_reconstruction(&mut self, id: ObjectId, lost: &NodeId) -> Result<Option<Arc<Lineage>>, String> {
+        let Some(o) = self.owned.get(&id) else { return Err("its owner freed it".into()) };
+        match &o.value {
+            Some(Value::Plasma { node_id }) if node_id == lost => {}
+            _ => return Ok(None),
+        }
+        let Some(lineage) = o.lineage.clone() else {
+            return Err("it was made by ray.put (or its task allows no retries), so it cannot be made again".into());
+        };
+        if lineage.retries_left == 0 {
+            return Err("the task that made it has no retries left (max_retries)".into());
+        }
+        for r in &lineage.spec.return_ids {
+            let Ok(r) = ObjectId::from_bytes(r) else { continue };
+            if let Some(o) = self.owned.get_mut(&r)
+                && matches!(&o.value, Some(Value::Plasma { node_id }) if node_id == lost)
+            {
+                o.value = None;
+                o.copies.clear();
+                o.lineage = None;
+            }
+        }
+        Ok(Some(lineage))
     }
 
     /// Records that `outer`'s value refers to `inner` (both owned here): `inner`
@@ -121,6 +185,13 @@ impl ObjectTable {
     /// Owner of a borrowed object.
     pub fn borrowed_owner(&self, id: ObjectId) -> Option<(String, Option<Value>)> {
         self.borrowed.get(&id).map(|b| (b.owner.clone(), b.cache.clone()))
+    }
+
+    /// Drops a borrowed object's cached value.
+    pub fn forget_borrowed_value(&mut self, id: ObjectId) {
+        if let Some(b) = self.borrowed.get_mut(&id) {
+            b.cache = None;
+        }
     }
 
     /// Caches a borrowed object's value.
@@ -185,6 +256,7 @@ impl ObjectTable {
             let Some(o) = self.owned.remove(&id) else { continue };
             if let Some(Value::Plasma { node_id }) = o.value {
                 freed.push((id, node_id));
+                freed.extend(o.copies.into_iter().map(|n| (id, n)));
             }
             // What it referred to may go now too.
             for inner in o.contains {

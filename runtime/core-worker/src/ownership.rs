@@ -15,6 +15,7 @@ use crate::error::{CoreError, SystemErrorKind, system_error};
 use crate::layout::Layout;
 use crate::objects::{Freed, NotOwned, ObjectTable, Value};
 use crate::plasma::{PlasmaClient, PlasmaError};
+use crate::submitter::queues::Lineage;
 
 /// Values up to this size travel inline (in messages, in the owner's memory).
 pub const MAX_INLINE_BYTES: usize = 100 * 1024;
@@ -227,7 +228,12 @@ impl Ownership {
     }
 
     /// Stores the returns of a finished task and releases what the task held.
-    pub fn task_succeeded(&self, returns: Vec<ReturnObject>, held: &[ObjectId]) {
+    /// With `lineage`, returns kept in a store can be made again if lost; the
+    /// task's arguments then stay held as long as those returns do.
+    pub fn task_succeeded(&self, returns: Vec<ReturnObject>, held: &[ObjectId], lineage: Option<Arc<Lineage>>) {
+        let stored: Vec<ObjectId> =
+            returns.iter().filter(|r| r.in_plasma).filter_map(|r| ObjectId::from_bytes(&r.object_id).ok()).collect();
+        let lineage = lineage.filter(|_| !stored.is_empty());
         let mut freed = Vec::new();
         {
             let mut t = self.table();
@@ -254,11 +260,43 @@ impl Ownership {
                 };
                 freed.extend(t.set_value(id, value));
             }
-            for &id in held {
-                freed.extend(t.remove_task_ref(id));
+            match lineage {
+                // The arguments move from the task to its stored returns.
+                Some(lineage) => {
+                    for &id in &stored {
+                        t.set_lineage(id, lineage.clone());
+                    }
+                    let keep: Vec<ObjectId> = stored.iter().copied().filter(|id| t.is_owned(*id)).collect();
+                    for &arg in held {
+                        for &ret in &keep {
+                            t.add_contained(ret, arg);
+                        }
+                        freed.extend(t.remove_task_ref(arg));
+                    }
+                }
+                None => {
+                    for &id in held {
+                        freed.extend(t.remove_task_ref(id));
+                    }
+                }
             }
         }
         self.free(freed);
+    }
+
+    /// Records that `node` holds a copy of the owned object `id` (deleted with it).
+    pub fn add_copy(&self, id: ObjectId, node: NodeId) {
+        self.table().add_copy(id, node);
+    }
+
+    /// Nodes holding copies of owned `id` besides its primary.
+    pub fn copies(&self, id: ObjectId) -> Vec<NodeId> {
+        self.table().copies(id)
+    }
+
+    /// See [`crate::objects::ObjectTable::begin_reconstruction`].
+    pub fn begin_reconstruction(&self, id: ObjectId, lost: &NodeId) -> Result<Option<Arc<Lineage>>, String> {
+        self.table().begin_reconstruction(id, lost)
     }
 
     /// Stores `error` as every return of a task that failed or was cancelled,
@@ -325,6 +363,11 @@ impl Ownership {
     /// The owner and cached value of a borrowed object.
     pub fn borrowed(&self, id: ObjectId) -> Option<(String, Option<Value>)> {
         self.table().borrowed_owner(id)
+    }
+
+    /// Drops the cached value of a borrowed object (its stored copy was lost).
+    pub fn forget_borrowed_value(&self, id: ObjectId) {
+        self.table().forget_borrowed_value(id);
     }
 
     /// Keeps a borrowed object's value while references to it remain.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::Stream;
-use ray_common::{ObjectId, TaskId};
+use ray_common::{NodeId, ObjectId, TaskId};
 use ray_proto::rpc::core_worker_service_server::CoreWorkerService;
 use ray_proto::rpc::*;
 use tokio::sync::mpsc;
@@ -76,7 +76,23 @@ impl CoreWorkerService for Server {
         let r = req.into_inner();
         let id = ObjectId::from_bytes(&r.object_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let timeout = Duration::from_millis(r.timeout_ms.min(3_600_000));
-        Ok(Response::new(alive(&self.reader)?.object_status(id, timeout).await))
+        let lost = if r.lost_node_id.is_empty() {
+            None
+        } else {
+            Some(NodeId::parse(&r.lost_node_id).map_err(|e| Status::invalid_argument(format!("invalid lost_node_id: {e}")))?)
+        };
+        Ok(Response::new(alive(&self.reader)?.object_status(id, timeout, lost).await))
+    }
+
+    async fn add_object_location(&self, req: Request<AddObjectLocationRequest>) -> Result<Response<AddObjectLocationReply>, Status> {
+        let r = req.into_inner();
+        let id = ObjectId::from_bytes(&r.object_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let node = NodeId::parse(&r.node_id).map_err(|e| Status::invalid_argument(format!("invalid node_id: {e}")))?;
+        if r.raylet_address.len() > 300 {
+            return Err(Status::invalid_argument("raylet_address is too long"));
+        }
+        alive(&self.reader)?.add_location(id, node, &r.raylet_address).await;
+        Ok(Response::new(AddObjectLocationReply {}))
     }
 
     async fn cancel_task(&self, req: Request<CancelTaskRequest>) -> Result<Response<CancelTaskReply>, Status> {

@@ -123,6 +123,7 @@ pub(crate) async fn start(opts: Options) -> Result<Parts, StartError> {
         security: opts.security.clone(),
         gcs,
         raylet,
+        raylet_address: opts.raylet_address.clone(),
         ids: IdGen::new(),
         peers: Peers::new(opts.security.clone()),
         max_inflight: cfg.max_tasks_in_flight_per_worker.max(1),
@@ -132,6 +133,7 @@ pub(crate) async fn start(opts: Options) -> Result<Parts, StartError> {
     let own = Arc::new(Ownership::new(ctx.clone(), plasma));
     let reader = Arc::new(Reader::new(ctx.clone(), own.clone()));
     let submitter = Submitter::new(ctx.clone(), own.clone());
+    reader.set_submitter(&submitter);
     let executor = Arc::new(Executor::default());
     let server = Server { ctx: Arc::downgrade(&ctx), reader: Arc::downgrade(&reader), executor: Arc::downgrade(&executor) };
     let router = builder.add_service(

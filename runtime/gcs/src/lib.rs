@@ -2,10 +2,14 @@
 //!
 //! It keeps the node table (with active health checks), each node's resources and
 //! queued demand, an internal key-value store with namespaces, and the autoscaler
-//! state (demand, request_resources constraint, the autoscaler's own report), and
-//! streams every change to subscribers.
+//! state (demand, request_resources constraint, the autoscaler's own report), the
+//! placement groups (table in `placement_groups.rs`, reservation on the raylets
+//! in `pg_scheduler.rs`), and streams every change to subscribers.
 
 pub mod health;
+pub mod pg_scheduler;
+mod pg_service;
+pub mod placement_groups;
 pub mod services;
 pub mod state;
 pub mod storage;
@@ -14,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::StreamExt;
 use ray_common::config::RayConfig;
 use ray_common::rpc::{self, Security};
 use ray_common::time::now_ms;
@@ -71,6 +76,8 @@ pub struct Gcs {
     health: health::HealthChecker,
     shutdown: CancellationToken,
     started_ms: u64,
+    /// Wakes the placement group scheduler (a group was created or removed).
+    pub placement_wake: tokio::sync::Notify,
 }
 
 impl Gcs {
@@ -92,6 +99,7 @@ impl Gcs {
             health: health::HealthChecker::default(),
             shutdown,
             started_ms: now_ms(),
+            placement_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -165,6 +173,15 @@ pub struct RunningGcs {
 pub async fn start(opts: GcsOptions, shutdown: CancellationToken) -> Result<RunningGcs, GcsError> {
     let listener = rpc::bind(SocketAddr::new(opts.bind, opts.port)).await.map_err(GcsError::Bind)?;
     let addr = listener.local_addr().map_err(GcsError::Bind)?;
+    // A head on a routable address is also reachable over loopback on its own
+    // machine (`ray status --address 127.0.0.1:6379`), as Ray's GCS is; the
+    // token check is the same on both.
+    let loopback = if opts.bind.is_loopback() || opts.bind.is_unspecified() {
+        None
+    } else {
+        let lo: IpAddr = if opts.bind.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        Some(rpc::bind(SocketAddr::new(lo, addr.port())).await.map_err(GcsError::Bind)?)
+    };
     let gcs = Gcs::new(
         opts.session_name.clone(),
         opts.config.clone(),
@@ -174,6 +191,10 @@ pub async fn start(opts: GcsOptions, shutdown: CancellationToken) -> Result<Runn
     );
     let router = services::router(&gcs, &opts.security).map_err(|e| GcsError::Tls(rpc::error_chain(&e)))?;
     let incoming = rpc::bounded_incoming(listener, opts.config.max_connections);
+    let incoming = match loopback {
+        Some(lo) => futures::stream::select(incoming, rpc::bounded_incoming(lo, opts.config.max_connections)).boxed(),
+        None => incoming.boxed(),
+    };
     if let Some(path) = &opts.ready_file {
         let body = serde_json::json!({ "port": addr.port(), "session_name": opts.session_name }).to_string();
         let tmp = path.with_extension("tmp");
@@ -182,6 +203,7 @@ pub async fn start(opts: GcsOptions, shutdown: CancellationToken) -> Result<Runn
             .map_err(|e| GcsError::ReadyFile(path.clone(), e))?;
     }
     tracing::info!(%addr, session = %opts.session_name, auth = opts.security.auth.token.is_some(), tls = opts.security.tls.is_some(), "GCS listening");
+    tokio::spawn(pg_scheduler::run(gcs.clone()));
     let stop = shutdown.clone();
     let g = gcs.clone();
     let done = tokio::spawn(async move {

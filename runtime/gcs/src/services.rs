@@ -38,13 +38,17 @@ pub fn router(
         .add_service(InternalKvGcsServiceServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(AutoscalerStateServiceServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(JobInfoGcsServiceServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(
+            ray_proto::rpc::placement_group_info_gcs_service_server::PlacementGroupInfoGcsServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(GcsSubscriberServiceServer::new(svc).max_decoding_message_size(MAX_MESSAGE_BYTES)))
 }
 
 /// One handle implementing every GCS service.
 #[derive(Clone)]
 pub struct GcsService {
-    gcs: Arc<Gcs>,
+    pub(crate) gcs: Arc<Gcs>,
 }
 
 fn to_status(e: StateError) -> Status {

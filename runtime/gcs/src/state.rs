@@ -43,7 +43,7 @@ pub struct NodeEntry {
 }
 
 impl NodeEntry {
-    fn is_alive(&self) -> bool {
+    pub fn is_alive(&self) -> bool {
         self.info.state == TableState::Alive as i32 || self.info.state == TableState::Draining as i32
     }
 
@@ -88,12 +88,35 @@ pub struct ClusterState {
     autoscaling_state: Option<AutoscalingState>,
     session_name: String,
     jobs: Vec<ray_proto::rpc::JobInfo>,
+    placement_groups: crate::placement_groups::PlacementGroups,
 }
 
 impl ClusterState {
     /// An empty cluster of the given session.
     pub fn new(session_name: String) -> Self {
         Self { session_name, ..Default::default() }
+    }
+
+    /// The placement group table.
+    pub fn placement_groups(&self) -> &crate::placement_groups::PlacementGroups {
+        &self.placement_groups
+    }
+
+    /// The placement group table, to change.
+    pub fn placement_groups_mut(&mut self) -> &mut crate::placement_groups::PlacementGroups {
+        &mut self.placement_groups
+    }
+
+    /// A placement group changed (its demand, or resources on nodes): the
+    /// version moves so the autoscaler and raylets look again.
+    pub fn placement_groups_changed(&mut self) -> Change {
+        self.bump();
+        (Channel::Resources, None)
+    }
+
+    /// Ids of jobs that ended.
+    pub fn dead_jobs(&self) -> std::collections::HashSet<String> {
+        self.jobs.iter().filter(|j| j.is_dead).map(|j| j.job_id.clone()).collect()
     }
 
     /// Registers a driver's job; returns its new id (4 bytes, little-endian
@@ -348,7 +371,10 @@ impl ClusterState {
             }
             for d in &e.demand {
                 let shape = ResourceSet::from_f64_map_lossy(&d.shape);
-                if shape.is_empty() {
+                // Tasks waiting for a placement group's bundle resources are the
+                // group's demand, reported as its gang below (as Ray's autoscaler
+                // ignores `*_group_*` resources).
+                if shape.is_empty() || shape.iter().any(|(k, _)| k.contains("_group_")) {
                     continue;
                 }
                 let n = d.num_ready_requests_queued.saturating_add(d.backlog_size);
@@ -374,6 +400,13 @@ impl ClusterState {
                     details: format!("placement group {}", g.placement_group_id),
                 });
             }
+        }
+        for (id, strategy, bundles) in self.placement_groups.gang_demand() {
+            gangs.push(GangResourceRequest {
+                requests: bundles.into_iter().map(|b| ResourceRequest { resources_bundle: b.amounts }).collect(),
+                strategy,
+                details: format!("placement group {id}"),
+            });
         }
         let by_count = |m: BTreeMap<ResourceSet, u64>| {
             m.into_iter()

@@ -51,12 +51,30 @@ pub struct RemoteNode {
     pub address: String,
     /// Free resources.
     pub available: ResourceSet,
+    /// All its resources.
+    pub total: ResourceSet,
+}
+
+impl RemoteNode {
+    /// How busy the node would be in the resources `shape` asks for (0 idle, 1
+    /// full): the largest used share among them.
+    fn load_for(&self, shape: &ResourceSet) -> f64 {
+        shape
+            .iter()
+            .map(|(name, _)| {
+                let total = self.total.get(name).to_f64();
+                if total <= 0.0 { 1.0 } else { 1.0 - self.available.get(name).to_f64() / total }
+            })
+            .fold(0.0, f64::max)
+    }
 }
 
 /// A lease request waiting for resources or a worker.
 pub struct Pending {
     /// Sent here by another raylet: never passed on again.
     pub no_spillback: bool,
+    /// A strategy chose this node: it waits here, whatever else is free.
+    pub pinned: bool,
     /// Resource shape.
     pub shape: ResourceSet,
     /// Job.
@@ -174,6 +192,7 @@ impl Leasing {
         // request that fits is never held up by one that does not (no head-of-line
         // blocking).
         self.queue.retain(|p| !p.reply.is_closed());
+        self.reject_stale_spillbacks(res);
         let mut waiting_for_worker: HashMap<String, usize> = HashMap::new();
         let mut i = 0;
         while i < self.queue.len() {
@@ -199,10 +218,7 @@ impl Leasing {
                         worker_id: wid.clone(),
                         worker_address: w.address.clone(),
                         worker_pid: w.pid,
-                        rejection: String::new(),
-                        infeasible: false,
-                        spillback_address: String::new(),
-                        spillback_node_id: String::new(),
+                        ..Default::default()
                     };
                     self.leases.insert(lease_id.clone(), Lease { worker_id: wid.clone(), resources: p.shape.clone(), owner: p.owner.clone() });
                     if p.reply.send(reply).is_err() {
@@ -229,18 +245,47 @@ impl Leasing {
         self.demand(res)
     }
 
+    /// A request spilled here was sent because this node looked free. If its
+    /// resources are taken now, it goes back to its owner, which asks its own
+    /// raylet again (with a fresher view), instead of waiting here while other
+    /// nodes, perhaps just launched for it, stand idle (Ray's grant-or-reject).
+    fn reject_stale_spillbacks(&mut self, res: &LocalResources) {
+        let mut i = 0;
+        while i < self.queue.len() {
+            let p = &self.queue[i];
+            let fits = p.shape.is_subset_of(res.available()) && res.drain_state().is_none();
+            if !p.no_spillback || p.pinned || fits {
+                i += 1;
+                continue;
+            }
+            let p = self.queue.remove(i);
+            tracing::debug!(shape = %p.shape, "a spilled lease request no longer fits here; sending it back");
+            let _ = p.reply.send(RequestWorkerLeaseReply {
+                rejection: "the resources were taken before a worker was free; ask again".into(),
+                retry: true,
+                ..Default::default()
+            });
+        }
+    }
+
     /// Sends requests this node cannot serve now to a node that has the resources
-    /// free (Ray's spillback): the owner asks that node's raylet instead.
+    /// free (Ray's spillback): the owner asks that node's raylet instead. Among
+    /// the nodes that can take it, the least loaded in what it asks for is chosen
+    /// (Ray's hybrid policy spreads once the local node is busy).
     fn spill(&mut self, res: &LocalResources) {
         let mut i = 0;
         while i < self.queue.len() {
             let p = &self.queue[i];
             let local_now = p.shape.is_subset_of(res.available()) && res.drain_state().is_none();
-            if p.no_spillback || local_now {
+            if p.no_spillback || p.pinned || local_now {
                 i += 1;
                 continue;
             }
-            let target = self.cluster.iter_mut().find(|n| p.shape.is_subset_of(&n.available));
+            let target = self
+                .cluster
+                .iter_mut()
+                .filter(|n| p.shape.is_subset_of(&n.available))
+                .min_by(|a, b| a.load_for(&p.shape).total_cmp(&b.load_for(&p.shape)));
             let Some(node) = target else {
                 i += 1;
                 continue;
@@ -294,6 +339,21 @@ impl Leasing {
         res.release(&to_release);
         res.lease_ended();
         true
+    }
+
+    /// Ends the leases holding any of `names` (a placement group's resources that
+    /// are going away): their workers are stopped. Returns how many.
+    pub fn end_leases_using(&mut self, names: &ResourceSet, res: &mut LocalResources) -> usize {
+        let ids: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.resources.iter().any(|(k, _)| names.get(k).is_positive()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            self.return_lease(id, true, res);
+        }
+        ids.len()
     }
 
     /// A worker blocked in `ray.get` lends its CPU out; when unblocked it takes it

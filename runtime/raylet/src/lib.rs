@@ -14,16 +14,22 @@
 //! - `local_resources.rs`: resource accounting, idleness and drain.
 //! - `service.rs`: the gRPC handlers (thin: decode, call one method, encode).
 //! - `loops.rs`: the background tasks (pool events, cluster view, reports).
+//! - `transfer.rs`: objects between nodes (pulls from other raylets, in chunks).
+//! - `bundles.rs`: placement group bundles reserved here (prepare, commit, cancel).
+//! - `spill.rs`: writing objects to disk when the store is full, and back.
 //! - `detect.rs`: what this machine has.
 
+mod bundles;
 pub mod detect;
 mod leases;
 mod local_resources;
 mod loops;
 mod service;
 mod spawner;
+mod spill;
 pub mod spot;
 mod state;
+mod transfer;
 mod worker_pool;
 
 use std::collections::HashMap;
@@ -117,6 +123,12 @@ pub struct Raylet {
     exit: OnceLock<ExitReason>,
     gcs: GcsClient,
     config: RayConfig,
+    /// This raylet's own view of the store file (peers' reads, pulls, spills).
+    mapping: Arc<ray_object_store::mapping::StoreMapping>,
+    /// Where spilled objects go.
+    spill_dir: PathBuf,
+    /// Other raylets, and pulls under way.
+    transfers: transfer::Transfers,
 }
 
 impl Raylet {
@@ -161,6 +173,12 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
     let capacity = opts.resources.get(ray_common::resources::OBJECT_STORE_MEMORY).to_f64().max(0.0) as u64;
     let store = ObjectStore::create(&ray_object_store::default_dir(), opts.node_id.short(), capacity)
         .map_err(|e| RayletError::Register(format!("cannot create the object store ({capacity} bytes): {e}")))?;
+    let mapping = Arc::new(
+        ray_object_store::mapping::StoreMapping::open(store.path())
+            .map_err(|e| RayletError::Register(format!("cannot map the object store {}: {e}", store.path().display())))?,
+    );
+    let spill_dir = spill::spill_dir(&opts.config.object_spilling_config, &opts.session_dir, opts.node_id.as_str())
+        .map_err(RayletError::Register)?;
     let worker_args = vec![
         "--node-id".to_string(),
         opts.node_id.to_string(),
@@ -193,6 +211,9 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
         exit: OnceLock::new(),
         gcs: gcs.clone(),
         config: opts.config.clone(),
+        mapping,
+        spill_dir,
+        transfers: transfer::Transfers::new(opts.security.clone()),
     });
 
     let router = service::router(&raylet, &opts.security).map_err(|e| RayletError::Tls(rpc::error_chain(&e)))?;
@@ -206,6 +227,11 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
 
     let mut labels = opts.labels.clone();
     labels.insert("ray.io/node-id".into(), opts.node_id.to_string());
+    // The node's type, as Ray derives it from RAY_NODE_TYPE_NAME (for
+    // NodeLabelSchedulingStrategy); a label given with --labels wins.
+    if !opts.node_type_name.is_empty() {
+        labels.entry("ray.io/node-group".into()).or_insert_with(|| opts.node_type_name.clone());
+    }
     let info = NodeInfo {
         node_id: opts.node_id.to_string(),
         node_manager_address: opts.node_ip.to_string(),

@@ -108,6 +108,23 @@ impl LocalResources {
         self.update_idle();
     }
 
+    /// New resources appear on the node, all free (a placement group bundle
+    /// committed here).
+    pub fn add_total(&mut self, r: &ResourceSet) {
+        self.total.add(r);
+        self.available.add(r);
+        self.update_idle();
+    }
+
+    /// Resources leave the node (a bundle given back); what is free of them goes.
+    pub fn remove_total(&mut self, r: &ResourceSet) {
+        self.total.subtract(r);
+        self.available.subtract(r);
+        let capped: ResourceSet = self.available.iter().map(|(k, v)| (k.to_string(), v.min(self.total.get(k)))).collect();
+        self.available = capped;
+        self.update_idle();
+    }
+
     /// A lease was granted.
     pub fn lease_started(&mut self) {
         self.leases += 1;

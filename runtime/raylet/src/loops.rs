@@ -49,6 +49,9 @@ pub async fn pool_loop(r: Arc<Raylet>, mut events: mpsc::UnboundedReceiver<PoolE
                 None => return,
             },
             _ = tick.tick() => {
+                // Spill files of objects freed with their owner.
+                let garbage = r.state.lock().take_spill_garbage();
+                crate::spill::remove_files(garbage);
                 let stopped = r.state.lock().stop_idle_workers();
                 for (id, pid) in stopped {
                     tracing::debug!(worker_id = %id, pid, "stopping an idle worker");
@@ -123,6 +126,7 @@ pub async fn cluster_view_loop(r: Arc<Raylet>) {
                 .into_iter()
                 .map(|n| (n.node_id, format!("{}:{}", n.node_manager_address, n.node_manager_port)))
                 .collect();
+            r.transfers.set_directory(addrs.clone());
             let me = r.node_id.to_string();
             let view: Vec<RemoteNode> = usage
                 .into_inner()
@@ -134,6 +138,7 @@ pub async fn cluster_view_loop(r: Arc<Raylet>) {
                         address: addrs.get(&n.node_id)?.clone(),
                         node_id: n.node_id,
                         available: ResourceSet::from_f64_map_lossy(&n.resources_available),
+                        total: ResourceSet::from_f64_map_lossy(&n.resources_total),
                     })
                 })
                 .collect();

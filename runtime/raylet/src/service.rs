@@ -91,7 +91,7 @@ impl NodeManagerService for NodeManager {
         let r = req.into_inner();
         let shape =
             ResourceSet::from_f64_map(&r.resources).map_err(|e| Status::invalid_argument(format!("invalid resources: {e}")))?;
-        let request = LeaseRequest { shape, job_id: r.job_id, owner: r.owner_worker_id, no_spillback: r.no_spillback, wait: r.wait };
+        let request = LeaseRequest { shape, job_id: r.job_id, owner: r.owner_worker_id, no_spillback: r.no_spillback, pinned: r.pinned, wait: r.wait };
         let answer = self.raylet.state.lock().request_lease(request);
         let reply = match answer {
             LeaseAnswer::Now(reply) => reply,
@@ -142,7 +142,10 @@ impl NodeManagerService for NodeManager {
 
     async fn create_object(&self, req: Request<CreateObjectRequest>) -> Result<Response<CreateObjectReply>, Status> {
         let r = req.into_inner();
-        let result = self.raylet.state.lock().create_object(&r.object_id, r.data_size, &r.client_id, &r.owner_address);
+        let result = crate::spill::create_with_room(&self.raylet, r.data_size, |s| {
+            s.create_object(&r.object_id, r.data_size, &r.client_id, &r.owner_address)
+        })
+        .await;
         Ok(Response::new(match result {
             Ok(offset) => CreateObjectReply { offset, error: String::new(), store_full: false },
             Err(e) => CreateObjectReply { offset: 0, store_full: matches!(e, StoreError::Full { .. }), error: e.to_string() },
@@ -158,7 +161,20 @@ impl NodeManagerService for NodeManager {
     async fn get_objects(&self, req: Request<GetObjectsRequest>) -> Result<Response<GetObjectsReply>, Status> {
         let r = req.into_inner();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(r.timeout_ms.min(3_600_000));
+        if r.object_ids.len() > 100_000 {
+            return Err(Status::invalid_argument("too many object ids in one call (at most 100000)"));
+        }
         loop {
+            // Spilled objects are read back first.
+            let spilled: Vec<Vec<u8>> = {
+                let s = self.raylet.state.lock();
+                r.object_ids.iter().filter(|id| s.lookup_object(id) == ray_object_store::Lookup::Spilled).cloned().collect()
+            };
+            for id in spilled {
+                if let Err(e) = crate::spill::restore(&self.raylet, &id).await {
+                    tracing::warn!(error = %e, "cannot restore a spilled object for a reader");
+                }
+            }
             // Registered before looking, so a seal in between is not missed.
             let sealed = self.raylet.state.sealed_notifier();
             let now = tokio::time::Instant::now();
@@ -178,8 +194,67 @@ impl NodeManagerService for NodeManager {
 
     async fn delete_objects(&self, req: Request<DeleteObjectsRequest>) -> Result<Response<DeleteObjectsReply>, Status> {
         let r = req.into_inner();
-        self.raylet.state.lock().delete_objects(&r.object_ids);
+        let garbage = {
+            let mut s = self.raylet.state.lock();
+            s.delete_objects(&r.object_ids);
+            s.take_spill_garbage()
+        };
+        crate::spill::remove_files(garbage);
         Ok(Response::new(DeleteObjectsReply {}))
+    }
+
+    async fn prepare_bundle_resources(
+        &self,
+        req: Request<PrepareBundleResourcesRequest>,
+    ) -> Result<Response<PrepareBundleResourcesReply>, Status> {
+        let r = req.into_inner();
+        if r.placement_group_id.is_empty() || r.placement_group_id.len() > 64 || r.bundles.len() > 10_000 {
+            return Err(Status::invalid_argument("invalid placement_group_id or too many bundles"));
+        }
+        let mut bundles = Vec::with_capacity(r.bundles.len());
+        for b in &r.bundles {
+            let set = ResourceSet::from_f64_map(&b.resources).map_err(|e| Status::invalid_argument(format!("invalid bundle resources: {e}")))?;
+            bundles.push((b.index, set));
+        }
+        let result = self.raylet.state.lock().prepare_bundles(&r.placement_group_id, bundles);
+        if let Err(e) = &result {
+            tracing::debug!(group = %r.placement_group_id, error = %e, "cannot prepare placement group bundles");
+        }
+        Ok(Response::new(PrepareBundleResourcesReply { success: result.is_ok(), error: result.err().unwrap_or_default() }))
+    }
+
+    async fn commit_bundle_resources(
+        &self,
+        req: Request<CommitBundleResourcesRequest>,
+    ) -> Result<Response<CommitBundleResourcesReply>, Status> {
+        let r = req.into_inner();
+        let success = self.raylet.state.lock().commit_bundles(&r.placement_group_id);
+        if success {
+            tracing::info!(group = %r.placement_group_id, "placement group bundles committed");
+        }
+        Ok(Response::new(CommitBundleResourcesReply { success }))
+    }
+
+    async fn cancel_resource_reserve(
+        &self,
+        req: Request<CancelResourceReserveRequest>,
+    ) -> Result<Response<CancelResourceReserveReply>, Status> {
+        let r = req.into_inner();
+        let ended = self.raylet.state.lock().cancel_bundles(&r.placement_group_id, &r.bundle_indices);
+        tracing::info!(group = %r.placement_group_id, stopped_workers = ended, "placement group bundles given back");
+        Ok(Response::new(CancelResourceReserveReply {}))
+    }
+
+    async fn pull_objects(&self, req: Request<PullObjectsRequest>) -> Result<Response<PullObjectsReply>, Status> {
+        let r = req.into_inner();
+        if r.objects.len() > 10_000 {
+            return Err(Status::invalid_argument("too many objects in one pull (at most 10000)"));
+        }
+        Ok(Response::new(crate::transfer::pull_objects(&self.raylet, r).await))
+    }
+
+    async fn read_object_chunk(&self, req: Request<ReadObjectChunkRequest>) -> Result<Response<ReadObjectChunkReply>, Status> {
+        Ok(Response::new(crate::transfer::read_chunk(&self.raylet, req.into_inner()).await))
     }
 
     async fn shutdown_raylet(&self, req: Request<ShutdownRayletRequest>) -> Result<Response<ShutdownRayletReply>, Status> {

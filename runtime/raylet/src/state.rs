@@ -23,11 +23,12 @@ use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 
 use ray_common::ResourceSet;
-use ray_object_store::{ObjectStore, StoreError};
+use ray_object_store::{Lookup, ObjectStore, RestoreJob, SpillJob, StoreError};
 use ray_proto::rpc::autoscaler::DrainNodeReason;
 use ray_proto::rpc::{GetNodeStatsReply, ObjectLocation, RequestWorkerLeaseReply, ResourceReport};
 use tokio::sync::{Notify, futures::Notified, oneshot};
 
+use crate::bundles::Bundles;
 use crate::leases::{ExitedWorker, Job, Leasing, Pending, RemoteNode};
 use crate::local_resources::{Drain, LocalResources};
 use crate::worker_pool::WorkerPool;
@@ -52,6 +53,8 @@ pub struct LeaseRequest {
     pub owner: String,
     /// Sent here by another raylet: never passed on again.
     pub no_spillback: bool,
+    /// A strategy chose this node: it waits here.
+    pub pinned: bool,
     /// The caller waits even for a shape this node can never hold.
     pub wait: bool,
 }
@@ -71,6 +74,8 @@ pub struct NodeState {
     resources: LocalResources,
     leasing: Leasing,
     store: ObjectStore,
+    /// Placement group bundles held here.
+    bundles: Bundles,
     /// Worker command of jobs that gave none.
     default_command: Vec<String>,
     report_seq: u64,
@@ -87,6 +92,7 @@ impl NodeState {
             resources: LocalResources::new(total),
             leasing: Leasing::new(pool),
             store,
+            bundles: Bundles::default(),
             default_command,
             report_seq: 0,
             wake: Wake::default(),
@@ -99,13 +105,19 @@ impl NodeState {
     /// workers, spills back and refreshes the demand.
     fn change<T>(&mut self, f: impl FnOnce(&mut Leasing, &mut LocalResources, &mut ObjectStore) -> T) -> T {
         let out = f(&mut self.leasing, &mut self.resources, &mut self.store);
+        self.changed();
+        out
+    }
+
+    /// The second half of [`Self::change`], for operations that also touch the
+    /// bundles: wake the reporter, re-dispatch.
+    fn changed(&mut self) {
         self.wake.report = true;
         if self.stopping {
-            return out;
+            return;
         }
         let demand = self.leasing.dispatch(&mut self.resources);
         self.resources.replace_demand(demand);
-        out
     }
 
     /// Takes who must be woken (the guard does this on drop; tests look).
@@ -209,14 +221,23 @@ impl NodeState {
         if self.resources.drain_state().is_some() {
             return reject("the node is draining".into(), false);
         }
-        if !req.shape.is_subset_of(self.resources.total()) && !req.wait && req.no_spillback {
+        let fits_total = req.shape.is_subset_of(self.resources.total());
+        if !fits_total && ((!req.wait && req.no_spillback) || req.pinned) {
             return reject(format!("this node has {} in total; {} does not fit", self.resources.total(), req.shape), true);
+        }
+        if !fits_total && req.no_spillback {
+            // Sent here for locality or by a stale view: back to the owner's raylet.
+            return LeaseAnswer::Now(RequestWorkerLeaseReply {
+                rejection: format!("this node has {} in total; {} does not fit", self.resources.total(), req.shape),
+                retry: true,
+                ..Default::default()
+            });
         }
         let (tx, rx) = oneshot::channel();
         let command = self.default_command.clone();
         self.change(|l, _, _| {
             l.ensure_job(&req.job_id, &command);
-            l.enqueue(Pending { no_spillback: req.no_spillback, shape: req.shape, job_id: req.job_id, owner: req.owner, reply: tx });
+            l.enqueue(Pending { no_spillback: req.no_spillback, pinned: req.pinned, shape: req.shape, job_id: req.job_id, owner: req.owner, reply: tx });
         });
         LeaseAnswer::Later(rx)
     }
@@ -262,6 +283,34 @@ impl NodeState {
         self.resources.drain_state().cloned()
     }
 
+    // ----- placement group bundles -----
+
+    /// Phase one: sets the bundles aside, all or none.
+    pub fn prepare_bundles(&mut self, group: &str, bundles: Vec<(u32, ResourceSet)>) -> Result<(), String> {
+        let r = self.bundles.prepare(group, bundles, &mut self.resources);
+        self.changed();
+        r
+    }
+
+    /// Phase two: the prepared bundles become the group's resources.
+    pub fn commit_bundles(&mut self, group: &str) -> bool {
+        let r = self.bundles.commit(group, &mut self.resources);
+        self.changed();
+        r
+    }
+
+    /// Gives back the group's bundles; workers running on them are stopped.
+    /// Returns how many leases ended.
+    pub fn cancel_bundles(&mut self, group: &str, indices: &[u32]) -> usize {
+        let Some((gone, back)) = self.bundles.cancel(group, indices) else { return 0 };
+        self.change(|l, res, _| {
+            let ended = l.end_leases_using(&gone, res);
+            res.remove_total(&gone);
+            res.release(&back);
+            ended
+        })
+    }
+
     // ----- objects -----
 
     /// Where the store file is and how large it is (handed to workers).
@@ -274,6 +323,61 @@ impl NodeState {
         let r = self.store.create_owned(id, size, client, owner);
         self.wake.report = true;
         r
+    }
+
+    /// Reserves room for a copy pulled from another node.
+    pub fn create_secondary(&mut self, id: &[u8], size: u64, owner: &str) -> Result<u64, StoreError> {
+        let r = self.store.create_secondary(id, size, owner);
+        self.wake.report = true;
+        r
+    }
+
+    /// What a reader of `id` finds here.
+    pub fn lookup_object(&self, id: &[u8]) -> Lookup {
+        self.store.lookup(id)
+    }
+
+    /// Pins a sealed object for `client` (a peer reading it); `None` if not ready here.
+    pub fn pin_object(&mut self, id: &[u8], client: &str) -> Option<ray_object_store::Location> {
+        self.store.get(id, client)
+    }
+
+    /// A pull failed half-way: the unsealed copy goes.
+    pub fn abort_object(&mut self, id: &[u8]) {
+        self.store.delete(id);
+        self.wake.report = true;
+    }
+
+    /// Unpinned primary copies to write to disk to free `need` bytes (marked busy).
+    pub fn spill_victims(&mut self, need: u64) -> Vec<SpillJob> {
+        self.store.spill_victims(need)
+    }
+
+    /// A spill ended (see [`ObjectStore::finish_spill`]); returns files to remove.
+    pub fn finish_spill(&mut self, id: &[u8], path: Option<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
+        self.store.finish_spill(id, path);
+        self.wake.report = true;
+        self.store.take_garbage()
+    }
+
+    /// Gives a spilled object a region to be read back into.
+    pub fn begin_restore(&mut self, id: &[u8]) -> Result<Option<RestoreJob>, StoreError> {
+        let r = self.store.begin_restore(id);
+        self.wake.report = true;
+        r
+    }
+
+    /// A restore ended; returns files to remove. Wakes readers.
+    pub fn finish_restore(&mut self, job: RestoreJob, ok: bool) -> Vec<std::path::PathBuf> {
+        self.store.finish_restore(job, ok);
+        self.wake.sealed = true;
+        self.wake.report = true;
+        self.store.take_garbage()
+    }
+
+    /// Spill files of deleted objects, to remove outside the lock.
+    pub fn take_spill_garbage(&mut self) -> Vec<std::path::PathBuf> {
+        self.store.take_garbage()
     }
 
     /// Makes an object readable and wakes the readers waiting for it.
@@ -321,6 +425,7 @@ impl NodeState {
     pub fn stats(&self) -> GetNodeStatsReply {
         use ray_proto::rpc::NodeState as Wire;
         let r = &self.resources;
+        let st = self.store.stats();
         GetNodeStatsReply {
             node_id: self.node_id.clone(),
             resources_total: r.total().to_f64_map(),
@@ -331,6 +436,11 @@ impl NodeState {
             object_store_used_bytes: self.store.used(),
             object_store_capacity_bytes: self.store.capacity(),
             num_objects: self.store.len() as u32,
+            spilled_bytes: st.spilled_bytes,
+            spilled_objects: st.spilled_objects as u32,
+            spilled_total: st.spilled_total,
+            restored_total: st.restored_total,
+            evicted_total: st.evicted_total,
         }
     }
 

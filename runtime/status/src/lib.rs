@@ -47,7 +47,9 @@ fn hms(ms: u64) -> String {
 pub fn usage_lines(used_total: &BTreeMap<String, (f64, f64)>, verbose: bool) -> Vec<String> {
     let mut out = Vec::new();
     for (name, (used, total)) in used_total {
-        if name.contains("node:") || (!verbose && name.starts_with("accelerator_type:")) {
+        // Placement group bundle resources (`CPU_group_<i>_<id>`, ...) are shown as
+        // the plain resources they reserve, as Ray does.
+        if name.contains("node:") || name.contains("_group_") || (!verbose && name.starts_with("accelerator_type:")) {
             continue;
         }
         if name == "memory" || name == "object_store_memory" {

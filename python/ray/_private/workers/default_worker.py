@@ -95,6 +95,7 @@ class _Worker:
         returns = task.num_returns
         self.conn.current_task_id = bytes(task.task_id)
         self.conn.current_task_name = name
+        self.conn.current_placement_group = task.placement_group
         retry_on = None
         try:
             try:
@@ -158,6 +159,7 @@ class _Worker:
             sys.stderr.flush()
             self.conn.current_task_id = None
             self.conn.current_task_name = None
+            self.conn.current_placement_group = None
 
     def _finish(self, task, returns, is_error, is_application_error):
         sys.stdout.flush()

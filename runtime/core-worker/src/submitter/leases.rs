@@ -11,11 +11,27 @@ use tokio::sync::mpsc;
 
 use super::Submitter;
 use super::queues::{LeaseKey, QueueKey};
+use super::strategy::{self, Target};
 use crate::context::RayletClient;
 use crate::server::LEASE_HEADER;
 
+/// Where a lease request goes first.
+pub(super) enum Start {
+    /// This node's raylet.
+    Local,
+    /// Another node's, picked by the queue's strategy.
+    Node {
+        client: RayletClient,
+        node: Option<NodeId>,
+        /// Queue there; otherwise granted there or sent back.
+        pinned: bool,
+    },
+}
+
 /// Spillback hops followed for one lease request.
 const MAX_HOPS: u32 = 4;
+/// Times a spilled request sent back (its node got busy) is asked again locally.
+const MAX_BOUNCES: u32 = 16;
 
 impl Submitter {
     /// Asks for one lease for `key`'s queue and, once granted, starts feeding it.
@@ -25,7 +41,18 @@ impl Submitter {
         for lease in idle {
             self.return_lease(lease, false).await;
         }
-        let (raylet, granting_node, reply) = self.lease_following_spillback(&key).await;
+        let start = match self.first_raylet(&key).await {
+            Ok(s) => s,
+            Err(wait) => {
+                let out = self.queues().lease_request_failed(&key);
+                if !out.request_leases.is_empty() {
+                    tokio::time::sleep(wait).await;
+                }
+                self.act(out);
+                return;
+            }
+        };
+        let (raylet, granting_node, reply) = self.lease_following_spillback(&key, start).await;
         let reply = match reply {
             Some(r) => r,
             None => {
@@ -58,14 +85,69 @@ impl Submitter {
         tokio::spawn(async move { me.read_results(lease, key, stream).await });
     }
 
-    /// Requests a lease from the local raylet and follows spillback answers to
+    /// Where the queue's next lease request goes first: the local raylet, or the
+    /// node its strategy picks. `Err(wait)`: ask again after `wait` (no node fits
+    /// yet, the GCS did not answer, or the tasks were failed as unschedulable).
+    async fn first_raylet(self: &Arc<Self>, key: &QueueKey) -> Result<Start, Duration> {
+        let Some(strategy) = key.strategy() else { return Ok(self.locality(key)) };
+        let nodes = match strategy::cluster_view(&self.ctx.gcs).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster's nodes to place a task; trying again");
+                return Err(Duration::from_millis(500));
+            }
+        };
+        match strategy::choose(strategy, key.shape(), &nodes, &self.spread_turn) {
+            Target::Local => Ok(Start::Local),
+            Target::Node { node_id, address, pinned } => match self.ctx.peers.raylet_at(&address).await {
+                Ok(c) => Ok(Start::Node { client: c, node: NodeId::parse(&node_id).ok(), pinned }),
+                Err(e) => {
+                    tracing::warn!(raylet = %address, error = %e, "cannot reach the raylet its strategy picked; trying again");
+                    Err(Duration::from_millis(500))
+                }
+            },
+            Target::NotYet => Err(Duration::from_secs(1)),
+            Target::Unschedulable(why) => {
+                self.fail_unschedulable(key, &why);
+                Err(Duration::ZERO)
+            }
+        }
+    }
+
+    /// The default policy with locality: when the next task's stored arguments
+    /// (owned here) are all on one other node, that node's raylet is asked first;
+    /// it grants the lease if it has room, else sends it back here.
+    fn locality(&self, key: &QueueKey) -> Start {
+        let args = self.queues().front_ref_args(key);
+        let mut node: Option<NodeId> = None;
+        for id in args {
+            if let Ok(Some(crate::objects::Value::Plasma { node_id })) = self.own.owned_value(id) {
+                match &node {
+                    None => node = Some(node_id),
+                    Some(n) if *n == node_id => {}
+                    Some(_) => return Start::Local,
+                }
+            }
+        }
+        match node {
+            Some(n) if n != self.ctx.node_id => match self.ctx.peers.raylet_of(&n) {
+                Some(client) => Start::Node { client, node: Some(n), pinned: false },
+                None => Start::Local,
+            },
+            _ => Start::Local,
+        }
+    }
+
+    /// Requests a lease from the first raylet and follows spillback answers to
     /// other nodes' raylets. Returns the raylet that answered last, the node it
     /// runs on, and the grant (`None` when refused or unreachable).
-    async fn lease_following_spillback(&self, key: &QueueKey) -> (RayletClient, Option<NodeId>, Option<RequestWorkerLeaseReply>) {
-        let mut raylet = self.ctx.raylet.clone();
-        let mut node = Some(self.ctx.node_id.clone());
-        let mut no_spillback = false;
+    async fn lease_following_spillback(&self, key: &QueueKey, start: Start) -> (RayletClient, Option<NodeId>, Option<RequestWorkerLeaseReply>) {
+        let (mut raylet, mut node, mut no_spillback, pinned) = match start {
+            Start::Local => (self.ctx.raylet.clone(), Some(self.ctx.node_id.clone()), false, false),
+            Start::Node { client, node, pinned } => (client, node, !pinned, pinned),
+        };
         let mut hops = 0;
+        let mut bounces = 0;
         loop {
             let req = RequestWorkerLeaseRequest {
                 resources: key.shape().to_f64_map(),
@@ -73,6 +155,7 @@ impl Submitter {
                 owner_worker_id: self.ctx.worker_id.to_string(),
                 wait: true,
                 no_spillback,
+                pinned,
             };
             let reply = match raylet.request_worker_lease(req).await {
                 Ok(r) => r.into_inner(),
@@ -94,6 +177,17 @@ impl Submitter {
                         no_spillback = false;
                     }
                 }
+                continue;
+            }
+            // A node it was spilled to is busy again: back to our own raylet,
+            // which spills with a fresher view of the cluster.
+            if reply.retry && no_spillback && bounces < MAX_BOUNCES {
+                bounces += 1;
+                hops = 0;
+                raylet = self.ctx.raylet.clone();
+                node = Some(self.ctx.node_id.clone());
+                no_spillback = false;
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(bounces))).await;
                 continue;
             }
             if !reply.rejection.is_empty() || !reply.spillback_address.is_empty() {

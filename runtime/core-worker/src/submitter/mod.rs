@@ -11,6 +11,7 @@
 mod leases;
 pub mod queues;
 mod results;
+pub mod strategy;
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -21,7 +22,8 @@ use ray_proto::rpc::{CancelTaskRequest, CancelWorkerLeaseRequest, SerializedObje
 use crate::context::Context;
 use crate::error::{CoreError, SystemErrorKind, system_error};
 use crate::ownership::{Ownership, Reference};
-use queues::{Cancel, PumpOut, QueueKey, Queues, TaskEntry, TaskState};
+use queues::{Cancel, Lineage, PumpOut, QueueKey, Queues, TaskEntry, TaskState};
+pub use strategy::{LabelExpr, LabelOp, Strategy};
 
 /// An argument as the frontend gives it.
 pub enum ArgIn {
@@ -51,6 +53,11 @@ pub struct SubmitSpec {
     pub retry_exceptions: bool,
     /// Refs inside argument values (kept alive until the task ends).
     pub nested_refs: Vec<Reference>,
+    /// Where it may run.
+    pub strategy: Strategy,
+    /// The placement group it runs in (hex id), its bundle (-1: any) and whether
+    /// the tasks it submits run in the group too.
+    pub placement_group: Option<(String, i64, bool)>,
 }
 
 /// Submits this worker's tasks and owns its leases and queues.
@@ -58,12 +65,14 @@ pub(crate) struct Submitter {
     ctx: Arc<Context>,
     own: Arc<Ownership>,
     queues: Mutex<Queues>,
+    /// SPREAD's turn.
+    spread_turn: std::sync::atomic::AtomicUsize,
 }
 
 impl Submitter {
     pub fn new(ctx: Arc<Context>, own: Arc<Ownership>) -> Arc<Self> {
         let queues = Mutex::new(Queues::new(ctx.max_inflight));
-        let me = Arc::new(Self { ctx, own, queues });
+        let me = Arc::new(Self { ctx, own, queues, spread_turn: std::sync::atomic::AtomicUsize::new(0) });
         me.ctx.rt.spawn(sweeper(Arc::downgrade(&me)));
         me
     }
@@ -108,8 +117,11 @@ impl Submitter {
                 owner_address: self.ctx.address.clone(),
                 attempt: 0,
                 resources: spec.resources.to_f64_map(),
+                placement_group_id: spec.placement_group.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+                placement_group_bundle_index: spec.placement_group.as_ref().map(|p| p.1).unwrap_or(-1),
+                placement_group_capture_child_tasks: spec.placement_group.as_ref().is_some_and(|p| p.2),
             },
-            key: QueueKey::Shape(spec.resources),
+            key: QueueKey::new(spec.resources, spec.strategy),
             return_ids: returns.clone(),
             retries_left: spec.max_retries,
             retry_exceptions: spec.retry_exceptions,
@@ -139,6 +151,42 @@ impl Submitter {
             });
         }
         returns
+    }
+
+    /// Runs the task of `lineage` again to remake its lost returns (already
+    /// pending again in the ownership table), taking one of its retries.
+    pub fn resubmit(self: &Arc<Self>, lineage: &Lineage) {
+        let Ok(id) = ray_common::TaskId::from_bytes(&lineage.spec.task_id) else { return };
+        let mut spec = lineage.spec.clone();
+        spec.attempt += 1;
+        let entry = TaskEntry {
+            id,
+            return_ids: spec.return_ids.iter().filter_map(|r| ObjectId::from_bytes(r).ok()).collect(),
+            spec,
+            key: lineage.key.clone(),
+            retries_left: if lineage.retries_left > 0 { lineage.retries_left - 1 } else { lineage.retries_left },
+            retry_exceptions: lineage.retry_exceptions,
+            held: Vec::new(),
+            state: TaskState::Resolving,
+            cancelled: false,
+        };
+        tracing::info!(task = %id, function = %entry.spec.function_name, "an object it returned was lost; running the task again");
+        let out = {
+            let mut q = self.queues();
+            q.add(entry);
+            q.enqueue(id)
+        };
+        self.act(out);
+    }
+
+    /// Fails every task waiting in `key`'s queue: no node can ever run them.
+    fn fail_unschedulable(self: &Arc<Self>, key: &QueueKey, why: &str) {
+        let failed = self.queues().take_waiting(key);
+        let err = system_error(SystemErrorKind::TaskUnschedulableError, &format!("The task is not schedulable: {why}"));
+        for t in failed {
+            tracing::warn!(task = %t.id, function = %t.spec.function_name, "{why}");
+            self.own.task_failed(&t.return_ids, &err, &t.held);
+        }
     }
 
     /// Sends the lease requests and cancellations the books asked for.

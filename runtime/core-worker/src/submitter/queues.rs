@@ -10,6 +10,7 @@ use ray_common::{ObjectId, ResourceSet, TaskId};
 use ray_proto::rpc::{PushTasksRequest, TaskArg, TaskResult, TaskSpec};
 use tokio::sync::mpsc;
 
+use super::strategy::Strategy;
 use crate::context::RayletClient;
 
 /// Lease requests outstanding per queue.
@@ -21,17 +22,49 @@ pub const MAX_PENDING_LEASE_REQUESTS: usize = 10;
 /// actor's worker).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum QueueKey {
-    /// Tasks needing these resources.
+    /// Tasks needing these resources, placed by the default policy.
     Shape(ResourceSet),
+    /// Tasks needing these resources, placed by a strategy of their own.
+    Placed(ResourceSet, Strategy),
 }
 
 impl QueueKey {
+    /// The key for `resources` under `strategy`.
+    pub fn new(resources: ResourceSet, strategy: Strategy) -> Self {
+        match strategy {
+            Strategy::Default => Self::Shape(resources),
+            s => Self::Placed(resources, s),
+        }
+    }
+
     /// The resources a lease for this queue asks for.
     pub fn shape(&self) -> &ResourceSet {
         match self {
-            Self::Shape(s) => s,
+            Self::Shape(s) | Self::Placed(s, _) => s,
         }
     }
+
+    /// The strategy of this queue's tasks.
+    pub fn strategy(&self) -> Option<&Strategy> {
+        match self {
+            Self::Shape(_) => None,
+            Self::Placed(_, s) => Some(s),
+        }
+    }
+}
+
+/// How a stored return can be made again: the task that made it, as it was
+/// last submitted, with the retries it has left.
+#[derive(Debug)]
+pub struct Lineage {
+    /// The spec (same task id and return ids).
+    pub spec: TaskSpec,
+    /// Its queue.
+    pub key: QueueKey,
+    /// Retries left (-1 = unlimited).
+    pub retries_left: i64,
+    /// Retry when the task raises.
+    pub retry_exceptions: bool,
 }
 
 /// A lease, as this worker knows it.
@@ -387,6 +420,27 @@ impl Queues {
             Some(t) => Cancel::Dropped(Box::new(t)),
             None => Cancel::Unknown,
         }
+    }
+
+    /// The by-reference arguments of the next task waiting in `key`'s queue.
+    pub fn front_ref_args(&self, key: &QueueKey) -> Vec<ObjectId> {
+        let Some(t) = self.queues.get(key).and_then(|q| q.waiting.front()).and_then(|t| self.tasks.get(t)) else { return Vec::new() };
+        t.spec
+            .args
+            .iter()
+            .filter_map(|a| match &a.arg {
+                Some(ray_proto::rpc::task_arg::Arg::PlasmaRef(r)) => ObjectId::from_bytes(&r.object_id).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Takes every task waiting in `key`'s queue out (they cannot be scheduled).
+    pub fn take_waiting(&mut self, key: &QueueKey) -> Vec<TaskEntry> {
+        let Some(q) = self.queues.get_mut(key) else { return Vec::new() };
+        let waiting: Vec<TaskId> = q.waiting.drain(..).collect();
+        q.requests_inflight = 0;
+        waiting.into_iter().filter_map(|t| self.tasks.remove(&t)).collect()
     }
 
     /// Removes a lease if it is still idle (a task may have been pushed since it

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ray_proto::rpc::{PushTasksReply, ReturnWorkerRequest, TaskResult};
 
 use super::Submitter;
-use super::queues::{LeaseKey, Outcome, QueueKey};
+use super::queues::{LeaseKey, Lineage, Outcome, QueueKey};
 use crate::error::{SystemErrorKind, system_error};
 
 impl Submitter {
@@ -38,7 +38,15 @@ impl Submitter {
                 let err = system_error(SystemErrorKind::TaskCancelledError, "the task was cancelled");
                 self.own.task_failed(&t.return_ids, &err, &t.held);
             }
-            Outcome::Done(t) => self.own.task_succeeded(r.returns, &t.held),
+            Outcome::Done(t) => {
+                // Stored returns can be made again while retries are left (lineage
+                // reconstruction, bounded by max_retries as in Ray).
+                let t = *t;
+                let lineage = (t.retries_left != 0 && r.returns.iter().any(|x| x.in_plasma)).then(|| {
+                    Arc::new(Lineage { spec: t.spec, key: t.key, retries_left: t.retries_left, retry_exceptions: t.retry_exceptions })
+                });
+                self.own.task_succeeded(r.returns, &t.held, lineage);
+            }
             Outcome::Unknown => {}
         }
         self.act(out);

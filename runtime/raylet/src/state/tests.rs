@@ -109,7 +109,7 @@ impl Node {
     }
 
     fn request(&mut self, shape: ResourceSet, owner: &str) -> oneshot::Receiver<RequestWorkerLeaseReply> {
-        let req = LeaseRequest { shape, job_id: "j".into(), owner: owner.into(), no_spillback: false, wait: false };
+        let req = LeaseRequest { shape, job_id: "j".into(), owner: owner.into(), no_spillback: false, pinned: false, wait: false };
         match self.s.request_lease(req) {
             LeaseAnswer::Later(rx) => rx,
             LeaseAnswer::Now(r) => panic!("refused at once: {r:?}"),
@@ -193,29 +193,44 @@ fn requests_spill_to_a_node_with_room_unless_told_not_to() {
     let mut a = n.request(cpus(1), "driver");
     n.bring_up();
     assert!(granted(&mut a).is_some());
-    let mut stay = match n.s.request_lease(LeaseRequest {
+    let mut back = match n.s.request_lease(LeaseRequest {
         shape: cpus(1),
         job_id: "j".into(),
         owner: "driver".into(),
         no_spillback: true,
+        pinned: false,
         wait: false,
+    }) {
+        LeaseAnswer::Later(rx) => rx,
+        LeaseAnswer::Now(r) => panic!("{r:?}"),
+    };
+    let back = back.try_recv().expect("a request spilled here that no longer fits is answered at once");
+    assert!(back.retry && back.lease_id.is_empty(), "sent back to ask its own raylet again: {back:?}");
+    let mut stay = match n.s.request_lease(LeaseRequest {
+        shape: cpus(1),
+        job_id: "j".into(),
+        owner: "driver".into(),
+        no_spillback: false,
+        pinned: true,
+        wait: true,
     }) {
         LeaseAnswer::Later(rx) => rx,
         LeaseAnswer::Now(r) => panic!("{r:?}"),
     };
     let mut b = n.request(cpus(1), "driver");
     assert!(b.try_recv().is_err(), "no other node known yet");
-    let other = RemoteNode { node_id: "n2".into(), address: "10.0.0.2:7000".into(), available: cpus(1) };
+    let other = RemoteNode { node_id: "n2".into(), address: "10.0.0.2:7000".into(), available: cpus(1), total: cpus(1) };
     n.s.set_cluster_view(vec![other]);
     let b = b.try_recv().expect("the new view dispatched");
     assert_eq!((b.spillback_node_id.as_str(), b.spillback_address.as_str()), ("n2", "10.0.0.2:7000"));
-    assert!(stay.try_recv().is_err(), "a request sent here by another raylet stays");
+    assert!(stay.try_recv().is_err(), "a request pinned here by its strategy stays, though another node is free");
 
     let refused = n.s.request_lease(LeaseRequest {
         shape: cpus(8),
         job_id: "j".into(),
         owner: "driver".into(),
         no_spillback: true,
+        pinned: false,
         wait: false,
     });
     assert!(matches!(refused, LeaseAnswer::Now(ref r) if r.infeasible), "{refused:?}");
@@ -300,7 +315,7 @@ fn idle_drain_is_refused_while_a_lease_exists_even_without_resources() {
     n.s.return_lease(&a.lease_id, false);
     assert!(n.s.drain(DrainNodeReason::IdleTermination, "idle".into()).is_ok());
     assert_eq!(n.s.drain_state().map(|d| d.message), Some("idle".to_string()));
-    let refused = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, wait: false });
+    let refused = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false });
     assert!(matches!(refused, LeaseAnswer::Now(ref r) if r.rejection.contains("draining")), "{refused:?}");
 }
 
@@ -308,7 +323,7 @@ fn idle_drain_is_refused_while_a_lease_exists_even_without_resources() {
 fn a_drain_spills_what_was_queued() {
     let mut n = node(1);
     n.driver("j");
-    let other = RemoteNode { node_id: "n2".into(), address: "10.0.0.2:7000".into(), available: cpus(1) };
+    let other = RemoteNode { node_id: "n2".into(), address: "10.0.0.2:7000".into(), available: cpus(1), total: cpus(1) };
     n.s.set_cluster_view(vec![other]);
     let mut a = n.request(cpus(1), "driver");
     assert!(a.try_recv().is_err(), "waits for a local worker");
@@ -378,7 +393,7 @@ fn after_shut_down_workers_are_gone_and_nothing_is_queued() {
     assert_eq!(n.killed(), vec![a.worker_pid]);
     assert!(matches!(big.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
     let spawned = n.spawned();
-    let late = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, wait: false });
+    let late = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false });
     assert!(matches!(late, LeaseAnswer::Now(_)));
     n.s.return_lease(&a.lease_id, false);
     assert_eq!(n.spawned(), spawned, "no worker is started any more");
