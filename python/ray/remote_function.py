@@ -209,10 +209,13 @@ def _placement(conn, options, resources):
         else:
             return strategy, None
     gid, index, _ = placement
-    suffix = "{}_{}".format(index, gid) if index >= 0 else gid
     plain = {k: v for k, v in resources.items() if v}
     resources.clear()
-    for k, v in plain.items():
-        resources["{}_group_{}".format(k, suffix)] = v
-    resources["bundle_group_{}".format(suffix)] = 0.001
+    # A task in bundle i takes from that bundle and from the group as a whole
+    # (so tasks in "any bundle" cannot take the same share again).
+    suffixes = [gid] + (["{}_{}".format(index, gid)] if index >= 0 else [])
+    for suffix in suffixes:
+        for k, v in plain.items():
+            resources["{}_group_{}".format(k, suffix)] = v
+        resources["bundle_group_{}".format(suffix)] = 0.001
     return strategy, placement

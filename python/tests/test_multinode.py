@@ -90,3 +90,23 @@ def test_a_dead_drivers_leases_on_other_nodes_are_released():
         return "ran"
 
     assert ray.get(quick.remote(), timeout=30) == "ran"
+
+
+def test_queued_tasks_use_every_node_launched_for_them(tmp_path):
+    # The main job's shape: 16 one-CPU tasks of 2 s on a head without CPUs. Every
+    # node the autoscaler launches for them must get work, however the race
+    # between their arrival and the queued lease requests goes.
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(CONFIG)
+    start("--head", "--port", "0", "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--autoscaling-config", str(cfg))
+    ray.init(address="auto")
+
+    @ray.remote(num_cpus=1)
+    def crunch(i):
+        time.sleep(2)
+        return ray.get_runtime_context().get_node_id()
+
+    used = set(ray.get([crunch.remote(i) for i in range(16)], timeout=120))
+    launched = {n["NodeID"] for n in ray.nodes() if not n["IsHeadNode"]}
+    assert len(launched) == 4, "16 CPUs of demand, capped at max_workers=4"
+    assert used == launched, "every launched node ran tasks"

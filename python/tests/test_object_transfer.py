@@ -171,6 +171,14 @@ def test_a_value_lost_with_its_node_is_made_again_by_its_task():
     assert ray.get(where_once, timeout=60) == node
     for pid in node_pids(node):
         os.kill(pid, signal.SIGKILL)
+
+    @ray.remote(num_cpus=0, resources={"A": 1})
+    def borrower(refs):
+        a = ray.get(refs[0])
+        return int(a[0]), int(a[-1]), a.shape[0]
+
+    # A borrower on the head finds it lost; its owner (the driver) remakes it.
+    assert ray.get(borrower.remote([arr]), timeout=120) == (7, 7, n)
     rebuilt = ray.get(arr, timeout=120)
     assert rebuilt.shape == (n,) and int(rebuilt[0]) == 7 and int(rebuilt[-1]) == 7
     with pytest.raises(ray.exceptions.ObjectReconstructionFailedError) as e:

@@ -85,9 +85,13 @@ def test_an_object_stays_while_a_reader_holds_its_array(ray_1cpu):
 
 def test_a_full_store_raises_object_store_full_error():
     ray.init(num_cpus=1, object_store_memory=200 * 1024 * 1024)
-    keep = [ray.put(np.zeros(60 * 1024 * 1024 // 8)) for _ in range(3)]
+    # Values read back stay pinned (numpy views into the store), so nothing can
+    # be spilled to make room.
+    keep = [ray.get(ray.put(np.zeros(60 * 1024 * 1024 // 8))) for _ in range(3)]
     with pytest.raises(ray.exceptions.ObjectStoreFullError, match="object_store_memory"):
         ray.put(np.zeros(60 * 1024 * 1024 // 8))
+    with pytest.raises(ray.exceptions.ObjectStoreFullError):
+        ray.put(np.zeros(300 * 1024 * 1024 // 8))
     del keep
     gc.collect()
     time.sleep(0.3)

@@ -110,7 +110,7 @@ fn dashboard_and_friends_start_and_are_named_in_one_line() {
             "auto",
             "--disable-usage-stats",
             "-v",
-            r#"--system-config={"health_check_period_ms": 250, "object_spilling_config": "{}"}"#,
+            r#"--system-config={"health_check_period_ms": 250, "object_spilling_config": "{}", "lineage_pinning_enabled": true}"#,
             &labels_file,
             "--labels=tier=gold",
         ],
@@ -127,11 +127,11 @@ fn dashboard_and_friends_start_and_are_named_in_one_line() {
         "--min-worker-port",
         "--max-worker-port",
         "--worker-port-list",
-        "\"object_spilling_config\"",
+        "\"lineage_pinning_enabled\"",
     ] {
         assert!(line.contains(flag), "{flag} missing from: {line}");
     }
-    for honoured in ["--log-style", "--log-color", "--disable-usage-stats", "--labels", "health_check_period_ms", "--num-cpus"] {
+    for honoured in ["--log-style", "--log-color", "--disable-usage-stats", "--labels", "health_check_period_ms", "object_spilling_config", "--num-cpus"] {
         assert!(!line.contains(honoured), "{honoured} is honoured, not ignored: {line}");
     }
     // -v names each started process.

@@ -38,8 +38,29 @@ class _CloudPickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
+# `bytes` above this size travel as an out-of-band buffer: a put copies them into
+# the store once (plain pickle would first copy them into the pickle stream).
+_OUT_OF_BAND_BYTES = 64 * 1024
+
+
+def _bytes_from_buffer(buf):
+    return bytes(buf)
+
+
+class _OutOfBandBytes:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __reduce_ex__(self, protocol):
+        return (_bytes_from_buffer, (pickle.PickleBuffer(self.value),))
+
+
 def serialize(value):
     """Returns (data, [buffers], [nested refs]) for a value."""
+    if type(value) is bytes and len(value) > _OUT_OF_BAND_BYTES:
+        value = _OutOfBandBytes(value)
     buffers = []
     _local.refs = []
     try:

@@ -332,11 +332,12 @@ mod tests {
     #[test]
     fn system_config_becomes_settings_and_names_the_rest() {
         assert!(known_settings().contains_key("health_check_period_ms"), "{:?}", known_settings());
-        let cfg = serde_json::json!({"health_check_period_ms": 500, "worker_lease_linger_ms": "100", "object_spilling_config": "{}"});
+        let cfg = serde_json::json!({"health_check_period_ms": 500, "worker_lease_linger_ms": "100", "object_spilling_config": "{}", "lineage_pinning_enabled": true});
         let SystemConfig { env, unknown } = system_config_env(cfg.as_object().unwrap()).unwrap();
         assert!(env.contains(&("RAY_health_check_period_ms".into(), "500".into())), "{env:?}");
         assert!(env.contains(&("RAY_worker_lease_linger_ms".into(), "100".into())), "{env:?}");
-        assert_eq!(unknown, ["object_spilling_config"]);
+        assert!(env.contains(&("RAY_object_spilling_config".into(), "{}".into())), "{env:?}");
+        assert_eq!(unknown, ["lineage_pinning_enabled"]);
         for bad in [serde_json::json!({"health_check_period_ms": "soon"}), serde_json::json!({"health_check_period_ms": -1}), serde_json::json!({"health_check_period_ms": [1]})] {
             let e = system_config_env(bad.as_object().unwrap()).unwrap_err().to_string();
             assert!(e.contains("--system-config") && e.contains("health_check_period_ms"), "{e}");

@@ -127,11 +127,11 @@ impl ObjectTable {
     /// lineage is handed out to re-run it once. `Ok(None)` when someone else
     /// started that already (the value changed); `Err` with the reason when it
     /// cannot be made again.
-    pub fn begin_reconstruction(&mut self, id: ObjectId, lost: &NodeId) -> Result<Option<Arc<Lineage>>, String> {
+    pub fn begin_reconstruction(&mut self, id: ObjectId, lost: &NodeId) -> Result<(Option<Arc<Lineage>>, Freed), String> {
         let Some(o) = self.owned.get(&id) else { return Err("its owner freed it".into()) };
         match &o.value {
             Some(Value::Plasma { node_id }) if node_id == lost => {}
-            _ => return Ok(None),
+            _ => return Ok((None, Vec::new())),
         }
         let Some(lineage) = o.lineage.clone() else {
             return Err("it was made by ray.put (or its task allows no retries), so it cannot be made again".into());
@@ -139,17 +139,20 @@ impl ObjectTable {
         if lineage.retries_left == 0 {
             return Err("the task that made it has no retries left (max_retries)".into());
         }
+        // Every return the task stored on that node is made again; the copies
+        // that survive elsewhere are deleted (the re-run stores them anew).
+        let mut stale = Vec::new();
         for r in &lineage.spec.return_ids {
             let Ok(r) = ObjectId::from_bytes(r) else { continue };
             if let Some(o) = self.owned.get_mut(&r)
                 && matches!(&o.value, Some(Value::Plasma { node_id }) if node_id == lost)
             {
                 o.value = None;
-                o.copies.clear();
+                stale.extend(o.copies.drain(..).filter(|n| n != lost).map(|n| (r, n)));
                 o.lineage = None;
             }
         }
-        Ok(Some(lineage))
+        Ok((Some(lineage), stale))
     }
 
     /// Records that `outer`'s value refers to `inner` (both owned here): `inner`

@@ -294,9 +294,12 @@ impl Ownership {
         self.table().copies(id)
     }
 
-    /// See [`crate::objects::ObjectTable::begin_reconstruction`].
+    /// See [`crate::objects::ObjectTable::begin_reconstruction`]; the surviving
+    /// copies of the returns being made again are deleted.
     pub fn begin_reconstruction(&self, id: ObjectId, lost: &NodeId) -> Result<Option<Arc<Lineage>>, String> {
-        self.table().begin_reconstruction(id, lost)
+        let (lineage, stale) = self.table().begin_reconstruction(id, lost)?;
+        self.free(stale);
+        Ok(lineage)
     }
 
     /// Stores `error` as every return of a task that failed or was cancelled,

@@ -152,8 +152,9 @@ impl Reader {
     /// nodes hold it. `None` when every copy is gone (the caller remakes it).
     async fn stored_value(&self, r: &Reference, node_id: &NodeId, copies: &[NodeId], deadline: Option<tokio::time::Instant>) -> Result<Option<Pin>, CoreError> {
         let id = r.id;
-        let here = *node_id == self.ctx.node_id || copies.contains(&self.ctx.node_id);
-        if !here {
+        // A copy here may have been evicted since: ask the raylet, which answers
+        // at once when it still holds the object.
+        if *node_id != self.ctx.node_id {
             match self.pull(r, node_id, copies, deadline).await? {
                 Pulled::Here => {}
                 Pulled::Lost { message, dead } => {

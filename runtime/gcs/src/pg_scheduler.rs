@@ -149,13 +149,33 @@ async fn reserve(gcs: &Arc<Gcs>, conns: &mut HashMap<String, Raylet>, g: &Placem
         st.placement_groups_mut().set_scheduling_state(id, &format!("waiting: {why}"));
         return false;
     }
+    let mut commit_failed = None;
     for (node, _) in &prepared {
-        let Some(a) = addrs.get(node) else { continue };
-        if let Some(mut c) = raylet(gcs, conns, a).await
-            && let Err(s) = c.commit_bundle_resources(CommitBundleResourcesRequest { placement_group_id: id.clone() }).await
-        {
-            tracing::warn!(group = %id, node = %node, error = %s.message(), "a prepared bundle could not be committed");
+        let committed = match addrs.get(node) {
+            Some(a) => match raylet(gcs, conns, a).await {
+                Some(mut c) => match c.commit_bundle_resources(CommitBundleResourcesRequest { placement_group_id: id.clone() }).await {
+                    Ok(r) if r.get_ref().success => Ok(()),
+                    Ok(_) => Err("the raylet holds no prepared bundles of it".to_string()),
+                    Err(s) => Err(s.message().to_string()),
+                },
+                None => Err("cannot reach the raylet".to_string()),
+            },
+            None => Err("the node is gone".to_string()),
+        };
+        if let Err(e) = committed {
+            commit_failed = Some(format!("node {}: {e}", ray_common::ids::truncate(node, 12)));
+            break;
         }
+    }
+    if let Some(why) = commit_failed {
+        // Nothing is half-reserved: the bundles go back everywhere, and the
+        // group waits for the next round.
+        tracing::warn!(group = %id, %why, "a prepared placement group could not be committed; giving its bundles back");
+        cancel_on(gcs, conns, id, &prepared).await;
+        let mut st = gcs.state();
+        st.placement_groups_mut().reservation_failed(id, before);
+        st.placement_groups_mut().set_scheduling_state(id, &format!("waiting: commit failed on {why}"));
+        return false;
     }
     let created = gcs.change(|st| {
         let ok = st.placement_groups_mut().created(id, plan.to_vec());

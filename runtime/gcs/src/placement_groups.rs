@@ -328,6 +328,7 @@ impl PlacementGroups {
                     .collect();
                 (g.placement_group_id.clone(), g.strategy.clone(), bundles)
             })
+            .filter(|(_, _, b): &(String, String, Vec<ResourceMap>)| !b.is_empty())
             .collect()
     }
 }

@@ -262,9 +262,23 @@ impl ObjectStore {
     }
 
     /// Reserves room for a copy of an object held on another node (pulled here).
-    /// Unpinned copies are evicted first when room is needed.
+    /// Unpinned copies are evicted first when room is needed. The region is busy
+    /// (never freed under the writer) until [`Self::seal`] or [`Self::abort`].
     pub fn create_secondary(&mut self, id: &[u8], size: u64, owner: &str) -> Result<u64, StoreError> {
-        self.create_entry(id, size, "pull", owner, false)
+        let offset = self.create_entry(id, size, "pull", owner, false)?;
+        if let Some(e) = self.objects.get_mut(id) {
+            e.busy = true;
+        }
+        Ok(offset)
+    }
+
+    /// A pull failed half-way: the copy goes (now, or when its readers let go).
+    pub fn abort(&mut self, id: &[u8]) {
+        if let Some(e) = self.objects.get_mut(id) {
+            e.busy = false;
+            e.deleted = true;
+        }
+        self.maybe_free(id);
     }
 
     fn create_entry(&mut self, id: &[u8], size: u64, creator: &str, owner: &str, primary: bool) -> Result<u64, StoreError> {
@@ -293,6 +307,11 @@ impl ObjectStore {
 
     /// A region for `size` bytes, evicting unpinned secondary copies (least
     /// recently used first) when nothing else is free.
+    /// True when an object of `size` bytes could ever fit.
+    pub fn could_fit(&self, size: u64) -> bool {
+        size <= self.capacity
+    }
+
     fn allocate(&mut self, size: u64) -> Result<(u64, u64), StoreError> {
         let capacity = self.capacity;
         let full = |free| StoreError::Full { requested: size, free, capacity };
@@ -326,10 +345,14 @@ impl ObjectStore {
         }
     }
 
-    /// Makes an object readable.
+    /// Makes an object readable (and a pulled copy no longer busy).
     pub fn seal(&mut self, id: &[u8]) -> Result<(), StoreError> {
         let e = self.objects.get_mut(id).ok_or_else(|| StoreError::Missing(hex(id)))?;
         e.sealed = true;
+        if !e.primary {
+            e.busy = false;
+        }
+        self.maybe_free(id);
         Ok(())
     }
 
@@ -602,6 +625,20 @@ mod tests {
         assert_eq!(s.lookup(b"p"), Lookup::Ready);
         assert!(matches!(s.create_owned(b"more", 200, "w", "o"), Err(StoreError::Full { .. })), "primaries are spilled, not evicted");
         assert_eq!(s.stats().evicted_total, 1);
+    }
+
+    #[test]
+    fn a_copy_being_pulled_is_not_freed_under_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ObjectStore::create(dir.path(), "t", 1024).unwrap();
+        s.create_secondary(b"x", 100, "owner").unwrap();
+        assert_eq!(s.delete_owned_by("owner"), 1);
+        assert_eq!(s.len(), 1, "the owner went, but the pull still writes into it");
+        s.seal(b"x").unwrap();
+        assert!(s.is_empty(), "freed once the writer is done");
+        s.create_secondary(b"y", 100, "owner").unwrap();
+        s.abort(b"y");
+        assert!(s.is_empty());
     }
 
     #[test]

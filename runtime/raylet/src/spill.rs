@@ -64,18 +64,34 @@ pub fn remove_files(paths: Vec<PathBuf>) {
 
 fn write_file(mapping: &StoreMapping, dir: &Path, id: &[u8], offset: u64, size: u64) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let bytes = mapping.slice(offset, size).ok_or_else(|| std::io::Error::other("object outside the store"))?;
-    let path = dir.join(hex(id));
+    // A name of its own per spill: the file of an earlier spill of the same
+    // object may still be waiting to be removed.
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{}-{n}", hex(id)));
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)?;
+    let written = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(path)
 }
 
 /// Writes unpinned primary copies to disk until `need` bytes are freed. False
-/// when nothing could be spilled.
+/// when nothing could be spilled (or the object could never fit). Runs as a
+/// task of its own, so a caller that gives up does not leave objects busy.
 pub async fn make_room(r: &Arc<Raylet>, need: u64) -> bool {
+    if !r.state.lock().could_fit(need) {
+        return false;
+    }
+    let r = r.clone();
+    tokio::spawn(async move { spill_some(&r, need).await }).await.unwrap_or(false)
+}
+
+async fn spill_some(r: &Arc<Raylet>, need: u64) -> bool {
     let jobs = r.state.lock().spill_victims(need);
     if jobs.is_empty() {
         return false;
@@ -120,8 +136,14 @@ pub async fn create_with_room(
 }
 
 /// Brings a spilled object back into memory (spilling others if need be). Ok
-/// when it is in memory (or being restored by someone else) afterwards.
+/// when it is in memory (or being restored by someone else) afterwards. Runs as
+/// a task of its own, so a caller that gives up does not leave the object busy.
 pub async fn restore(r: &Arc<Raylet>, id: &[u8]) -> Result<(), StoreError> {
+    let (r, id) = (r.clone(), id.to_vec());
+    tokio::spawn(async move { restore_now(&r, &id).await }).await.unwrap_or(Ok(()))
+}
+
+async fn restore_now(r: &Arc<Raylet>, id: &[u8]) -> Result<(), StoreError> {
     let job = loop {
         let res = r.state.lock().begin_restore(id);
         match res {

@@ -344,8 +344,13 @@ impl NodeState {
 
     /// A pull failed half-way: the unsealed copy goes.
     pub fn abort_object(&mut self, id: &[u8]) {
-        self.store.delete(id);
+        self.store.abort(id);
         self.wake.report = true;
+    }
+
+    /// True when an object of `size` bytes could ever fit in the store.
+    pub fn could_fit(&self, size: u64) -> bool {
+        self.store.could_fit(size)
     }
 
     /// Unpinned primary copies to write to disk to free `need` bytes (marked busy).

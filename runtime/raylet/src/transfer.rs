@@ -109,13 +109,35 @@ impl Drop for PinnedChunk {
 }
 
 /// Serves part of a sealed object to a peer raylet (restoring it from disk first
-/// if it was spilled). The object stays pinned until the chunk is sent.
+/// if it was spilled, and waiting while someone else restores it). The object
+/// stays pinned until the chunk is sent.
 pub async fn read_chunk(r: &Arc<Raylet>, req: ReadObjectChunkRequest) -> ReadObjectChunkReply {
     let not_found = ReadObjectChunkReply { found: false, total_size: 0, data: bytes::Bytes::new() };
-    if r.state.lock().lookup_object(&req.object_id) == Lookup::Spilled && spill::restore(r, &req.object_id).await.is_err() {
-        return not_found;
-    }
-    let Some(loc) = r.state.lock().pin_object(&req.object_id, PEER_CLIENT) else { return not_found };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let loc = loop {
+        let sealed = r.state.sealed_notifier();
+        let (lookup, pinned) = {
+            let mut s = r.state.lock();
+            let pinned = s.pin_object(&req.object_id, PEER_CLIENT);
+            (s.lookup_object(&req.object_id), pinned)
+        };
+        if let Some(loc) = pinned {
+            break loc;
+        }
+        match lookup {
+            Lookup::Missing => return not_found,
+            _ if tokio::time::Instant::now() >= deadline => return not_found,
+            Lookup::Spilled => {
+                if spill::restore(r, &req.object_id).await.is_err() {
+                    return not_found;
+                }
+            }
+            // Being restored or written: wait for its seal.
+            Lookup::Unsealed | Lookup::Ready => {
+                let _ = tokio::time::timeout(Duration::from_millis(200), sealed).await;
+            }
+        }
+    };
     let offset = req.offset.min(loc.size);
     let len = req.length.min(CHUNK_BYTES * 2).min(loc.size - offset);
     let chunk = PinnedChunk { raylet: r.clone(), id: req.object_id, offset: loc.offset + offset, len };
@@ -145,7 +167,22 @@ pub async fn pull_objects(r: &Arc<Raylet>, req: PullObjectsRequest) -> PullObjec
 async fn pull_shared(r: &Arc<Raylet>, o: PullObject) -> PullResult {
     let id = o.object_id.clone();
     let cell = r.transfers.inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default().clone();
-    let res = cell.get_or_init(|| pull_one(r, o)).await.clone();
+    // The transfer runs as a task of its own: a caller that gives up (a timeout,
+    // a cancelled call) never leaves a half-written copy behind.
+    let res = cell
+        .get_or_init(|| {
+            let (r, o) = (r.clone(), o.clone());
+            async move {
+                let id = o.object_id.clone();
+                tokio::spawn(async move { pull_one(&r, o).await }).await.unwrap_or_else(|_| PullResult {
+                    object_id: id,
+                    error: "the pull stopped".into(),
+                    ..Default::default()
+                })
+            }
+        })
+        .await
+        .clone();
     let mut inflight = r.transfers.inflight.lock().unwrap_or_else(|p| p.into_inner());
     if inflight.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
         inflight.remove(&id);

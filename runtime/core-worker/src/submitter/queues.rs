@@ -439,7 +439,6 @@ impl Queues {
     pub fn take_waiting(&mut self, key: &QueueKey) -> Vec<TaskEntry> {
         let Some(q) = self.queues.get_mut(key) else { return Vec::new() };
         let waiting: Vec<TaskId> = q.waiting.drain(..).collect();
-        q.requests_inflight = 0;
         waiting.into_iter().filter_map(|t| self.tasks.remove(&t)).collect()
     }
 
