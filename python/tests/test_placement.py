@@ -114,6 +114,7 @@ def test_node_affinity_spread_and_labels_place_as_asked():
         time.sleep(0.5)
         return ray.get_runtime_context().get_node_id()
 
+    time.sleep(1)  # the leases of the tasks above are returned (they linger 0.5 s)
     spread = ray.get([slow.options(scheduling_strategy="SPREAD").remote() for _ in range(3)], timeout=60)
     assert sorted(spread) == sorted(nodes), "one task per node"
 

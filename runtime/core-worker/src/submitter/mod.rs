@@ -65,14 +65,14 @@ pub(crate) struct Submitter {
     ctx: Arc<Context>,
     own: Arc<Ownership>,
     queues: Mutex<Queues>,
-    /// SPREAD's turn.
-    spread_turn: std::sync::atomic::AtomicUsize,
+    /// SPREAD's turns.
+    spread_turn: strategy::SpreadTurns,
 }
 
 impl Submitter {
     pub fn new(ctx: Arc<Context>, own: Arc<Ownership>) -> Arc<Self> {
         let queues = Mutex::new(Queues::new(ctx.max_inflight));
-        let me = Arc::new(Self { ctx, own, queues, spread_turn: std::sync::atomic::AtomicUsize::new(0) });
+        let me = Arc::new(Self { ctx, own, queues, spread_turn: strategy::SpreadTurns::default() });
         me.ctx.rt.spawn(sweeper(Arc::downgrade(&me)));
         me
     }

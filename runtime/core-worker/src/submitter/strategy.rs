@@ -164,9 +164,29 @@ fn node(n: &NodeView, pinned: bool) -> Target {
     Target::Node { node_id: n.node_id.clone(), address: n.address.clone(), pinned }
 }
 
-/// Picks where a lease request for `shape` under `strategy` goes. `turn`
-/// rotates SPREAD's choice.
-pub fn choose(strategy: &Strategy, shape: &ResourceSet, nodes: &[NodeView], turn: &AtomicUsize) -> Target {
+/// SPREAD's memory: when each node was last picked.
+#[derive(Debug, Default)]
+pub struct SpreadTurns {
+    next: AtomicUsize,
+    last: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+impl SpreadTurns {
+    /// The node of `among` picked longest ago (never picked first, then in
+    /// order), now recorded as picked.
+    fn pick<'a>(&self, among: &[&'a NodeView]) -> &'a NodeView {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let best = among.iter().min_by_key(|n| last.get(&n.node_id).copied().unwrap_or(0)).expect("a node to pick from");
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        last.insert(best.node_id.clone(), turn);
+        best
+    }
+}
+
+/// Picks where a lease request for `shape` under `strategy` goes. `turns`
+/// rotates SPREAD's choice: the free node picked longest ago goes next, so
+/// consecutive requests land on different nodes even as the view changes.
+pub fn choose(strategy: &Strategy, shape: &ResourceSet, nodes: &[NodeView], turns: &SpreadTurns) -> Target {
     match strategy {
         Strategy::Default => Target::Local,
         Strategy::Spread => {
@@ -174,11 +194,10 @@ pub fn choose(strategy: &Strategy, shape: &ResourceSet, nodes: &[NodeView], turn
             if feasible.is_empty() {
                 return Target::Local;
             }
-            let free: Vec<&&NodeView> = feasible.iter().filter(|n| shape.is_subset_of(&n.available)).collect();
-            let t = turn.fetch_add(1, Ordering::Relaxed);
+            let free: Vec<&NodeView> = feasible.iter().copied().filter(|n| shape.is_subset_of(&n.available)).collect();
             match free.is_empty() {
-                false => node(free[t % free.len()], false),
-                true => node(feasible[t % feasible.len()], true),
+                false => node(turns.pick(&free), false),
+                true => node(turns.pick(&feasible), true),
             }
         }
         Strategy::NodeAffinity { node_id, soft } => match nodes.iter().find(|n| &n.node_id == node_id) {
@@ -245,9 +264,18 @@ mod tests {
     #[test]
     fn spread_takes_free_nodes_in_turn_and_skips_ones_too_small() {
         let nodes = [view("a", 2, 2, &[]), view("b", 1, 0, &[]), view("c", 2, 1, &[]), view("tiny", 0, 0, &[])];
-        let turn = AtomicUsize::new(0);
+        let turn = SpreadTurns::default();
         let picks: Vec<String> = (0..4).map(|_| id_of(&choose(&Strategy::Spread, &cpu(1), &nodes, &turn)).to_string()).collect();
         assert_eq!(picks, ["a", "c", "a", "c"], "b is busy, tiny cannot hold it");
+        // The view changes between requests (a node looks busy, then free again):
+        // the next pick is still the node picked longest ago.
+        let turn = SpreadTurns::default();
+        let all = [view("a", 2, 2, &[]), view("b", 2, 2, &[]), view("c", 2, 2, &[])];
+        let a_busy = [view("a", 2, 0, &[]), view("b", 2, 2, &[]), view("c", 2, 2, &[])];
+        let p1 = id_of(&choose(&Strategy::Spread, &cpu(1), &all, &turn)).to_string();
+        let p2 = id_of(&choose(&Strategy::Spread, &cpu(1), &all, &turn)).to_string();
+        let p3 = id_of(&choose(&Strategy::Spread, &cpu(1), &a_busy, &turn)).to_string();
+        assert_eq!([p1, p2, p3], ["a", "b", "c"]);
         let busy = [view("a", 2, 0, &[]), view("b", 2, 0, &[])];
         let t = choose(&Strategy::Spread, &cpu(1), &busy, &turn);
         assert!(matches!(t, Target::Node { pinned: true, .. }), "all busy: it waits on one of them");
@@ -257,7 +285,7 @@ mod tests {
     fn node_affinity_is_hard_unless_soft() {
         let nodes = [view("a", 2, 0, &[])];
         let hard = |id: &str, soft| Strategy::NodeAffinity { node_id: id.into(), soft };
-        let turn = AtomicUsize::new(0);
+        let turn = SpreadTurns::default();
         assert_eq!(choose(&hard("a", false), &cpu(1), &nodes, &turn), node(&nodes[0], true), "busy: it waits there");
         assert!(matches!(choose(&hard("gone", false), &cpu(1), &nodes, &turn), Target::Unschedulable(m) if m.contains("not alive")));
         assert_eq!(choose(&hard("gone", true), &cpu(1), &nodes, &turn), Target::Local);
@@ -273,7 +301,7 @@ mod tests {
             view("cpu", 4, 4, &[("zone", "b")]),
         ];
         let e = |key: &str, op, values: &[&str]| LabelExpr { key: key.into(), op, values: values.iter().map(|v| v.to_string()).collect() };
-        let turn = AtomicUsize::new(0);
+        let turn = SpreadTurns::default();
         let s = Strategy::NodeLabel { hard: vec![e("accel", LabelOp::In, &["A100"])], soft: vec![e("zone", LabelOp::In, &["b"])] };
         assert_eq!(id_of(&choose(&s, &cpu(1), &nodes, &turn)), "gpu2");
         let s = Strategy::NodeLabel { hard: vec![e("accel", LabelOp::DoesNotExist, &[])], soft: vec![] };
