@@ -16,7 +16,7 @@ fi
 tmp=$(mktemp -d)
 # Each side gets its own temp root and home (its own cluster token), so neither
 # sees the other's clusters.
-mkdir -p "$tmp/home-ours" "$tmp/home-theirs"
+mkdir -p "$tmp/home-ours" "$tmp/home-theirs" "$tmp/home-theirs-multi"
 echo "==> this package"
 HOME="$tmp/home-ours" RAY_TMPDIR="$tmp/ours" .venv/bin/python benches/workload.py $ARGS > "$tmp/ours.json"
 echo "==> this package, several nodes (three nodes on this machine, then the autoscaler)"
@@ -24,10 +24,13 @@ HOME="$tmp/home-ours" RAY_TMPDIR="$tmp/ours" .venv/bin/python benches/multinode.
 echo "==> ray from PyPI"
 HOME="$tmp/home-theirs" RAY_TMPDIR="$tmp/theirs" RAY_USAGE_STATS_ENABLED=0 .bench/ray-venv/bin/python benches/workload.py $ARGS > "$tmp/theirs.json" 2> "$tmp/theirs.err" || { cat "$tmp/theirs.err" >&2; exit 1; }
 echo "==> ray from PyPI, several nodes"
-HOME="$tmp/home-theirs" RAY_TMPDIR="$tmp/theirs" RAY_USAGE_STATS_ENABLED=0 .bench/ray-venv/bin/python benches/multinode.py $ARGS > "$tmp/theirs-multi.json" 2> "$tmp/theirs.err" || { cat "$tmp/theirs.err" >&2; exit 1; }
+# A home of its own: Ray's ray.init above leaves an ~/.ray/auth_token there that
+# Ray's GCS then requires while its `ray start --address` does not send it.
+HOME="$tmp/home-theirs-multi" RAY_TMPDIR="$tmp/theirs" RAY_USAGE_STATS_ENABLED=0 .bench/ray-venv/bin/python benches/multinode.py $ARGS > "$tmp/theirs-multi.json" 2> "$tmp/theirs.err" || { cat "$tmp/theirs.err" >&2; exit 1; }
 .venv/bin/python - "$tmp/ours.json" "$tmp/theirs.json" "$tmp/ours-multi.json" "$tmp/theirs-multi.json" <<'PY'
 import json, sys
-ours, theirs, ours_multi, theirs_multi = (json.load(open(p)) for p in sys.argv[1:5])
+# The figures are each run's last line (Ray prints its autoscaler's events too).
+ours, theirs, ours_multi, theirs_multi = (json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.argv[1:5])
 ours.update(ours_multi)
 theirs.update(theirs_multi)
 rows = [

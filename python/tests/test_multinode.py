@@ -110,3 +110,38 @@ def test_queued_tasks_use_every_node_launched_for_them(tmp_path):
     launched = {n["NodeID"] for n in ray.nodes() if not n["IsHeadNode"]}
     assert len(launched) == 4, "16 CPUs of demand, capped at max_workers=4"
     assert used == launched, "every launched node ran tasks"
+
+
+def routable_ip():
+    """This machine's address on its default route (not loopback)."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.123", 9))  # TEST-NET: nothing is sent, only a route is chosen
+        ip = s.getsockname()[0]
+    finally:
+        s.close()
+    assert not ip.startswith("127."), "this test needs a machine with a non-loopback address; found only " + ip
+    return ip
+
+
+def test_loopback_reaches_a_head_started_on_its_routable_address():
+    ip = routable_ip()
+    out = start("--head", "--port", "0", "--node-ip-address", ip, "--num-cpus", "1")
+    import re
+
+    port = re.search(r"--address='?{}:(\d+)".format(re.escape(ip)), out.stdout + out.stderr)
+    assert port, out.stdout + out.stderr
+    local = "127.0.0.1:" + port.group(1)
+    status = subprocess.run([RAY, "status", "--address", local], capture_output=True, text=True)
+    assert status.returncode == 0 and "Node status" in status.stdout, status.stderr
+    start("--address", local, "--num-cpus", "1")
+    ray.init(address=local)
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+
+    @ray.remote
+    def f(x):
+        return x * 2
+
+    assert ray.get([f.remote(i) for i in range(4)], timeout=60) == [0, 2, 4, 6]
