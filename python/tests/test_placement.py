@@ -71,7 +71,10 @@ def test_a_group_that_fits_nowhere_stays_pending_and_ready_times_out():
     assert t["state"] == "PENDING" and "waiting" in t["stats"]["scheduling_state"]
     # A group that waits holds nothing: other work runs meanwhile.
     assert len(ray.get([where.remote() for _ in range(3)], timeout=30)) == 3
+    queued = where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
     remove_placement_group(pg)
+    with pytest.raises(ray.exceptions.TaskUnschedulableError, match="removed"):
+        ray.get(queued, timeout=30)
     with pytest.raises(ValueError):
         placement_group([{"CPU": 1}], strategy="TIGHT")
     with pytest.raises(ValueError):

@@ -238,12 +238,44 @@ impl Submitter {
 /// Returns leases idle past the linger time; stops when the submitter is gone.
 async fn sweeper(weak: Weak<Submitter>) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut n = 0u64;
     loop {
         tick.tick().await;
         let Some(s) = weak.upgrade() else { return };
         let idle = s.queues().idle_leases(s.ctx.lease_linger, None);
         for key in idle {
             s.return_lease(key, false).await;
+        }
+        n += 1;
+        if n % 20 == 0 {
+            s.fail_tasks_of_removed_groups().await;
+        }
+    }
+}
+
+/// The placement group a queue's tasks run in (from Ray's `bundle_group_<id>`
+/// resource), if any.
+fn group_of(key: &QueueKey) -> Option<String> {
+    key.shape()
+        .iter()
+        .find_map(|(name, _)| name.strip_prefix("bundle_group_").map(|rest| rest.rsplit('_').next().unwrap_or(rest).to_string()))
+}
+
+impl Submitter {
+    /// Tasks waiting for the bundles of a placement group that was removed can
+    /// never run: their lease requests are cancelled and they fail with
+    /// `TaskUnschedulableError`, as in Ray.
+    async fn fail_tasks_of_removed_groups(self: &Arc<Self>) {
+        let keys = self.queues().waiting_keys();
+        for key in keys {
+            let Some(group) = group_of(&key) else { continue };
+            let req = ray_proto::rpc::GetPlacementGroupRequest { placement_group_id: group.clone(), ..Default::default() };
+            let Ok(reply) = self.ctx.gcs.placement_groups.clone().get_placement_group(req).await else { continue };
+            let removed = reply.into_inner().group.is_none_or(|g| g.state == "REMOVED");
+            if removed {
+                self.fail_unschedulable(&key, &format!("its placement group {group} was removed"));
+                self.act(PumpOut { request_leases: Vec::new(), cancel_requests: vec![key] });
+            }
         }
     }
 }

@@ -422,6 +422,11 @@ impl Queues {
         }
     }
 
+    /// Queues with tasks waiting.
+    pub fn waiting_keys(&self) -> Vec<QueueKey> {
+        self.queues.iter().filter(|(_, q)| !q.waiting.is_empty()).map(|(k, _)| k.clone()).collect()
+    }
+
     /// The by-reference arguments of the next task waiting in `key`'s queue.
     pub fn front_ref_args(&self, key: &QueueKey) -> Vec<ObjectId> {
         let Some(t) = self.queues.get(key).and_then(|q| q.waiting.front()).and_then(|t| self.tasks.get(t)) else { return Vec::new() };
