@@ -78,6 +78,9 @@ pub struct Gcs {
     started_ms: u64,
     /// Wakes the placement group scheduler (a group was created or removed).
     pub placement_wake: tokio::sync::Notify,
+    /// Bundles to give back whose raylet could not be reached yet:
+    /// (group, node, bundle indices). Retried every round while the node lives.
+    pub pending_cancels: Mutex<Vec<(String, String, Vec<u32>)>>,
 }
 
 impl Gcs {
@@ -100,6 +103,7 @@ impl Gcs {
             shutdown,
             started_ms: now_ms(),
             placement_wake: tokio::sync::Notify::new(),
+            pending_cancels: Mutex::new(Vec::new()),
         })
     }
 

@@ -46,6 +46,8 @@ async fn raylet(gcs: &Gcs, conns: &mut HashMap<String, Raylet>, addr: &str) -> O
 }
 
 /// Gives back `indices` of `group` (all when empty) on each node of `nodes`.
+/// A raylet that cannot be reached is asked again in the next rounds, for as
+/// long as its node lives (a dead node's bundles went with it).
 pub async fn cancel_on(gcs: &Gcs, conns: &mut HashMap<String, Raylet>, group: &str, nodes: &[(String, Vec<u32>)]) {
     for (node, indices) in nodes {
         let addr = {
@@ -53,16 +55,29 @@ pub async fn cancel_on(gcs: &Gcs, conns: &mut HashMap<String, Raylet>, group: &s
             st.node(node).filter(|e| e.is_alive()).map(|e| format!("{}:{}", e.info.node_manager_address, e.info.node_manager_port))
         };
         let Some(addr) = addr else { continue };
-        let Some(mut c) = raylet(gcs, conns, &addr).await else { continue };
         let req = CancelResourceReserveRequest { placement_group_id: group.to_string(), bundle_indices: indices.clone() };
-        if let Err(s) = c.cancel_resource_reserve(req).await {
+        let result = match raylet(gcs, conns, &addr).await {
+            Some(mut c) => c.cancel_resource_reserve(req).await.map(|_| ()).map_err(|s| s.message().to_string()),
+            None => Err("cannot connect".to_string()),
+        };
+        if let Err(e) = result {
             conns.remove(&addr);
-            tracing::warn!(group, node = %node, error = %s.message(), "cannot give back a placement group's bundles");
+            tracing::warn!(group, node = %node, error = %e, "cannot give back a placement group's bundles yet; will ask again");
+            gcs.pending_cancels.lock().unwrap_or_else(|p| p.into_inner()).push((group.to_string(), node.clone(), indices.clone()));
         }
     }
 }
 
+/// Asks again the raylets that could not be told to give bundles back.
+async fn retry_cancels(gcs: &Gcs, conns: &mut HashMap<String, Raylet>) {
+    let pending = std::mem::take(&mut *gcs.pending_cancels.lock().unwrap_or_else(|p| p.into_inner()));
+    for (group, node, indices) in pending {
+        cancel_on(gcs, conns, &group, &[(node, indices)]).await;
+    }
+}
+
 async fn round(gcs: &Arc<Gcs>, conns: &mut HashMap<String, Raylet>) {
+    retry_cancels(gcs, conns).await;
     let (removals, waiting, mut free, addrs) = {
         let mut st = gcs.state();
         let alive: Vec<_> = st.nodes().into_iter().filter(|e| e.is_alive()).map(|e| {
