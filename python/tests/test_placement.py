@@ -14,7 +14,7 @@ from ray.util.scheduling_strategies import (
     NotIn,
     PlacementGroupSchedulingStrategy,
 )
-from test_multinode import start
+from test_multinode import CONFIG as AUTOSCALING, start
 
 
 def three_nodes(cpus=2):
@@ -131,22 +131,6 @@ def test_node_affinity_spread_and_labels_place_as_asked():
     assert {by_label[n]["zone"] for n in not_a} == {"c"}
 
 
-AUTOSCALING = """
-cluster_name: pg
-max_workers: 4
-idle_timeout_minutes: 0.05
-provider:
-  type: fake_multinode
-available_node_types:
-  ray.head.default:
-    resources: {CPU: 0}
-    node_config: {}
-  worker:
-    resources: {CPU: 2}
-    node_config: {}
-    max_workers: 4
-head_node_type: ray.head.default
-"""
 
 
 def test_a_strict_spread_group_launches_exactly_two_nodes_which_go_after_it_is_removed(tmp_path):

@@ -157,7 +157,8 @@ pub struct ObjectStore {
     _file: std::fs::File,
 }
 
-fn hex(id: &[u8]) -> String {
+/// An object id as hex (for messages and file names).
+pub fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 

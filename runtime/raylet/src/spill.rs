@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ray_object_store::StoreError;
+use ray_object_store::{StoreError, hex};
 use ray_object_store::mapping::StoreMapping;
 
 use crate::Raylet;
@@ -46,9 +46,6 @@ pub fn spill_dir(config_json: &str, session_dir: &str, node_id: &str) -> Result<
     Ok(PathBuf::from(dir).join(format!("ray_spilled_objects_{node_id}")))
 }
 
-fn hex(id: &[u8]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Removes files no object needs any more, on a blocking thread.
 pub fn remove_files(paths: Vec<PathBuf>) {

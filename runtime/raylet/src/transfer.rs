@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ray_common::rpc::{self, Channel, Security};
-use ray_object_store::Lookup;
+use ray_object_store::{Lookup, hex};
 use ray_proto::rpc::node_manager_service_client::NodeManagerServiceClient;
 use ray_proto::rpc::{
     GetAllNodeInfoRequest, NodeState as WireNodeState, PullObject, PullObjectsReply, PullObjectsRequest, PullResult,
@@ -32,9 +32,6 @@ const CONNECTIONS_PER_PEER: usize = 4;
 /// The pin a peer's read holds while its chunk is copied out.
 const PEER_CLIENT: &str = "peer-read";
 
-fn hex(id: &[u8]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The other raylets: their addresses, connections, and the pulls under way.
 pub struct Transfers {
