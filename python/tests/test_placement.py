@@ -131,8 +131,6 @@ def test_node_affinity_spread_and_labels_place_as_asked():
     assert {by_label[n]["zone"] for n in not_a} == {"c"}
 
 
-
-
 def test_a_strict_spread_group_launches_exactly_two_nodes_which_go_after_it_is_removed(tmp_path):
     cfg = tmp_path / "cluster.yaml"
     cfg.write_text(AUTOSCALING)
