@@ -431,3 +431,34 @@ async fn a_type_without_capacity_backs_off_and_the_demand_goes_to_another_type()
     let f = &r.cluster.last_report().expect("report").failed_instance_requests[0];
     assert!(f.ray_node_type_name == "small" && f.reason.contains("paused for 5 s"), "{f:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_raylet_that_registers_before_its_instance_is_allocated_is_counted_once() {
+    // The provider lists a new instance and its raylet reaches the GCS before the
+    // launch's outcome is applied: the round that marks it ALLOCATED also sees its
+    // Ray node. It must count once against max_workers, not once as a Ray node and
+    // once as an instance on its way (which retired an idle node as over the cap).
+    let r = Rig::new(&CONFIG.replace("    max_workers: 10\n", "    max_workers: 2\n"));
+    r.cluster.register_manually();
+    let mut a = r.autoscaler().await;
+    r.cluster.set_demand(&[("CPU", 1.0)], 1);
+    step(&mut a).await;
+    let first = r.provider.instances()[0].cloud_id.clone();
+    r.cluster.register(&first, "small", &Rig::small());
+    steps(&mut a, 2).await;
+    assert_eq!(count(&a, InstanceStatus::Running), 1);
+    r.cluster.set_busy(&first, true);
+    r.cluster.set_demand(&[("CPU", 1.0)], 1);
+    a.round().await.expect("round");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(&a, InstanceStatus::Requested), 1, "the second launch's outcome is not applied yet");
+    let second = r.provider.instances().into_iter().map(|i| i.cloud_id).find(|c| *c != first).expect("second");
+    r.cluster.register(&second, "small", &Rig::small());
+    r.cluster.set_busy(&first, false);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    a.round().await.expect("round");
+    a.apply_outcomes().await;
+    steps(&mut a, 2).await;
+    assert!(!r.cluster.events().iter().any(|e| e.starts_with("drain") || e.starts_with("terminate")), "{:?}", r.cluster.events());
+    assert_eq!(count(&a, InstanceStatus::Running), 2);
+}

@@ -1,7 +1,7 @@
 //! The scheduler's input, built from the config, the instance table, back-off and
 //! the cluster state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ray_common::ResourceSet;
 use ray_proto::rpc::autoscaler::{ClusterResourceState, NodeStatus, ResourceRequestByCount};
@@ -76,8 +76,18 @@ pub fn input(cx: &Context<'_>, instances: &BTreeMap<String, Instance>, state: &C
             idle_ms: if n.status == NodeStatus::Idle as i32 { n.idle_duration_ms.max(1) } else { 0 },
         });
     }
-    // Instances on their way count in full.
-    for i in instances.values().filter(|i| i.status().is_pending()) {
+    // Instances on their way count in full, except one whose raylet has already
+    // registered (it can reach the GCS in the round that first sees it listed):
+    // its Ray node above stands for it, and counting both would put the type over
+    // its cap and retire a node that was never over it.
+    let registered: HashSet<&str> = state
+        .node_states
+        .iter()
+        .filter(|n| n.status != NodeStatus::Dead as i32 && !n.instance_id.is_empty())
+        .map(|n| n.instance_id.as_str())
+        .collect();
+    let on_its_way = |i: &&Instance| i.status().is_pending() && !i.cloud_id.as_deref().is_some_and(|c| registered.contains(c));
+    for i in instances.values().filter(on_its_way) {
         let resources = type_resources(cx, state, &i.node_type);
         nodes.push(NodeView {
             id: i.id.clone(),
