@@ -46,6 +46,9 @@ rows = [
     ("cross-node get of 100 MB (GB/s)", "cross_node_get_100mb_gb_per_s", True),
     ("small objects read across nodes per second", "cross_node_small_objects_per_s", True),
     ("first queued task to running on a new node (s)", "first_task_on_new_node_s", False),
+    ("actor calls per second (sync loop)", "actor_sync_calls_per_s", True),
+    ("actor calls per second (async batch)", "actor_async_calls_per_s", True),
+    ("actor creations per second (created and first call answered)", "actor_creations_per_s", True),
 ]
 print()
 print("| workload | this package | ray %s | ratio (ours vs ray, >1 is better) |" % theirs.get("ray_version"))

@@ -38,6 +38,47 @@ def seed_seconds(runs):
     return times[len(times) // 2]
 
 
+def actor_rows(ray, results):
+    """Actor calls per second (one at a time, and a batch in flight on an async
+    actor), and actors created (and first called) per second."""
+
+    @ray.remote
+    class Echo:
+        def ping(self):
+            return None
+
+    @ray.remote
+    class AsyncEcho:
+        async def ping(self):
+            return None
+
+    a = Echo.remote()
+    ray.get([a.ping.remote() for _ in range(100)])
+    n = 500 if QUICK else 3000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        ray.get(a.ping.remote())
+    results["actor_sync_calls_per_s"] = n / (time.perf_counter() - t0)
+
+    b = AsyncEcho.remote()
+    ray.get([b.ping.remote() for _ in range(100)])
+    n = 2000 if QUICK else 10000
+    t0 = time.perf_counter()
+    ray.get([b.ping.remote() for _ in range(n)])
+    results["actor_async_calls_per_s"] = n / (time.perf_counter() - t0)
+    ray.kill(a)
+    ray.kill(b)
+
+    # Zero-CPU actors, so the creations are not capped by the 2 CPUs.
+    n = 10 if QUICK else 20
+    t0 = time.perf_counter()
+    actors = [Echo.options(num_cpus=0).remote() for _ in range(n)]
+    ray.get([x.ping.remote() for x in actors])
+    results["actor_creations_per_s"] = n / (time.perf_counter() - t0)
+    for x in actors:
+        ray.kill(x)
+
+
 def main():
     import numpy as np
     import ray
@@ -105,6 +146,8 @@ def main():
         del ref
     puts.sort()
     results["put_100mb_bytes_gb_per_s"] = len(blob) / 1e9 / puts[len(puts) // 2]
+    del blob
+    actor_rows(ray, results)
     ray.shutdown()
     print(json.dumps(results))
 

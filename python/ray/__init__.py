@@ -20,6 +20,8 @@ from ray._private import serialization as _ser
 from ray._private import worker as _worker
 from ray.remote_function import RemoteFunction as _RemoteFunction
 from ray.runtime_context import get_runtime_context
+from ray import actor  # noqa: E402
+from ray.actor import get_actor, kill, method  # noqa: F401
 
 __all__ = [
     "__version__",
@@ -32,6 +34,9 @@ __all__ = [
     "wait",
     "cancel",
     "get_runtime_context",
+    "get_actor",
+    "kill",
+    "method",
     "nodes",
     "cluster_resources",
     "available_resources",
@@ -88,6 +93,8 @@ def init(
         v = locals()[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
             raise ValueError("ray.init: `{}` must be a non-negative number, got {!r}.".format(key, v))
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise TypeError("namespace must be None or a non-empty string, got {!r}.".format(namespace))
     if resources is not None and not isinstance(resources, dict):
         raise TypeError("ray.init: `resources` must be a dict, got {!r}.".format(resources))
     from ray import _raylet
@@ -137,6 +144,9 @@ def init(
     conn = _worker._Connection(
         core, gcs, _worker.SCRIPT_MODE, gcs_address, local_cluster=local, session_dir=(local or {}).get("session_dir")
     )
+    import uuid as _uuid
+
+    conn.set_namespace(namespace or str(_uuid.uuid4()))
     _worker.set_connection(conn)
     if log_to_driver:
         _worker.start_printer(conn)
@@ -176,10 +186,7 @@ def remote(*args, **kwargs):
 
     def make(obj, options):
         if _inspect.isclass(obj):
-            raise TypeError(
-                "@ray.remote on a class (an actor) is not supported by this version yet; "
-                "use remote functions."
-            )
+            return actor.ActorClass(obj, options)
         if not callable(obj):
             raise TypeError("@ray.remote expects a function, got {!r}.".format(obj))
         return _RemoteFunction(obj, options)

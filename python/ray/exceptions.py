@@ -51,6 +51,27 @@ class ObjectReconstructionFailedError(ObjectLostError):
     not allowed (no retries left, or the object was made by ``ray.put``)."""
 
 
+class RayActorError(RayError):
+    """The actor died, or cannot be reached, so its method could not run."""
+
+    def __init__(self, message="The actor died unexpectedly before finishing this task."):
+        super().__init__(message)
+        self.error_msg = message
+
+    @property
+    def actor_init_failed(self):
+        return "error raised in its creation task" in self.error_msg
+
+
+class ActorDiedError(RayActorError):
+    """The actor is dead: killed, its process died with no restarts left, or
+    its `__init__` raised."""
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor is restarting or cannot be reached for now; it may come back."""
+
+
 class RayTaskError(RayError):
     """A task raised. The message holds the remote traceback; `cause` is the original
     exception, and the raised object is also an instance of the original type."""
@@ -132,6 +153,8 @@ _SYSTEM_ERRORS = {
     "ObjectLostError": ObjectLostError,
     "OwnerDiedError": OwnerDiedError,
     "ObjectReconstructionFailedError": ObjectReconstructionFailedError,
+    "ActorDiedError": ActorDiedError,
+    "ActorUnavailableError": ActorUnavailableError,
 }
 
 
@@ -153,4 +176,7 @@ __all__ = [
     "OwnerDiedError",
     "ObjectReconstructionFailedError",
     "RayTaskError",
+    "RayActorError",
+    "ActorDiedError",
+    "ActorUnavailableError",
 ]

@@ -63,6 +63,29 @@ def validate_options(options):
         raise ValueError("The option `num_returns` must be a non-negative integer, got {!r}.".format(nr))
 
 
+def encode_args(conn, values):
+    """Arguments for the core worker: refs as they are, small values inline, large
+    ones put in the store first. Returns (encoded, nested refs, refs to keep
+    alive until the task is submitted)."""
+    encoded = []
+    nested = []
+    keep = []
+    for v in values:
+        if type(v) is _raylet.ObjectRef:
+            encoded.append(("r", v))
+            continue
+        data, buffers, refs = serialization.serialize(v)
+        size = len(data) + sum(len(b) for b in buffers)
+        if size > MAX_INLINE_ARG_BYTES:
+            ref = conn.core.put(serialization.KIND_VALUE, data, buffers, refs)
+            keep.append(ref)
+            encoded.append(("r", ref))
+        else:
+            encoded.append(("v", (serialization.KIND_VALUE, bytes(data), [bytes(b) for b in buffers])))
+            nested.extend(refs)
+    return encoded, nested, keep
+
+
 class RemoteFunction:
     """A function that runs as a task: `f.remote(...)` returns ObjectRefs."""
 
@@ -125,9 +148,6 @@ class RemoteFunction:
             conn = _worker.global_connection()
         function_id = self._export(conn)
         num_returns = options.get("num_returns", 1)
-        encoded = []
-        nested = []
-        keep = []
         values = list(args) + list(kwargs.values())
         kwarg_names = list(kwargs.keys())
         retry_exceptions = options.get("retry_exceptions", False)
@@ -135,19 +155,7 @@ class RemoteFunction:
             values.append(list(retry_exceptions))
             kwarg_names.append(RETRY_EXCEPTIONS_KWARG)
             retry_exceptions = True
-        for v in values:
-            if type(v) is _raylet.ObjectRef:
-                encoded.append(("r", v))
-                continue
-            data, buffers, refs = serialization.serialize(v)
-            size = len(data) + sum(len(b) for b in buffers)
-            if size > MAX_INLINE_ARG_BYTES:
-                ref = conn.core.put(serialization.KIND_VALUE, data, buffers, refs)
-                keep.append(ref)
-                encoded.append(("r", ref))
-            else:
-                encoded.append(("v", (serialization.KIND_VALUE, bytes(data), [bytes(b) for b in buffers])))
-                nested.extend(refs)
+        encoded, nested, keep = encode_args(conn, values)  # noqa: F841 - `keep` holds large args until submitted
         resources = dict(options.get("resources") or {})
         resources["CPU"] = options.get("num_cpus", 1)
         if options.get("num_gpus"):

@@ -26,6 +26,58 @@ class RuntimeContext:
         tid = self._conn.current_task_id
         return tid.hex() if tid is not None else None
 
+    def get_actor_id(self):
+        """The id (hex) of the actor this runs in, or None."""
+        return self._conn.actor_id
+
+    def get_actor_name(self):
+        """The name of the actor this runs in, or None (unnamed, or no actor)."""
+        if self._conn.actor_id is None:
+            return None
+        from ray import _raylet
+
+        info = _raylet.actor_info(self._conn.core, self._conn.actor_id)
+        return (info or {}).get("name") or None
+
+    @property
+    def current_actor(self):
+        """A handle to the actor this runs in."""
+        if self._conn.actor_id is None:
+            raise RuntimeError("This method is only available in an actor.")
+        from ray.actor import ActorHandle
+
+        return ActorHandle(self._conn.actor_id, self._conn.actor_meta)
+
+    @property
+    def was_current_actor_reconstructed(self):
+        """True in an actor that was restarted."""
+        return self._conn.actor_restarts > 0
+
+    def get_assigned_resources(self):
+        """The resources given to the running task or actor (plain names)."""
+        res = self._conn.current_resources or {}
+        out = {}
+        for k, v in res.items():
+            if "_group_" in k:
+                base = k.split("_group_")[0]
+                if base == "bundle":
+                    continue
+                out[base] = max(out.get(base, 0.0), v)
+            elif v:
+                out[k] = v
+        return out
+
+    @property
+    def namespace(self):
+        return self._conn.namespace()
+
+    def get_namespace(self):
+        return self._conn.namespace()
+
+    @property
+    def actor_id(self):
+        return self.get_actor_id()
+
     @property
     def job_id(self):
         return self.get_job_id()

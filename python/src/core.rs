@@ -57,7 +57,22 @@ fn slices(bufs: &[PyBuffer<u8>]) -> Vec<&[u8]> {
 }
 
 /// References pickled inside a value: a list of `(id bytes, owner address)`.
-fn nested_from(list: &Bound<'_, PyList>) -> PyResult<Vec<Reference>> {
+/// Task arguments from the frontend: ("r", ObjectRef) or ("v", (kind, data, [buffers])).
+pub(crate) fn args_from(args: &Bound<'_, PyList>) -> PyResult<Vec<ArgIn>> {
+    let mut a = Vec::with_capacity(args.len());
+    for item in args.iter() {
+        let (tag, payload): (String, Bound<'_, PyAny>) = item.extract()?;
+        if tag == "r" {
+            a.push(ArgIn::Ref(payload.cast::<ObjectRef>()?.get().reference().clone()));
+        } else {
+            let (kind, data, bufs): (u32, Vec<u8>, Vec<Vec<u8>>) = payload.extract()?;
+            a.push(ArgIn::Value(SerializedObject { kind, data, buffers: bufs, nested_refs: Vec::new() }));
+        }
+    }
+    Ok(a)
+}
+
+pub(crate) fn nested_from(list: &Bound<'_, PyList>) -> PyResult<Vec<Reference>> {
     list.iter()
         .map(|r| {
             let (id, owner) = r.extract::<(Vec<u8>, String)>()?;
@@ -69,7 +84,7 @@ fn nested_from(list: &Bound<'_, PyList>) -> PyResult<Vec<Reference>> {
 /// `ray._raylet.CoreWorker`.
 #[pyclass(module = "ray._raylet")]
 pub struct CoreWorker {
-    core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
 }
 
 fn start(py: Python<'_>, opts: Options) -> PyResult<CoreWorker> {
@@ -215,16 +230,7 @@ impl CoreWorker {
     ) -> PyResult<Vec<ObjectRef>> {
         let strategy = crate::strategy::parse(strategy)?;
         let resources = ResourceSet::from_f64_map(&resources).map_err(|e| PyValueError::new_err(format!("invalid resources: {e}")))?;
-        let mut a = Vec::with_capacity(args.len());
-        for item in args.iter() {
-            let (tag, payload): (String, Bound<'_, PyAny>) = item.extract()?;
-            if tag == "r" {
-                a.push(ArgIn::Ref(payload.cast::<ObjectRef>()?.get().reference().clone()));
-            } else {
-                let (kind, data, bufs): (u32, Vec<u8>, Vec<Vec<u8>>) = payload.extract()?;
-                a.push(ArgIn::Value(SerializedObject { kind, data, buffers: bufs, nested_refs: Vec::new() }));
-            }
-        }
+        let a = args_from(args)?;
         let spec = SubmitSpec {
             function_id,
             function_name,

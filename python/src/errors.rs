@@ -14,7 +14,9 @@ fn class_name(e: &CoreError) -> &'static str {
         CoreError::OwnerDied { .. } => "OwnerDiedError",
         CoreError::ReconstructionFailed { .. } => "ObjectReconstructionFailedError",
         CoreError::StoreFull(_) => "ObjectStoreFullError",
-        CoreError::Store(_) | CoreError::Rpc(_) | CoreError::FunctionNotFound { .. } | CoreError::InvalidId(_) => "RaySystemError",
+        CoreError::Store(_) | CoreError::Rpc(_) | CoreError::FunctionNotFound { .. } | CoreError::InvalidId(_) | CoreError::Invalid(_) => {
+            "RaySystemError"
+        }
     }
 }
 
@@ -22,6 +24,9 @@ fn class_name(e: &CoreError) -> &'static str {
 pub fn to_py(e: CoreError) -> PyErr {
     if let CoreError::InvalidId(id) = &e {
         return PyValueError::new_err(id.to_string());
+    }
+    if let CoreError::Invalid(m) = &e {
+        return PyValueError::new_err(m.clone());
     }
     let message = e.to_string();
     Python::attach(|py| {

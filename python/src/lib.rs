@@ -1,5 +1,6 @@
 //! `ray._raylet`: the native core of the `ray` Python package.
 
+mod actor;
 mod core;
 mod errors;
 mod gcs;
@@ -16,6 +17,7 @@ fn _raylet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<gcs::GcsConnection>()?;
     core::register(m)?;
+    actor::register(m)?;
     m.add_function(wrap_pyfunction!(gcs::temp_root, m)?)?;
     Ok(())
 }

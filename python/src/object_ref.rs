@@ -109,6 +109,21 @@ impl ObjectRef {
         format!("ObjectRef({})", self.r.id)
     }
 
+    /// `await ref` in asyncio code (async actors, async drivers).
+    fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("ray._private.async_compat")?.call_method1("await_ref", (slf,))
+    }
+
+    /// An asyncio future of the value (Ray's `ObjectRef.as_future()`).
+    fn as_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("ray._private.async_compat")?.call_method1("as_future", (slf,))
+    }
+
+    /// A concurrent.futures future of the value (Ray's `ObjectRef.future()`).
+    fn future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("ray._private.async_compat")?.call_method1("concurrent_future", (slf,))
+    }
+
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Reduced<'py>> {
         let py = slf.py();
         let f = slf.get_type().getattr("_from_pickle")?;

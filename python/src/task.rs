@@ -74,6 +74,33 @@ impl Task {
             .then(|| (s.placement_group_id.clone(), s.placement_group_bundle_index, s.placement_group_capture_child_tasks)))
     }
 
+    /// For an actor's creation task: (actor id, max_concurrency, is_async,
+    /// {group: limit}, class name, restarts so far); else None.
+    #[getter]
+    fn actor_creation(&self) -> PyResult<Option<(String, u32, bool, std::collections::HashMap<String, u32>, String, u64)>> {
+        Ok(self.spec()?.spec.actor_creation.as_ref().map(|c| {
+            (c.actor_id.clone(), c.max_concurrency, c.is_async, c.concurrency_groups.clone(), c.class_name.clone(), c.num_restarts)
+        }))
+    }
+
+    /// For an actor method call: the actor's id; else "".
+    #[getter]
+    fn actor_id(&self) -> PyResult<String> {
+        Ok(self.spec()?.spec.actor_id.clone())
+    }
+
+    /// The concurrency group of an actor method call ("" = default).
+    #[getter]
+    fn concurrency_group(&self) -> PyResult<String> {
+        Ok(self.spec()?.spec.concurrency_group.clone())
+    }
+
+    /// The resources it was given.
+    #[getter]
+    fn resources(&self) -> PyResult<std::collections::HashMap<String, f64>> {
+        Ok(self.spec()?.spec.resources.clone())
+    }
+
     /// Attempt number (0 first).
     #[getter]
     fn attempt(&self) -> PyResult<u64> {

@@ -13,6 +13,8 @@ _lock = threading.RLock()
 _global = None  # the _Connection of this process
 
 SCRIPT_MODE = "driver"
+# Where a job's namespace is kept (in its function table).
+NAMESPACE_KEY = b"__ray_namespace__"
 WORKER_MODE = "worker"
 
 
@@ -31,6 +33,28 @@ class _Connection:
         self.current_task_name = None
         # (group id hex, bundle index, capture child tasks) of the running task.
         self.current_placement_group = None
+        # Resources of the running task (or of the actor this worker runs).
+        self.current_resources = None
+        # The actor this worker runs: its id (hex), handle data and restarts.
+        self.actor_id = None
+        self.actor_meta = None
+        self.actor_restarts = 0
+        self.exiting = False
+        self._namespace = None
+
+    def namespace(self):
+        """The job's namespace (named actors live in one)."""
+        if self._namespace is None:
+            try:
+                self._namespace = bytes(self.core.fetch_function(self.core.job_id, NAMESPACE_KEY)).decode()
+            except Exception:  # noqa: BLE001 - a job started without one
+                self._namespace = ""
+        return self._namespace
+
+    def set_namespace(self, namespace):
+        """Records the driver's namespace where its workers can read it."""
+        self._namespace = namespace
+        self.core.export_function(NAMESPACE_KEY, namespace.encode())
 
 
 def _read_current_cluster():

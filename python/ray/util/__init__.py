@@ -1,6 +1,10 @@
-"""`ray.util`: placement groups and scheduling strategies."""
+"""`ray.util`: placement groups, scheduling strategies, ActorPool, queues and
+the names of live actors."""
+
+from ray.actor import list_named_actors
 
 from ray.util import scheduling_strategies
+from ray.util.actor_pool import ActorPool
 from ray.util.placement_group import (
     PlacementGroup,
     get_current_placement_group,
@@ -11,6 +15,8 @@ from ray.util.placement_group import (
 )
 
 __all__ = [
+    "ActorPool",
+    "list_named_actors",
     "PlacementGroup",
     "get_current_placement_group",
     "get_placement_group",

@@ -28,6 +28,10 @@ pub enum Command {
     Stop(StopArgs),
     /// Print the cluster's nodes, resource usage and pending demand.
     Status(StatusArgs),
+    /// List cluster state (Ray's state CLI): actors, nodes, jobs or placement groups.
+    List(ListArgs),
+    /// Summarize cluster state (Ray's state CLI): actors.
+    Summary(SummaryArgs),
     /// Follow the autoscaler's log (monitor.log) of the cluster on this machine.
     Monitor(MonitorCmdArgs),
     /// Print the cluster token, or create one with --generate.
@@ -86,6 +90,79 @@ pub struct StatusArgs {
     /// Also list every node with its resources.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Root folder of session files, to resolve "auto".
+    #[arg(long = "temp-dir")]
+    pub temp_dir: Option<PathBuf>,
+}
+
+/// What `ray list` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateResource {
+    /// Actors, live and dead.
+    Actors,
+    /// Nodes, live and dead.
+    Nodes,
+    /// Jobs (drivers).
+    Jobs,
+    /// Placement groups.
+    #[value(name = "placement-groups")]
+    PlacementGroups,
+}
+
+/// Output format of the state CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateFormat {
+    /// Ray's table.
+    Table,
+    /// A JSON list.
+    Json,
+    /// A YAML list.
+    Yaml,
+}
+
+/// Flags of `ray list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// What to list.
+    pub resource: StateResource,
+    /// GCS address as HOST:PORT, or "auto" for the cluster started on this machine.
+    #[arg(long, default_value = "auto")]
+    pub address: String,
+    /// `key=value` (or `key!=value`) conditions on the listed fields.
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Every field, not only the main ones.
+    #[arg(long)]
+    pub detail: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: StateFormat,
+    /// Root folder of session files, to resolve "auto".
+    #[arg(long = "temp-dir")]
+    pub temp_dir: Option<PathBuf>,
+}
+
+/// What `ray summary` summarizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SummaryResource {
+    /// Actors by class and state.
+    Actors,
+}
+
+/// Flags of `ray summary`.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// What to summarize.
+    pub resource: SummaryResource,
+    /// GCS address as HOST:PORT, or "auto" for the cluster started on this machine.
+    #[arg(long, default_value = "auto")]
+    pub address: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: StateFormat,
     /// Root folder of session files, to resolve "auto".
     #[arg(long = "temp-dir")]
     pub temp_dir: Option<PathBuf>,

@@ -11,6 +11,7 @@ mod monitor;
 mod spawn;
 mod start_env;
 mod start;
+mod state_cmd;
 mod status;
 mod stop;
 
@@ -40,6 +41,8 @@ fn cli_main() -> i32 {
         args::Command::Start(a) => start::run(a).map(|_| None),
         args::Command::Stop(a) => stop::run(a).map(|_| None),
         args::Command::Status(a) => status::run(a).map(|_| None),
+        args::Command::List(a) => state_cmd::list(a).map(|_| None),
+        args::Command::Summary(a) => state_cmd::summary(a).map(|_| None),
         args::Command::Monitor(a) => monitor::run(a).map(|_| None),
         args::Command::GetAuthToken(a) => auth_cmd::run(a).map(|_| None),
         args::Command::Up(a) => launch::up(a).map(|_| None),

@@ -28,6 +28,10 @@ pub struct GcsClient {
     pub subscriber: GcsSubscriberServiceClient<Channel>,
     /// Placement groups.
     pub placement_groups: PlacementGroupInfoGcsServiceClient<Channel>,
+    /// Jobs.
+    pub jobs: ray_proto::rpc::job_info_gcs_service_client::JobInfoGcsServiceClient<Channel>,
+    /// Actors.
+    pub actors: ray_proto::rpc::actor_info_gcs_service_client::ActorInfoGcsServiceClient<Channel>,
 }
 
 /// A GCS that cannot be used.
@@ -67,7 +71,11 @@ impl GcsClient {
             kv: InternalKvGcsServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             autoscaler: AutoscalerStateServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             subscriber: GcsSubscriberServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            placement_groups: PlacementGroupInfoGcsServiceClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            placement_groups: PlacementGroupInfoGcsServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            jobs: ray_proto::rpc::job_info_gcs_service_client::JobInfoGcsServiceClient::new(ch.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            actors: ray_proto::rpc::actor_info_gcs_service_client::ActorInfoGcsServiceClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
 

@@ -67,6 +67,9 @@ pub enum CoreError {
     /// An id of the wrong length.
     #[error(transparent)]
     InvalidId(#[from] IdError),
+    /// A request the cluster refused as invalid (e.g. an actor name that is taken).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<crate::plasma::PlasmaError> for CoreError {
@@ -114,6 +117,11 @@ pub enum SystemErrorKind {
     ObjectReconstructionFailedError,
     /// No node can ever run the task (e.g. a hard node affinity to a dead node).
     TaskUnschedulableError,
+    /// The actor is dead (killed, its process died with no restarts left, or
+    /// its `__init__` raised).
+    ActorDiedError,
+    /// The actor is restarting or cannot be reached for now.
+    ActorUnavailableError,
     /// Anything else the runtime failed at.
     RaySystemError,
 }

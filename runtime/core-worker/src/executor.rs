@@ -50,6 +50,11 @@ pub(crate) struct Executor {
     /// The task `ray.cancel` asked to interrupt (checked by the signal handler).
     cancel_requested: Mutex<Option<TaskId>>,
     interrupt: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// This worker is an actor's: lines printed outside any one call go to its
+    /// owner's creation stream.
+    actor_output: Mutex<Option<ReplyTx>>,
+    /// This worker is a detached actor's: it outlives its creator.
+    detached: std::sync::atomic::AtomicBool,
 }
 
 impl Executor {
@@ -74,15 +79,34 @@ impl Executor {
 
     /// Sends a finished task's result to its owner.
     pub fn finish(&self, task: &ExecTask, result: TaskResult) {
-        *lock(&self.current) = None;
+        {
+            let mut cur = lock(&self.current);
+            if cur.as_ref().is_some_and(|(id, _)| *id == task.id) {
+                *cur = None;
+            }
+        }
+        if task.spec.actor_creation.is_some() && !result.is_error {
+            *lock(&self.actor_output) = Some(task.reply.clone());
+        }
         let _ = task.reply.send(Ok(PushTasksReply { result: Some(result), log_lines: Vec::new(), pid: std::process::id() }));
     }
 
     /// A line printed by the running task, for its owner's console.
     pub fn log_line(&self, line: String) {
-        if let Some((_, reply)) = lock(&self.current).as_ref() {
+        let reply = lock(&self.actor_output).clone().or_else(|| lock(&self.current).as_ref().map(|(_, r)| r.clone()));
+        if let Some(reply) = reply {
             let _ = reply.send(Ok(PushTasksReply { result: None, log_lines: vec![line], pid: std::process::id() }));
         }
+    }
+
+    /// A detached actor's creation task arrived: this worker outlives its creator.
+    pub fn set_detached(&self) {
+        self.detached.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this worker is a detached actor's.
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Sets how to interrupt the task running on the main thread.

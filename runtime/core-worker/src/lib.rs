@@ -13,6 +13,7 @@
 //! [`CoreWorker`] is the facade the language frontend (the `ray` Python package)
 //! calls; everything language-specific (pickling, calling the function) stays there.
 
+pub mod actors;
 mod context;
 pub mod error;
 mod executor;
@@ -42,7 +43,8 @@ pub use executor::ExecTask;
 pub use ownership::{MAX_INLINE_BYTES, Reference, Serialized};
 pub use reader::Got;
 pub use startup::{Options, StartError};
-pub use submitter::{ArgIn, SubmitSpec};
+pub use actors::{ActorCallSpec, ActorCreateSpec, Created};
+pub use submitter::{ArgIn, SubmitSpec, Strategy};
 
 use context::Context;
 use executor::Executor;
@@ -57,6 +59,7 @@ pub struct CoreWorker {
     reader: Arc<Reader>,
     submitter: Arc<Submitter>,
     executor: Arc<Executor>,
+    actors: Arc<actors::Actors>,
     log_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Stops this worker's server when the core worker is dropped.
     _serving: tokio_util::sync::DropGuard,
@@ -72,6 +75,7 @@ impl CoreWorker {
             reader: p.reader,
             submitter: p.submitter,
             executor: p.executor,
+            actors: p.actors,
             log_rx: Mutex::new(Some(p.log_rx)),
             _serving: p.serving,
         }))
@@ -194,6 +198,34 @@ impl CoreWorker {
         });
         *self.log_rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
         out
+    }
+
+    // ------------------------------------------------------------ actors
+
+    /// Creates an actor (its name must be free unless `get_if_exists`).
+    pub fn create_actor(&self, spec: ActorCreateSpec) -> Result<Created, CoreError> {
+        self.ctx.rt.block_on(self.actors.create(spec))
+    }
+
+    /// Calls an actor's method; returns its return ids (owned here).
+    pub fn call_actor(&self, spec: ActorCallSpec) -> Vec<ObjectId> {
+        let _guard = self.ctx.rt.enter();
+        self.actors.call(spec)
+    }
+
+    /// `ray.kill`.
+    pub fn kill_actor(&self, actor_id: &str, no_restart: bool, cause: &str) -> Result<(), CoreError> {
+        self.ctx.rt.block_on(self.actors.kill(actor_id, no_restart, cause))
+    }
+
+    /// An actor by id, or by name in a namespace when the id is empty.
+    pub fn actor_info(&self, actor_id: &str, name: &str, namespace: &str) -> Result<Option<ray_proto::rpc::ActorTableData>, CoreError> {
+        self.ctx.rt.block_on(self.actors.info(actor_id, name, namespace))
+    }
+
+    /// Every actor the GCS knows (of `job_id` when not empty).
+    pub fn list_actors(&self, job_id: &str, alive_only: bool) -> Result<Vec<ray_proto::rpc::ActorTableData>, CoreError> {
+        self.ctx.rt.block_on(self.actors.list(job_id, alive_only))
     }
 
     // ------------------------------------------------------------ execution (workers)

@@ -58,6 +58,9 @@ impl CoreWorkerService for Server {
         tokio::spawn(async move {
             while let Ok(Some(m)) = incoming.message().await {
                 let Some(spec) = m.task else { continue };
+                if spec.actor_creation.as_ref().is_some_and(|c| c.detached) {
+                    executor.set_detached();
+                }
                 match ExecTask::parse(spec, tx.clone()) {
                     Ok(t) => executor.push(t),
                     Err(e) => tracing::warn!(error = %e, "ignoring a task with a malformed id"),
@@ -65,7 +68,7 @@ impl CoreWorkerService for Server {
             }
             // An owner returns its lease before closing the stream; if the lease is
             // still active, the owner died and the raylet takes the lease back.
-            if !lease_id.is_empty() {
+            if !lease_id.is_empty() && !executor.is_detached() {
                 Self::lease_stream_closed(&ctx, lease_id).await;
             }
         });

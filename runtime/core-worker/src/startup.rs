@@ -70,6 +70,7 @@ pub(crate) struct Parts {
     pub reader: Arc<Reader>,
     pub submitter: Arc<Submitter>,
     pub executor: Arc<Executor>,
+    pub actors: Arc<crate::actors::Actors>,
     pub log_rx: mpsc::UnboundedReceiver<String>,
     /// Stops the server when dropped (with the core worker).
     pub serving: DropGuard,
@@ -147,7 +148,8 @@ pub(crate) async fn start(opts: Options) -> Result<Parts, StartError> {
             tracing::error!(error = %rpc::error_chain(&e), "core worker server failed");
         }
     });
-    Ok(Parts { ctx, own, reader, submitter, executor, log_rx, serving: stop.drop_guard() })
+    let actors = crate::actors::Actors::new(submitter.clone());
+    Ok(Parts { ctx, own, reader, submitter, executor, actors, log_rx, serving: stop.drop_guard() })
 }
 
 /// A driver's job, added to the GCS job table.

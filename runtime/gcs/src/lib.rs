@@ -10,6 +10,8 @@ pub mod health;
 pub mod pg_scheduler;
 mod pg_service;
 pub mod placement_groups;
+pub mod actors;
+mod actor_service;
 pub mod services;
 pub mod state;
 pub mod storage;

@@ -42,6 +42,10 @@ pub fn router(
             ray_proto::rpc::placement_group_info_gcs_service_server::PlacementGroupInfoGcsServiceServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(
+            ray_proto::rpc::actor_info_gcs_service_server::ActorInfoGcsServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(GcsSubscriberServiceServer::new(svc).max_decoding_message_size(MAX_MESSAGE_BYTES)))
 }
 
@@ -305,6 +309,7 @@ impl JobInfoGcsService for GcsService {
         let id = req.into_inner().job_id;
         self.gcs.state().finish_job(&id);
         tracing::info!(job_id = %id, "job finished");
+        self.end_actors_of_job(&id).await;
         Ok(Response::new(MarkJobFinishedReply {}))
     }
 

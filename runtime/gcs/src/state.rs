@@ -89,12 +89,23 @@ pub struct ClusterState {
     session_name: String,
     jobs: Vec<ray_proto::rpc::JobInfo>,
     placement_groups: crate::placement_groups::PlacementGroups,
+    actors: crate::actors::Actors,
 }
 
 impl ClusterState {
     /// An empty cluster of the given session.
     pub fn new(session_name: String) -> Self {
         Self { session_name, ..Default::default() }
+    }
+
+    /// The actor table.
+    pub fn actors(&self) -> &crate::actors::Actors {
+        &self.actors
+    }
+
+    /// The actor table, to change.
+    pub fn actors_mut(&mut self) -> &mut crate::actors::Actors {
+        &mut self.actors
     }
 
     /// The placement group table.

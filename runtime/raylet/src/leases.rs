@@ -40,6 +40,8 @@ pub struct Lease {
     pub resources: ResourceSet,
     /// Who holds it.
     pub owner: String,
+    /// A detached actor's: it outlives its owner and its job.
+    pub detached: bool,
 }
 
 /// Another node as this raylet last saw it (for spillback).
@@ -75,8 +77,13 @@ pub struct Pending {
     pub no_spillback: bool,
     /// A strategy chose this node: it waits here, whatever else is free.
     pub pinned: bool,
-    /// Resource shape.
+    /// Resource shape (what must be free to grant it).
     pub shape: ResourceSet,
+    /// What the lease holds once granted, when not `shape` (an actor that needs
+    /// a CPU to be placed but none to run).
+    pub hold: Option<ResourceSet>,
+    /// A detached actor's lease.
+    pub detached: bool,
     /// Job.
     pub job_id: String,
     /// Owner worker id.
@@ -204,7 +211,8 @@ impl Leasing {
             match self.pool.idle_worker(&p.job_id) {
                 Some(wid) => {
                     let p = self.queue.remove(i);
-                    if !res.try_acquire(&p.shape) {
+                    let held = p.hold.clone().unwrap_or_else(|| p.shape.clone());
+                    if !res.try_acquire(&held) {
                         self.queue.insert(i, p);
                         i += 1;
                         continue;
@@ -220,7 +228,7 @@ impl Leasing {
                         worker_pid: w.pid,
                         ..Default::default()
                     };
-                    self.leases.insert(lease_id.clone(), Lease { worker_id: wid.clone(), resources: p.shape.clone(), owner: p.owner.clone() });
+                    self.leases.insert(lease_id.clone(), Lease { worker_id: wid.clone(), resources: held, owner: p.owner.clone(), detached: p.detached });
                     if p.reply.send(reply).is_err() {
                         // The requester went away meanwhile: take it back.
                         self.return_lease(&lease_id, false, res);
@@ -396,7 +404,8 @@ impl Leasing {
     /// end, stopping the workers that run its tasks. Returns how many leases.
     pub fn owner_gone(&mut self, owner_id: &str, res: &mut LocalResources) -> usize {
         self.queue.retain(|p| p.owner != owner_id);
-        let leases: Vec<String> = self.leases.iter().filter(|(_, l)| l.owner == owner_id).map(|(id, _)| id.clone()).collect();
+        let leases: Vec<String> =
+            self.leases.iter().filter(|(_, l)| l.owner == owner_id && !l.detached).map(|(id, _)| id.clone()).collect();
         for l in &leases {
             self.return_lease(l, true, res);
         }
@@ -410,13 +419,17 @@ impl Leasing {
         let leases: Vec<String> = self
             .leases
             .iter()
-            .filter(|(_, l)| self.pool.get(&l.worker_id).is_some_and(|w| w.job_id == job_id))
+            .filter(|(_, l)| !l.detached && self.pool.get(&l.worker_id).is_some_and(|w| w.job_id == job_id))
             .map(|(id, _)| id.clone())
             .collect();
         for l in leases {
             self.return_lease(&l, false, res);
         }
-        for id in self.pool.of_job(job_id) {
+        // Detached actors' workers live on.
+        let detached: std::collections::HashSet<&str> =
+            self.leases.values().filter(|l| l.detached).map(|l| l.worker_id.as_str()).collect();
+        let doomed: Vec<String> = self.pool.of_job(job_id).into_iter().filter(|w| !detached.contains(w.as_str())).collect();
+        for id in doomed {
             self.pool.kill(&id);
         }
         self.jobs.remove(job_id)

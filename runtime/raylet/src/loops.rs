@@ -65,6 +65,13 @@ pub async fn pool_loop(r: Arc<Raylet>, mut events: mpsc::UnboundedReceiver<PoolE
                     }
                     if r.state.lock().driver_exited(&job, pid) {
                         tracing::info!(job_id = %job, "the driver exited; stopping the job's workers and freeing its objects");
+                        // The GCS ends the job's actors (a driver that exits without
+                        // ray.shutdown() never says so itself).
+                        let req = ray_proto::rpc::MarkJobFinishedRequest { job_id: job.clone() };
+                        let mut jobs = r.gcs.jobs.clone();
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(Duration::from_secs(5), jobs.mark_job_finished(req)).await;
+                        });
                     }
                 }
             }

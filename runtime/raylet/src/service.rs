@@ -91,7 +91,21 @@ impl NodeManagerService for NodeManager {
         let r = req.into_inner();
         let shape =
             ResourceSet::from_f64_map(&r.resources).map_err(|e| Status::invalid_argument(format!("invalid resources: {e}")))?;
-        let request = LeaseRequest { shape, job_id: r.job_id, owner: r.owner_worker_id, no_spillback: r.no_spillback, pinned: r.pinned, wait: r.wait };
+        let hold = if r.hold_differs {
+            Some(ResourceSet::from_f64_map(&r.hold_resources).map_err(|e| Status::invalid_argument(format!("invalid hold_resources: {e}")))?)
+        } else {
+            None
+        };
+        let request = LeaseRequest {
+            shape,
+            job_id: r.job_id,
+            owner: r.owner_worker_id,
+            no_spillback: r.no_spillback,
+            pinned: r.pinned,
+            wait: r.wait,
+            hold,
+            detached: r.detached,
+        };
         let answer = self.raylet.state.lock().request_lease(request);
         let reply = match answer {
             LeaseAnswer::Now(reply) => reply,

@@ -57,6 +57,10 @@ pub struct LeaseRequest {
     pub pinned: bool,
     /// The caller waits even for a shape this node can never hold.
     pub wait: bool,
+    /// What the lease holds once granted, when not `shape` (an actor's).
+    pub hold: Option<ResourceSet>,
+    /// A detached actor's lease: it survives its owner and its job.
+    pub detached: bool,
 }
 
 /// The answer to a lease request: now (a rejection) or when dispatch decides.
@@ -237,7 +241,16 @@ impl NodeState {
         let command = self.default_command.clone();
         self.change(|l, _, _| {
             l.ensure_job(&req.job_id, &command);
-            l.enqueue(Pending { no_spillback: req.no_spillback, pinned: req.pinned, shape: req.shape, job_id: req.job_id, owner: req.owner, reply: tx });
+            l.enqueue(Pending {
+                no_spillback: req.no_spillback,
+                pinned: req.pinned,
+                shape: req.shape,
+                hold: req.hold,
+                detached: req.detached,
+                job_id: req.job_id,
+                owner: req.owner,
+                reply: tx,
+            });
         });
         LeaseAnswer::Later(rx)
     }

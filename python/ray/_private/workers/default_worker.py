@@ -1,6 +1,8 @@
 """A worker process: started by the raylet, runs tasks its owners push to it."""
 
 import argparse
+import asyncio
+import inspect
 import os
 import pickle
 import signal
@@ -38,6 +40,8 @@ class _TaskOutput:
 
     def _send(self, line):
         name = self._conn.current_task_name
+        if name is None and self._conn.actor_meta is not None:
+            name = self._conn.actor_meta.class_name
         if name is None:
             return
         self._core.log_line("{}({} pid={}) {}".format(self._tag, name, os.getpid(), line))
@@ -65,6 +69,13 @@ class _Worker:
         self.core = core
         self.conn = conn
         self.functions = {}
+        # The actor this worker runs, once its creation task ran.
+        self.actor = None
+        self.class_name = None
+        self.is_async = False
+        self.pools = {}
+        self.loop = None
+        self.sems = {}
 
     def function(self, job_id, function_id):
         fn = self.functions.get(function_id)
@@ -90,69 +101,88 @@ class _Worker:
             values.append(value)
         return values
 
+    def arguments(self, task):
+        """(positional, keyword, retry_exceptions) of a task."""
+        values = self.resolve(task.args())
+        kw_names = task.kwarg_names
+        kwargs = {}
+        retry_on = None
+        if kw_names:
+            kw_values = values[len(values) - len(kw_names):]
+            values = values[: len(values) - len(kw_names)]
+            kwargs = dict(zip(kw_names, kw_values))
+            retry_on = kwargs.pop(RETRY_EXCEPTIONS_KWARG, None)
+        return values, kwargs, retry_on
+
+    # ------------------------------------------------------------ dispatch
+
+    def dispatch(self, task):
+        """Runs a task: on this thread, or for concurrent actors on their pool or
+        event loop (calls from one caller arrive, and start, in order)."""
+        if self.actor is not None and task.actor_id:
+            if self.is_async:
+                self.start_async(task)
+                return
+            pool = self.pools.get(task.concurrency_group) or self.pools.get("")
+            if pool is not None:
+                pool.submit(self.execute, task)
+                return
+        self.execute(task)
+
+    def task_name(self, task):
+        if task.actor_creation is not None:
+            return task.actor_creation[4] + ".__init__"
+        if task.actor_id and self.class_name:
+            return self.class_name + "." + task.function_name
+        return task.function_name
+
     def execute(self, task):
-        name = task.function_name
+        name = self.task_name(task)
         returns = task.num_returns
         self.conn.current_task_id = bytes(task.task_id)
-        self.conn.current_task_name = name
+        creating = task.actor_creation
+        self.conn.current_task_name = creating[4] if creating is not None else (self.class_name or name)
         self.conn.current_placement_group = task.placement_group
+        if self.actor is None:
+            self.conn.current_resources = task.resources
         retry_on = None
         try:
             try:
                 self.conn.interruptible = self.conn.current_task_id
-                fn = self.function(task.job_id, task.function_id)
-                values = self.resolve(task.args())
-                kw_names = task.kwarg_names
-                kwargs = {}
-                if kw_names:
-                    kw_values = values[len(values) - len(kw_names):]
-                    values = values[: len(values) - len(kw_names)]
-                    kwargs = dict(zip(kw_names, kw_values))
-                    retry_on = kwargs.pop(RETRY_EXCEPTIONS_KWARG, None)
-                result = fn(*values, **kwargs)
-                self.conn.interruptible = None
-                if returns > 1:
-                    result = list(result)
-                    if len(result) != returns:
-                        raise ValueError(
-                            "Task returned {} objects, but num_returns={}.".format(len(result), returns)
-                        )
+                if task.actor_id:
+                    if self.actor is None:
+                        raise RuntimeError("this worker runs no actor (its creation task did not run here)")
+                    fn = _builtin(task.function_name) or getattr(self.actor, task.function_name)
                 else:
-                    result = [result]
+                    fn = self.function(task.job_id, task.function_id)
+                values, kwargs, retry_on = self.arguments(task)
+                if task.actor_creation is not None:
+                    self.create_actor(task, fn, values, kwargs)
+                    result = None
+                else:
+                    result = fn(*values, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = asyncio.run(_awaited(result))
+                self.conn.interruptible = None
+                result = _as_returns(result, returns)
             except _DependencyFailed as dep:
-                err = dep.error
-                data, buffers, refs = serialization.serialize_error(_unwrap(err))
-                kind = serialization.KIND_ERROR if isinstance(err, _exc.RayTaskError) else serialization.KIND_VALUE
-                if not isinstance(err, _exc.RayTaskError):
-                    body = serialization.system_error(type(err).__name__, str(err))
-                    self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
-                    return
-                self._finish(task, [(kind, data, buffers, refs)] * returns, True, False)
+                self._dependency_failed(task, dep, returns)
                 return
             except KeyboardInterrupt:
                 body = serialization.system_error("TaskCancelledError", "the task was cancelled while running")
                 self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
                 return
+            except SystemExit:
+                if self.conn.exiting:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(0)
+                raise
             except Exception as e:  # noqa: BLE001 - every task error goes back to the owner
-                tb = traceback.format_exc()
-                err = _exc.RayTaskError(name, tb, e, pid=os.getpid())
-                data, buffers, refs = serialization.serialize_error(err)
-                retryable = retry_on is None or any(isinstance(e, c) for c in retry_on)
-                self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, retryable)
+                self._raised(task, name, e, retry_on, returns)
                 return
             self.conn.interruptible = None
-            try:
-                out = []
-                for r in result:
-                    data, buffers, refs = serialization.serialize(r)
-                    out.append((serialization.KIND_VALUE, data, buffers, refs))
-            except Exception as e:  # noqa: BLE001 - e.g. a return value that cannot be pickled
-                tb = traceback.format_exc()
-                err = _exc.RayTaskError(name, tb, e, pid=os.getpid())
-                data, buffers, refs = serialization.serialize_error(err)
-                self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, False)
-                return
-            self._finish(task, out, False, False)
+            self._complete(task, name, result)
         finally:
             self.conn.interruptible = None
             sys.stdout.flush()
@@ -161,10 +191,137 @@ class _Worker:
             self.conn.current_task_name = None
             self.conn.current_placement_group = None
 
+    # ------------------------------------------------------------ actors
+
+    def create_actor(self, task, cls, values, kwargs):
+        from ray.actor import _Meta, _methods
+
+        actor_id, max_concurrency, is_async, groups, class_name, restarts = task.actor_creation
+        self.conn.actor_id = actor_id
+        self.conn.actor_restarts = restarts
+        self.conn.actor_meta = _Meta(class_name, _methods(cls), bytes(task.function_id), task.job_id)
+        self.conn.current_resources = task.resources
+        self.class_name = class_name
+        instance = cls(*values, **kwargs)
+        self.actor = instance
+        self.is_async = is_async
+        limits = dict(groups)
+        limits[""] = max_concurrency
+        if is_async:
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, name="ray-actor-event-loop", daemon=True).start()
+
+            async def make():
+                return {g: asyncio.Semaphore(n) for g, n in limits.items()}
+
+            self.sems = asyncio.run_coroutine_threadsafe(make(), self.loop).result()
+        elif max_concurrency > 1 or groups:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pools = {g: ThreadPoolExecutor(max_workers=n, thread_name_prefix="ray-actor-" + (g or "default")) for g, n in limits.items()}
+
+    def start_async(self, task):
+        asyncio.run_coroutine_threadsafe(self.run_async(task), self.loop)
+
+    async def run_async(self, task):
+        name = self.task_name(task)
+        returns = task.num_returns
+        retry_on = None
+        sem = self.sems.get(task.concurrency_group) or self.sems[""]
+        async with sem:
+            try:
+                try:
+                    fn = _builtin(task.function_name) or getattr(self.actor, task.function_name)
+                    loop = asyncio.get_running_loop()
+                    values, kwargs, retry_on = await loop.run_in_executor(None, self.arguments, task)
+                    result = fn(*values, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    result = _as_returns(result, returns)
+                except _DependencyFailed as dep:
+                    self._dependency_failed(task, dep, returns)
+                    return
+                except SystemExit:
+                    if self.conn.exiting:
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                        os._exit(0)
+                    raise
+                except BaseException as e:  # noqa: BLE001 - e.g. asyncio.CancelledError
+                    self._raised(task, name, e, retry_on, returns)
+                    return
+                self._complete(task, name, result)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+
+    # ------------------------------------------------------------ results
+
+    def _dependency_failed(self, task, dep, returns):
+        err = dep.error
+        data, buffers, refs = serialization.serialize_error(_unwrap(err))
+        if not isinstance(err, _exc.RayTaskError):
+            body = serialization.system_error(type(err).__name__, str(err))
+            self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
+            return
+        self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, False)
+
+    def _raised(self, task, name, e, retry_on, returns):
+        tb = traceback.format_exc()
+        if task.actor_creation is not None:
+            message = "The actor died because of an error raised in its creation task, ray::{}() (pid={}, ip={}, actor_id={})\n{}".format(
+                name, os.getpid(), self.conn.gcs_address.rpartition(":")[0], task.actor_creation[0], tb
+            )
+            body = serialization.system_error("ActorDiedError", message)
+            self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
+            return
+        err = _exc.RayTaskError(name, tb, e, pid=os.getpid())
+        data, buffers, refs = serialization.serialize_error(err)
+        retryable = retry_on is None or any(isinstance(e, c) for c in retry_on)
+        self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, retryable)
+
+    def _complete(self, task, name, result):
+        try:
+            out = []
+            for r in result:
+                data, buffers, refs = serialization.serialize(r)
+                out.append((serialization.KIND_VALUE, data, buffers, refs))
+        except Exception as e:  # noqa: BLE001 - e.g. a return value that cannot be pickled
+            tb = traceback.format_exc()
+            err = _exc.RayTaskError(name, tb, e, pid=os.getpid())
+            data, buffers, refs = serialization.serialize_error(err)
+            self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * task.num_returns, True, False)
+            return
+        self._finish(task, out, False, False)
+
     def _finish(self, task, returns, is_error, is_application_error):
         sys.stdout.flush()
         sys.stderr.flush()
         self.core.finish_task(task, returns, is_error, is_application_error)
+
+
+def _builtin(name):
+    """The methods every actor has."""
+    if name == "__ray_ready__":
+        return lambda: True
+    if name == "__ray_terminate__":
+        from ray.actor import exit_actor
+
+        return exit_actor
+    return None
+
+
+async def _awaited(x):
+    return await x
+
+
+def _as_returns(result, returns):
+    if returns > 1:
+        result = list(result)
+        if len(result) != returns:
+            raise ValueError("Task returned {} objects, but num_returns={}.".format(len(result), returns))
+        return result
+    return [result]
 
 
 class _DependencyFailed(Exception):
@@ -217,7 +374,7 @@ def main(argv=None):
         try:
             task = core.next_task(1.0)
             if task is not None:
-                w.execute(task)
+                w.dispatch(task)
         except KeyboardInterrupt:
             # A cancel that arrived after its task ended.
             continue

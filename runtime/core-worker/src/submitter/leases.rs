@@ -28,6 +28,22 @@ pub(super) enum Start {
     },
 }
 
+/// What an actor's lease asks for beyond a task's.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaseExtra {
+    /// Held while the actor lives, when not the placement shape.
+    pub hold: Option<ray_common::ResourceSet>,
+    /// Survives its owner and job.
+    pub detached: bool,
+}
+
+/// A lease granted for an actor.
+pub(crate) struct ActorGrant {
+    pub reply: RequestWorkerLeaseReply,
+    pub raylet: RayletClient,
+    pub node: Option<NodeId>,
+}
+
 /// Spillback hops followed for one lease request.
 const MAX_HOPS: u32 = 4;
 /// Times a spilled request sent back (its node got busy) is asked again locally.
@@ -52,7 +68,7 @@ impl Submitter {
                 return;
             }
         };
-        let (raylet, granting_node, reply) = self.lease_following_spillback(&key, start).await;
+        let (raylet, granting_node, reply) = self.lease_following_spillback(&key, start, &LeaseExtra::default()).await;
         let reply = match reply {
             Some(r) => r,
             None => {
@@ -141,7 +157,12 @@ impl Submitter {
     /// Requests a lease from the first raylet and follows spillback answers to
     /// other nodes' raylets. Returns the raylet that answered last, the node it
     /// runs on, and the grant (`None` when refused or unreachable).
-    async fn lease_following_spillback(&self, key: &QueueKey, start: Start) -> (RayletClient, Option<NodeId>, Option<RequestWorkerLeaseReply>) {
+    async fn lease_following_spillback(
+        &self,
+        key: &QueueKey,
+        start: Start,
+        extra: &LeaseExtra,
+    ) -> (RayletClient, Option<NodeId>, Option<RequestWorkerLeaseReply>) {
         let (mut raylet, mut node, mut no_spillback, pinned) = match start {
             Start::Local => (self.ctx.raylet.clone(), Some(self.ctx.node_id.clone()), false, false),
             Start::Node { client, node, pinned } => (client, node, !pinned, pinned),
@@ -156,6 +177,9 @@ impl Submitter {
                 wait: true,
                 no_spillback,
                 pinned,
+                hold_differs: extra.hold.is_some(),
+                hold_resources: extra.hold.as_ref().map(|h| h.to_f64_map()).unwrap_or_default(),
+                detached: extra.detached,
             };
             let reply = match raylet.request_worker_lease(req).await {
                 Ok(r) => r.into_inner(),
@@ -200,8 +224,33 @@ impl Submitter {
         }
     }
 
+    /// A lease for an actor of `key`'s shape and strategy: asked for until one
+    /// is granted (the request waits in a raylet's queue, where the autoscaler
+    /// sees it as demand) or `give_up` says the actor no longer needs it.
+    pub(crate) async fn lease_for_actor(self: &Arc<Self>, key: &QueueKey, extra: &LeaseExtra, give_up: impl Fn() -> bool) -> Option<ActorGrant> {
+        let mut wait = Duration::from_millis(20);
+        loop {
+            if give_up() {
+                return None;
+            }
+            let start = match self.first_raylet(key).await {
+                Ok(s) => s,
+                Err(w) => {
+                    tokio::time::sleep(w.max(Duration::from_millis(50))).await;
+                    continue;
+                }
+            };
+            let (raylet, node, reply) = self.lease_following_spillback(key, start, extra).await;
+            if let Some(reply) = reply {
+                return Some(ActorGrant { reply, raylet, node });
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+    }
+
     /// Opens the task stream to a leased worker; the lease id travels in its metadata.
-    async fn open_stream(&self, addr: &str, lease_id: &str) -> Result<(mpsc::UnboundedSender<PushTasksRequest>, tonic::Streaming<PushTasksReply>), String> {
+    pub(crate) async fn open_stream(&self, addr: &str, lease_id: &str) -> Result<(mpsc::UnboundedSender<PushTasksRequest>, tonic::Streaming<PushTasksReply>), String> {
         let mut client = self.ctx.peers.worker(addr).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut req = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));

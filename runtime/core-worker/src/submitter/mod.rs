@@ -8,7 +8,7 @@
 //! its siblings do the calls: `leases.rs` asks for and returns leases, `results.rs`
 //! reads task streams.
 
-mod leases;
+pub(crate) mod leases;
 pub mod queues;
 mod results;
 pub mod strategy;
@@ -62,8 +62,8 @@ pub struct SubmitSpec {
 
 /// Submits this worker's tasks and owns its leases and queues.
 pub(crate) struct Submitter {
-    ctx: Arc<Context>,
-    own: Arc<Ownership>,
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) own: Arc<Ownership>,
     queues: Mutex<Queues>,
     /// SPREAD's turns.
     spread_turn: strategy::SpreadTurns,
@@ -120,6 +120,7 @@ impl Submitter {
                 placement_group_id: spec.placement_group.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
                 placement_group_bundle_index: spec.placement_group.as_ref().map(|p| p.1).unwrap_or(-1),
                 placement_group_capture_child_tasks: spec.placement_group.as_ref().is_some_and(|p| p.2),
+                ..Default::default()
             },
             key: QueueKey::new(spec.resources, spec.strategy),
             return_ids: returns.clone(),

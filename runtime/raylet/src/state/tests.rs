@@ -109,7 +109,7 @@ impl Node {
     }
 
     fn request(&mut self, shape: ResourceSet, owner: &str) -> oneshot::Receiver<RequestWorkerLeaseReply> {
-        let req = LeaseRequest { shape, job_id: "j".into(), owner: owner.into(), no_spillback: false, pinned: false, wait: false };
+        let req = LeaseRequest { shape, job_id: "j".into(), owner: owner.into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false };
         match self.s.request_lease(req) {
             LeaseAnswer::Later(rx) => rx,
             LeaseAnswer::Now(r) => panic!("refused at once: {r:?}"),
@@ -200,6 +200,8 @@ fn requests_spill_to_a_node_with_room_unless_told_not_to() {
         no_spillback: true,
         pinned: false,
         wait: false,
+        hold: None,
+        detached: false,
     }) {
         LeaseAnswer::Later(rx) => rx,
         LeaseAnswer::Now(r) => panic!("{r:?}"),
@@ -213,6 +215,8 @@ fn requests_spill_to_a_node_with_room_unless_told_not_to() {
         no_spillback: false,
         pinned: true,
         wait: true,
+        hold: None,
+        detached: false,
     }) {
         LeaseAnswer::Later(rx) => rx,
         LeaseAnswer::Now(r) => panic!("{r:?}"),
@@ -232,6 +236,8 @@ fn requests_spill_to_a_node_with_room_unless_told_not_to() {
         no_spillback: true,
         pinned: false,
         wait: false,
+        hold: None,
+        detached: false,
     });
     assert!(matches!(refused, LeaseAnswer::Now(ref r) if r.infeasible), "{refused:?}");
 }
@@ -315,7 +321,7 @@ fn idle_drain_is_refused_while_a_lease_exists_even_without_resources() {
     n.s.return_lease(&a.lease_id, false);
     assert!(n.s.drain(DrainNodeReason::IdleTermination, "idle".into()).is_ok());
     assert_eq!(n.s.drain_state().map(|d| d.message), Some("idle".to_string()));
-    let refused = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false });
+    let refused = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false });
     assert!(matches!(refused, LeaseAnswer::Now(ref r) if r.rejection.contains("draining")), "{refused:?}");
 }
 
@@ -393,7 +399,7 @@ fn after_shut_down_workers_are_gone_and_nothing_is_queued() {
     assert_eq!(n.killed(), vec![a.worker_pid]);
     assert!(matches!(big.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
     let spawned = n.spawned();
-    let late = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false });
+    let late = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false });
     assert!(matches!(late, LeaseAnswer::Now(_)));
     n.s.return_lease(&a.lease_id, false);
     assert_eq!(n.spawned(), spawned, "no worker is started any more");
@@ -442,4 +448,35 @@ fn the_guard_wakes_the_reporter_and_readers_as_the_operation_asked() {
     assert!(found.is_none(), "waits while one is missing");
     let found = shared.lock().get_objects(&[b"x".to_vec(), b"y".to_vec()], "r", true).unwrap();
     assert_eq!(found.iter().map(|o| o.found).collect::<Vec<_>>(), vec![true, false]);
+}
+
+#[test]
+fn an_actor_lease_needs_its_placement_shape_holds_its_own_and_a_detached_one_outlives_the_job() {
+    let mut n = node(2);
+    n.driver("j");
+    let actor = |detached: bool| LeaseRequest {
+        shape: cpus(1),
+        job_id: "j".into(),
+        owner: "driver".into(),
+        no_spillback: false,
+        pinned: false,
+        wait: true,
+        hold: Some(ResourceSet::new()),
+        detached,
+    };
+    let mut plain = match n.s.request_lease(actor(false)) {
+        LeaseAnswer::Later(rx) => rx,
+        LeaseAnswer::Now(r) => panic!("{r:?}"),
+    };
+    let mut kept = match n.s.request_lease(actor(true)) {
+        LeaseAnswer::Later(rx) => rx,
+        LeaseAnswer::Now(r) => panic!("{r:?}"),
+    };
+    n.bring_up();
+    let (plain, kept) = (granted(&mut plain).expect("placed"), granted(&mut kept).expect("placed"));
+    assert_eq!(n.available_cpus(), 2.0, "a default actor holds no CPU while it runs");
+    assert!(n.s.driver_exited("j", 4_900_000));
+    assert_eq!(n.killed(), vec![plain.worker_pid], "only the attached actor's worker dies with its job");
+    assert_eq!(n.s.stats().num_workers, 1);
+    assert!(n.s.return_lease(&kept.lease_id, true), "the detached actor's lease lives on");
 }
