@@ -121,10 +121,16 @@ def test_bad_api_use_is_reported_clearly(ray_1cpu):
         ray.get([1, 2])
     with pytest.raises(TypeError, match="put"):
         ray.put(ray.put(1))
-    with pytest.raises(TypeError, match="actor"):
-        @ray.remote
-        class A:
-            pass
+    @ray.remote
+    class A:
+        pass
+
+    with pytest.raises(TypeError, match=r"Instead of 'A\(\)', use 'A.remote\(\)'"):
+        A()
+    with pytest.raises(ValueError, match="Invalid option keyword"):
+        A.options(colour="red")
+    with pytest.raises(ValueError, match="max_concurrency must be >= 1"):
+        A.options(max_concurrency=0)
 
 
 def test_an_unpicklable_return_value_is_an_error_not_a_crash(ray_1cpu):

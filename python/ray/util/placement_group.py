@@ -152,7 +152,7 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _max_cpu_f
     job = conn.core.job_id
     binary = os.urandom(14) + bytes.fromhex(job)
     conn.gcs.create_placement_group(
-        binary.hex(), name, strategy, bundles, job, lifetime == "detached", getattr(conn, "namespace", "") or ""
+        binary.hex(), name, strategy, bundles, job, lifetime == "detached", conn.namespace()
     )
     return PlacementGroup(PlacementGroupID(binary), bundles)
 
@@ -167,7 +167,7 @@ def remove_placement_group(placement_group):
 def get_placement_group(placement_group_name):
     """The live placement group named `placement_group_name`."""
     conn = _conn()
-    info = conn.gcs.get_placement_group("", placement_group_name, getattr(conn, "namespace", "") or "")
+    info = conn.gcs.get_placement_group("", placement_group_name, conn.namespace())
     if info is None:
         raise ValueError("Failed to look up placement group with name: {}".format(placement_group_name))
     return PlacementGroup(PlacementGroupID(bytes.fromhex(info["placement_group_id"])))
