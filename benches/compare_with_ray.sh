@@ -47,7 +47,8 @@ rows = [
     ("small objects read across nodes per second", "cross_node_small_objects_per_s", True),
     ("first queued task to running on a new node (s)", "first_task_on_new_node_s", False),
     ("actor calls per second (sync loop)", "actor_sync_calls_per_s", True),
-    ("actor calls per second (async batch)", "actor_async_calls_per_s", True),
+    ("actor calls per second (batch of calls in flight)", "actor_batch_calls_per_s", True),
+    ("async actor calls per second (batch of calls in flight)", "actor_async_calls_per_s", True),
     ("actor creations per second (created and first call answered)", "actor_creations_per_s", True),
 ]
 print()

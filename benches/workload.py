@@ -39,8 +39,8 @@ def seed_seconds(runs):
 
 
 def actor_rows(ray, results):
-    """Actor calls per second (one at a time, and a batch in flight on an async
-    actor), and actors created (and first called) per second."""
+    """Actor calls per second (one at a time; a batch in flight, on a plain actor
+    and on an async one), and actors created (and first called) per second."""
 
     @ray.remote
     class Echo:
@@ -59,6 +59,11 @@ def actor_rows(ray, results):
     for _ in range(n):
         ray.get(a.ping.remote())
     results["actor_sync_calls_per_s"] = n / (time.perf_counter() - t0)
+
+    n = 2000 if QUICK else 10000
+    t0 = time.perf_counter()
+    ray.get([a.ping.remote() for _ in range(n)])
+    results["actor_batch_calls_per_s"] = n / (time.perf_counter() - t0)
 
     b = AsyncEcho.remote()
     ray.get([b.ping.remote() for _ in range(100)])

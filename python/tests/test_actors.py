@@ -404,3 +404,41 @@ def test_pending_calls_bounded_with_wait_groups_and_awaiting_from_a_driver(ray_2
     w.__ray_terminate__.remote()
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(w.crunch.remote(), timeout=30)
+
+
+def test_an_actor_waits_for_its_arguments_in_dependencies_unready(ray_2cpu):
+    from ray.util.state import get_actor as actor_state
+
+    @ray.remote
+    def slow():
+        time.sleep(1.5)
+        return 7
+
+    c = Counter.remote(slow.remote())
+    assert actor_state(c._actor_id.hex()).state == "DEPENDENCIES_UNREADY"
+    assert ray.get(c.incr.remote()) == 8
+    assert actor_state(c._actor_id.hex()).state == "ALIVE"
+
+
+def test_actors_in_a_placement_group_run_on_their_bundles_node():
+    from ray.util import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    start("--head", "--port", "0", "--node-ip-address", "127.0.0.1", "--num-cpus", "1")
+    start("--address", "auto", "--node-ip-address", "127.0.0.1", "--num-cpus", "1")
+    ray.init(address="auto")
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+    ray.get(pg.ready(), timeout=30)
+
+    @ray.remote(num_cpus=1)
+    class Where:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    actors = [
+        Where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)).remote()
+        for i in range(2)
+    ]
+    nodes = ray.get([a.node.remote() for a in actors], timeout=30)
+    assert len(set(nodes)) == 2, "each actor took its own bundle, one per node"
+    assert ray.available_resources().get("CPU", 0) == 0

@@ -73,7 +73,7 @@ impl Actors {
             }
             self.names.insert(key, a.actor_id.clone());
         }
-        if a.state.is_empty() {
+        if a.state != DEPENDENCIES_UNREADY {
             a.state = PENDING_CREATION.into();
         }
         a.start_time_ms = now_ms();

@@ -69,6 +69,9 @@ impl ActorCreateSpec {
             name: self.name.clone(),
             namespace: self.namespace.clone(),
             class_name: self.class_name.clone(),
+            // Arguments by reference may still be computing; PENDING_CREATION
+            // once they are all ready.
+            state: if self.args.iter().any(|a| matches!(a, ArgIn::Ref(_))) { "DEPENDENCIES_UNREADY" } else { "PENDING_CREATION" }.into(),
             job_id: ctx.job_id.to_string(),
             owner_address: ctx.address.clone(),
             owner_worker_id: ctx.worker_id.to_string(),
@@ -144,6 +147,9 @@ pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, spec: ActorCre
         let _ = sub.own.owned_value_by(arg, None).await;
     }
     sub.own.inline_args(&mut args);
+    if spec.args.iter().any(|a| matches!(a, ArgIn::Ref(_))) {
+        update(&ctx, ActorTableData { actor_id: me.id.clone(), state: "PENDING_CREATION".into(), ..Default::default() }).await;
+    }
     let mut task = TaskSpec {
         task_id: task_id.as_bytes().to_vec(),
         job_id: ctx.job_id.to_string(),
