@@ -222,10 +222,14 @@ class ActorClass:
         encoded, nested, keep = encode_args(conn, list(args) + list(kwargs.values()))
         is_async = any(m[2] for m in self._methods.values())
         max_concurrency = options.get("max_concurrency") or (DEFAULT_ASYNC_MAX_CONCURRENCY if is_async else 1)
-        # Ray's default actor needs a CPU to be placed and holds none while it runs.
-        explicit_cpus = options.get("num_cpus") is not None
+        # Ray's default actor needs a CPU to be placed and holds none while it
+        # runs; one that names any resource holds what it asks for (1 CPU unless
+        # num_cpus says otherwise).
+        explicit_cpus = options.get("num_cpus") is not None or any(
+            options.get(k) for k in ("num_gpus", "resources", "accelerator_type")
+        )
         resources = dict(options.get("resources") or {})
-        resources["CPU"] = options["num_cpus"] if explicit_cpus else 1
+        resources["CPU"] = options["num_cpus"] if options.get("num_cpus") is not None else 1
         if options.get("num_gpus"):
             resources["GPU"] = options["num_gpus"]
         if options.get("memory"):

@@ -356,6 +356,14 @@ impl CoreWorker {
         d.set_item("restored_total", s.restored_total)?;
         d.set_item("evicted_total", s.evicted_total)?;
         d.set_item("resources_available", s.resources_available)?;
+        let demand = PyList::empty(py);
+        for r in &s.demand {
+            let item = PyDict::new(py);
+            item.set_item("shape", r.shape.clone())?;
+            item.set_item("count", r.num_ready_requests_queued + r.backlog_size + r.num_infeasible_requests_queued)?;
+            demand.append(item)?;
+        }
+        d.set_item("demand", demand)?;
         Ok(d)
     }
 

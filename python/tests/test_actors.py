@@ -442,3 +442,39 @@ def test_actors_in_a_placement_group_run_on_their_bundles_node():
     nodes = ray.get([a.node.remote() for a in actors], timeout=30)
     assert len(set(nodes)) == 2, "each actor took its own bundle, one per node"
     assert ray.available_resources().get("CPU", 0) == 0
+
+
+def test_an_actor_made_by_a_task_outlives_the_task(ray_1cpu):
+    @ray.remote
+    def make():
+        c = Counter.remote(5)
+        ray.get(c.incr.remote())
+        return c
+
+    c = ray.get(make.remote())
+    # The task's worker is idle now (and over the one-CPU soft limit): it is kept
+    # while it owns the actor.
+    time.sleep(3)
+    assert ray.get(c.incr.remote(), timeout=30) == 7
+
+
+def test_killing_an_actor_that_waits_for_resources_drops_its_demand(ray_1cpu):
+    @ray.remote(num_gpus=1)
+    class NeedsGpu:
+        def f(self):
+            return 1
+
+    g = NeedsGpu.remote()
+    from ray.util.state import get_actor as actor_state
+
+    time.sleep(0.5)
+    assert actor_state(g._actor_id.hex()).state == "PENDING_CREATION"
+    ray.kill(g)
+    assert actor_state(g._actor_id.hex()).state == "DEAD"
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(g.f.remote(), timeout=10)
+    conn = ray._private.worker.global_connection()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(d["shape"].get("GPU") for d in conn.core.node_stats()["demand"]):
+        time.sleep(0.2)
+    assert not any(d["shape"].get("GPU") for d in conn.core.node_stats()["demand"]), "its lease request was cancelled"

@@ -2,6 +2,7 @@
 the connection made by ray.init(), and the driver's output printer."""
 
 import atexit
+import contextvars
 import os
 import socket
 import sys
@@ -18,7 +19,34 @@ NAMESPACE_KEY = b"__ray_namespace__"
 WORKER_MODE = "worker"
 
 
+# What the running task is, per thread and per coroutine (threaded and async
+# actors run several calls at once): id, name, placement group, resources.
+_current = contextvars.ContextVar("ray_current_task", default=(None, None, None, None))
+
+
+def _task_field(index, doc):
+    def get(self):
+        value = _current.get()[index]
+        if value is None and index == 2:
+            return self.actor_placement_group
+        if value is None and index == 3:
+            return self.actor_resources
+        return value
+
+    def set_(self, value):
+        fields = list(_current.get())
+        fields[index] = value
+        _current.set(tuple(fields))
+
+    return property(get, set_, doc=doc)
+
+
 class _Connection:
+    current_task_id = _task_field(0, "The running task's id (bytes), or None.")
+    current_task_name = _task_field(1, "The running task's name (output prefixes).")
+    current_placement_group = _task_field(2, "(group id hex, bundle index, capture child tasks) of the running task.")
+    current_resources = _task_field(3, "Resources of the running task (or of the actor this worker runs).")
+
     def __init__(self, core, gcs, mode, gcs_address, local_cluster=None, session_dir=None):
         self.core = core
         self.gcs = gcs
@@ -29,13 +57,10 @@ class _Connection:
         self.exported = set()
         self.printer = None
         self.stop_printer = threading.Event()
-        self.current_task_id = None
-        self.current_task_name = None
-        # (group id hex, bundle index, capture child tasks) of the running task.
-        self.current_placement_group = None
-        # Resources of the running task (or of the actor this worker runs).
-        self.current_resources = None
-        # The actor this worker runs: its id (hex), handle data and restarts.
+        # The actor this worker runs: its id (hex), handle data, restarts, and
+        # the placement group and resources it was created with.
+        self.actor_placement_group = None
+        self.actor_resources = None
         self.actor_id = None
         self.actor_meta = None
         self.actor_restarts = 0

@@ -56,10 +56,15 @@ impl CoreWorkerService for Server {
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
+            // The actor whose creation task came on this stream (its owner's).
+            let mut created: Option<String> = None;
             while let Ok(Some(m)) = incoming.message().await {
                 let Some(spec) = m.task else { continue };
-                if spec.actor_creation.as_ref().is_some_and(|c| c.detached) {
-                    executor.set_detached();
+                if let Some(c) = &spec.actor_creation {
+                    if c.detached {
+                        executor.set_detached();
+                    }
+                    created = Some(c.actor_id.clone());
                 }
                 match ExecTask::parse(spec, tx.clone()) {
                     Ok(t) => executor.push(t),
@@ -69,6 +74,14 @@ impl CoreWorkerService for Server {
             // An owner returns its lease before closing the stream; if the lease is
             // still active, the owner died and the raylet takes the lease back.
             if !lease_id.is_empty() && !executor.is_detached() {
+                if let Some(actor_id) = created {
+                    // The owner is gone, and the actor with it (a DEAD actor stays as
+                    // it was: an owner that killed it first said why).
+                    let cause = "The actor is dead because its owner has died.".to_string();
+                    let dead = ActorTableData { actor_id, state: "DEAD".into(), death_cause: cause, ..Default::default() };
+                    let mut gcs = ctx.gcs.actors.clone();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), gcs.update_actor(UpdateActorRequest { actor: Some(dead) })).await;
+                }
                 Self::lease_stream_closed(&ctx, lease_id).await;
             }
         });

@@ -42,8 +42,10 @@ impl GcsService {
             st.actors_mut().job_finished(job_id);
             before.into_iter().map(|(_, addr)| addr).collect()
         };
+        // Each stop on its own, beyond the caller's deadline.
         for a in addrs {
-            self.stop_worker(&a).await;
+            let me = self.clone();
+            tokio::spawn(async move { me.stop_worker(&a).await });
         }
     }
 }

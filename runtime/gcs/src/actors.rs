@@ -92,7 +92,8 @@ impl Actors {
         if !u.state.is_empty() {
             a.state = u.state.clone();
         }
-        if u.state == ALIVE {
+        if !u.address.is_empty() {
+            // ALIVE there, or being created there (so ray.kill can reach it).
             a.address = u.address.clone();
             a.node_id = u.node_id.clone();
             a.worker_id = u.worker_id.clone();

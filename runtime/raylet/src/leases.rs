@@ -400,6 +400,11 @@ impl Leasing {
         Some(gone)
     }
 
+    /// Workers (by id) that hold at least one lease as an owner.
+    pub fn active_owners(&self) -> std::collections::HashSet<String> {
+        self.leases.values().map(|l| l.owner.clone()).collect()
+    }
+
     /// The owner `owner_id` is gone: its queued requests are dropped and its leases
     /// end, stopping the workers that run its tasks. Returns how many leases.
     pub fn owner_gone(&mut self, owner_id: &str, res: &mut LocalResources) -> usize {

@@ -172,7 +172,10 @@ impl NodeState {
 
     /// Stops the idle workers that are due to go; returns (worker id, pid) of each.
     pub fn stop_idle_workers(&mut self) -> Vec<(String, u32)> {
-        let stopped = self.leasing.pool_mut().stop_idle();
+        // A worker that holds leases as an owner (an actor it created lives on
+        // them) is not idle: stopping it would end what it owns.
+        let owners = self.leasing.active_owners();
+        let stopped = self.leasing.pool_mut().stop_idle(&owners);
         if !stopped.is_empty() {
             self.change(|_, _, _| ());
         }

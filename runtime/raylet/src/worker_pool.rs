@@ -211,12 +211,12 @@ impl WorkerPool {
 
     /// Stops the idle workers due to go: beyond the soft limit after the
     /// threshold, any after the maximum idle time. Returns (id, pid) of each.
-    pub fn stop_idle(&mut self) -> Vec<(String, u32)> {
+    pub fn stop_idle(&mut self, keep: &std::collections::HashSet<String>) -> Vec<(String, u32)> {
         let mut idle: Vec<(Instant, String)> = self
             .workers
             .values()
             .filter_map(|w| match w.status {
-                WorkerStatus::Idle(t) => Some((t, w.id.clone())),
+                WorkerStatus::Idle(t) if !keep.contains(&w.id) => Some((t, w.id.clone())),
                 _ => None,
             })
             .collect();

@@ -143,8 +143,7 @@ class _Worker:
         creating = task.actor_creation
         self.conn.current_task_name = creating[4] if creating is not None else (self.class_name or name)
         self.conn.current_placement_group = task.placement_group
-        if self.actor is None:
-            self.conn.current_resources = task.resources
+        self.conn.current_resources = task.resources if self.actor is None else None
         retry_on = None
         try:
             try:
@@ -200,15 +199,20 @@ class _Worker:
         self.conn.actor_id = actor_id
         self.conn.actor_restarts = restarts
         self.conn.actor_meta = _Meta(class_name, _methods(cls), bytes(task.function_id), task.job_id)
-        self.conn.current_resources = task.resources
+        self.conn.actor_resources = task.resources
+        self.conn.actor_placement_group = task.placement_group
         self.class_name = class_name
-        instance = cls(*values, **kwargs)
-        self.actor = instance
-        self.is_async = is_async
         limits = dict(groups)
         limits[""] = max_concurrency
         if is_async:
+            # __init__ sees the loop its methods run on (asyncio objects made
+            # there, e.g. an asyncio.Queue, belong to it).
             self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        instance = cls(*values, **kwargs)
+        self.actor = instance
+        self.is_async = is_async
+        if is_async:
             threading.Thread(target=self.loop.run_forever, name="ray-actor-event-loop", daemon=True).start()
 
             async def make():
@@ -221,19 +225,29 @@ class _Worker:
             self.pools = {g: ThreadPoolExecutor(max_workers=n, thread_name_prefix="ray-actor-" + (g or "default")) for g, n in limits.items()}
 
     def start_async(self, task):
-        asyncio.run_coroutine_threadsafe(self.run_async(task), self.loop)
+        # Arguments are resolved here, in the order calls arrive, so calls start
+        # in that order; a call whose arguments fail never takes a slot.
+        try:
+            args = self.arguments(task)
+        except _DependencyFailed as dep:
+            self._dependency_failed(task, dep, task.num_returns)
+            return
+        except Exception as e:  # noqa: BLE001 - e.g. an argument that cannot be unpickled
+            self._raised(task, self.task_name(task), e, None, task.num_returns)
+            return
+        asyncio.run_coroutine_threadsafe(self.run_async(task, args), self.loop)
 
-    async def run_async(self, task):
+    async def run_async(self, task, args):
         name = self.task_name(task)
         returns = task.num_returns
-        retry_on = None
+        values, kwargs, retry_on = args
         sem = self.sems.get(task.concurrency_group) or self.sems[""]
         async with sem:
+            self.conn.current_task_id = bytes(task.task_id)
+            self.conn.current_task_name = self.class_name
             try:
                 try:
                     fn = _builtin(task.function_name) or getattr(self.actor, task.function_name)
-                    loop = asyncio.get_running_loop()
-                    values, kwargs, retry_on = await loop.run_in_executor(None, self.arguments, task)
                     result = fn(*values, **kwargs)
                     if inspect.isawaitable(result):
                         result = await result

@@ -176,6 +176,10 @@ async fn connect(actors: Arc<Actors>, q: Arc<ActorQueue>) {
             }
         };
         let broken = q.inner().broken_addr.clone();
+        if info.state != "ALIVE" {
+            // Pending or restarting: the owner is at work, no timer runs.
+            unreachable = None;
+        }
         match info.state.as_str() {
             "DEAD" => {
                 let cause = if info.death_cause.is_empty() { "The actor is dead.".to_string() } else { info.death_cause.clone() };

@@ -93,7 +93,11 @@ impl Actors {
         let owned = owner::OwnedActor::new(actor_id.clone());
         lock(&self.owned).insert(actor_id.clone(), owned.clone());
         let me = self.clone();
-        ctx.rt.spawn(async move { owner::run(me, owned, spec).await });
+        ctx.rt.spawn(async move {
+            let id = owned.id().to_string();
+            owner::run(me.clone(), owned, spec).await;
+            lock(&me.owned).remove(&id);
+        });
         Ok(Created::New(actor_id))
     }
 

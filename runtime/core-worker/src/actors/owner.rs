@@ -90,16 +90,48 @@ impl ActorCreateSpec {
 pub(crate) struct OwnedActor {
     id: String,
     no_restart: AtomicBool,
+    killed: tokio::sync::Notify,
 }
 
 impl OwnedActor {
     pub fn new(id: String) -> Arc<Self> {
-        Arc::new(Self { id, no_restart: AtomicBool::new(false) })
+        Arc::new(Self { id, no_restart: AtomicBool::new(false), killed: tokio::sync::Notify::new() })
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// `ray.kill(no_restart=True)` from this process.
     pub fn forbid_restart(&self) {
         self.no_restart.store(true, Ordering::SeqCst);
+        self.killed.notify_one();
+    }
+
+    /// Waits until the actor is killed for good: by this process, or (seen in
+    /// the GCS, checked every second) by another.
+    async fn until_killed(&self, ctx: &Context) {
+        loop {
+            if !self.may_restart() {
+                return;
+            }
+            tokio::select! {
+                _ = self.killed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if self.dead_in_gcs(ctx).await {
+                self.no_restart.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    async fn dead_in_gcs(&self, ctx: &Context) -> bool {
+        let req = ray_proto::rpc::GetActorInfoRequest { actor_id: self.id.clone(), ..Default::default() };
+        match ctx.gcs.actors.clone().get_actor_info(req).await {
+            Ok(r) => r.into_inner().actor.is_none_or(|a| a.state == "DEAD"),
+            Err(_) => false,
+        }
     }
 
     fn may_restart(&self) -> bool {
@@ -115,9 +147,25 @@ enum Ended {
     WorkerDied(String),
 }
 
+/// Reports a step to the GCS, trying again for a while if it cannot be reached
+/// (callers wait on these reports). `None` if it never answered.
 async fn update(ctx: &Context, actor: ActorTableData) -> Option<(String, bool)> {
-    let r = ctx.gcs.actors.clone().update_actor(UpdateActorRequest { actor: Some(actor) }).await.ok()?.into_inner();
-    Some((r.state, r.no_restart))
+    let mut wait = Duration::from_millis(50);
+    for _ in 0..30 {
+        match ctx.gcs.actors.clone().update_actor(UpdateActorRequest { actor: Some(actor.clone()) }).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                return Some((r.state, r.no_restart));
+            }
+            Err(s) if s.code() == tonic::Code::NotFound || s.code() == tonic::Code::InvalidArgument => return None,
+            Err(s) => {
+                tracing::warn!(actor = %actor.actor_id, error = %s.message(), "cannot report the actor's state to the GCS; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    None
 }
 
 fn death(actor_id: &str, cause: String) -> ActorTableData {
@@ -180,9 +228,21 @@ pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, spec: ActorCre
     let mut restarts: u64 = 0;
     loop {
         let who = me.clone();
-        let Some(grant) = sub.lease_for_actor(&key, &extra, move || !who.may_restart()).await else {
+        let leased = tokio::select! {
+            g = sub.lease_for_actor(&key, &extra, move || !who.may_restart()) => g,
+            _ = me.until_killed(&ctx) => None,
+        };
+        let Some(grant) = leased else {
+            // Killed while waiting for a worker: its queued request goes.
+            let req = ray_proto::rpc::CancelWorkerLeaseRequest { owner_worker_id: ctx.worker_id.to_string(), resources: spec.placement.to_f64_map() };
+            let _ = ctx.raylet.clone().cancel_worker_lease(req).await;
             break;
         };
+        // Killed meanwhile (here or elsewhere): the worker goes back unused.
+        if !me.may_restart() || me.dead_in_gcs(&ctx).await {
+            let _ = grant.raylet.clone().return_worker(ReturnWorkerRequest { lease_id: grant.reply.lease_id.clone(), disconnect: true }).await;
+            break;
+        }
         let lease_id = grant.reply.lease_id.clone();
         let addr = grant.reply.worker_address.clone();
         task.attempt = restarts;
@@ -192,10 +252,28 @@ pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, spec: ActorCre
         let ended = match sub.open_stream(&addr, &lease_id).await {
             Err(e) => Ended::WorkerDied(format!("its worker could not be reached: {e}")),
             Ok((tx, mut stream)) => {
+                // Where it is being created, so `ray.kill` can stop its __init__.
+                let placing = ActorTableData {
+                    actor_id: me.id.clone(),
+                    state: if restarts == 0 { "PENDING_CREATION" } else { "RESTARTING" }.into(),
+                    address: addr.clone(),
+                    worker_id: grant.reply.worker_id.clone(),
+                    pid: grant.reply.worker_pid,
+                    node_id: grant.node.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                    num_restarts: restarts,
+                    ..Default::default()
+                };
+                update(&ctx, placing).await;
                 let _ = tx.send(PushTasksRequest { task: Some(task.clone()) });
                 match first_result(&ctx, &mut stream).await {
                     None => Ended::WorkerDied("its worker died while running __init__".into()),
-                    Some(r) if r.is_error => Ended::InitFailed(init_error(&r, &spec.class_name)),
+                    Some(r) if r.is_error => {
+                        // Recorded before the stream closes (the worker would otherwise
+                        // report its owner gone first).
+                        let cause = init_error(&r, &spec.class_name);
+                        update(&ctx, death(&me.id, cause.clone())).await;
+                        Ended::InitFailed(cause)
+                    }
                     Some(_) => {
                         let alive = ActorTableData {
                             actor_id: me.id.clone(),

@@ -480,3 +480,21 @@ fn an_actor_lease_needs_its_placement_shape_holds_its_own_and_a_detached_one_out
     assert_eq!(n.s.stats().num_workers, 1);
     assert!(n.s.return_lease(&kept.lease_id, true), "the detached actor's lease lives on");
 }
+
+#[test]
+fn an_idle_worker_that_owns_leases_is_kept() {
+    let mut n = node_with(cpus(2), 0, Duration::ZERO);
+    n.driver("j");
+    let mut a = n.request(cpus(1), "driver");
+    n.bring_up();
+    let a = granted(&mut a).unwrap();
+    // The worker of lease `a` creates an actor: it owns the actor's lease.
+    let mut actor = n.request(cpus(1), &a.worker_id);
+    n.bring_up();
+    let actor = granted(&mut actor).unwrap();
+    n.s.return_lease(&a.lease_id, false);
+    assert!(n.s.stop_idle_workers().is_empty(), "the idle owner stays while what it owns lives");
+    n.s.return_lease(&actor.lease_id, false);
+    let stopped: Vec<String> = n.s.stop_idle_workers().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(stopped.len(), 2, "then both go: {stopped:?}");
+}
