@@ -6,6 +6,7 @@ mod errors;
 mod gcs;
 mod object_ref;
 mod runtime;
+mod state;
 mod strategy;
 mod task;
 
@@ -18,6 +19,7 @@ fn _raylet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gcs::GcsConnection>()?;
     core::register(m)?;
     actor::register(m)?;
+    state::register(m)?;
     m.add_function(wrap_pyfunction!(gcs::temp_root, m)?)?;
     Ok(())
 }

@@ -478,3 +478,40 @@ def test_killing_an_actor_that_waits_for_resources_drops_its_demand(ray_1cpu):
     while time.time() < deadline and any(d["shape"].get("GPU") for d in conn.core.node_stats()["demand"]):
         time.sleep(0.2)
     assert not any(d["shape"].get("GPU") for d in conn.core.node_stats()["demand"]), "its lease request was cancelled"
+
+
+def test_ray_list_tasks_shows_each_tasks_latest_state():
+    start("--head", "--port", "0", "--node-ip-address", "127.0.0.1", "--num-cpus", "2")
+    ray.init(address="auto")
+
+    @ray.remote
+    def ok():
+        return 1
+
+    @ray.remote(max_retries=0)
+    def bad():
+        raise ValueError("no")
+
+    ray.get([ok.remote() for _ in range(3)])
+    with pytest.raises(ValueError):
+        ray.get(bad.remote())
+    c = Counter.remote()
+    ray.get(c.incr.remote())
+    from ray.util.state import list_tasks, summarize_tasks
+
+    tasks = list_tasks()
+    by_name = {}
+    for t in tasks:
+        by_name.setdefault(t.name.split("<locals>.")[-1], []).append((t.state, t.type))
+    assert by_name["ok"] == [("FINISHED", "NORMAL_TASK")] * 3
+    assert by_name["bad"] == [("FAILED", "NORMAL_TASK")]
+    assert by_name["incr"] == [("FINISHED", "ACTOR_TASK")]
+    assert by_name["Counter.__init__"] == [("FINISHED", "ACTOR_CREATION_TASK")]
+    summary = {k.split("<locals>.")[-1]: v for k, v in summarize_tasks()["cluster"]["summary"].items()}
+    assert summary["ok"]["state_counts"] == {"FINISHED": 3}
+    out = subprocess.run([RAY, "list", "tasks", "--format", "json", "--filter", "state=FAILED"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [(r["name"].split("<locals>.")[-1], r["error_type"]) for r in rows] == [("bad", "TASK_EXECUTION_EXCEPTION")]
+    summary = subprocess.run([RAY, "summary", "tasks"], capture_output=True, text=True)
+    assert "total_tasks: 6" in summary.stdout and "FINISHED: 3" in summary.stdout, summary.stdout

@@ -104,6 +104,8 @@ pub enum StateResource {
     Nodes,
     /// Jobs (drivers).
     Jobs,
+    /// Tasks (the latest, as their owners report them).
+    Tasks,
     /// Placement groups.
     #[value(name = "placement-groups")]
     PlacementGroups,
@@ -150,6 +152,8 @@ pub struct ListArgs {
 pub enum SummaryResource {
     /// Actors by class and state.
     Actors,
+    /// Tasks by function and state.
+    Tasks,
 }
 
 /// Flags of `ray summary`.

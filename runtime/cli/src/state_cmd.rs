@@ -1,5 +1,5 @@
-//! Ray's state CLI: `ray list actors|nodes|jobs|placement-groups` and `ray
-//! summary actors`, read from the GCS, as a table (Ray's layout), JSON or YAML.
+//! Ray's state CLI: `ray list actors|nodes|jobs|tasks|placement-groups` and `ray
+//! summary actors|tasks`, read from the GCS, as a table (Ray's layout), JSON or YAML.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +8,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use ray_common::gcs_client::GcsClient;
 use ray_common::rpc::{Security, explain_status};
 use ray_common::session;
-use ray_proto::rpc::{GetAllActorInfoRequest, GetAllJobInfoRequest, GetAllNodeInfoRequest, GetAllPlacementGroupRequest, NodeState};
+use ray_proto::rpc::{
+    GetAllActorInfoRequest, GetAllJobInfoRequest, GetAllNodeInfoRequest, GetAllPlacementGroupRequest, GetTaskEventsRequest, NodeState,
+};
 use serde_json::{Map, Value, json};
 
 use crate::args::{ListArgs, StateFormat, StateResource, SummaryArgs, SummaryResource};
@@ -86,6 +88,31 @@ fn nodes(rt: &tokio::runtime::Runtime, gcs: &GcsClient, addr: &str) -> Result<Ve
         .collect())
 }
 
+fn tasks(rt: &tokio::runtime::Runtime, gcs: &GcsClient, addr: &str) -> Result<Vec<Row>> {
+    let reply = rt
+        .block_on(gcs.tasks.clone().get_task_events(GetTaskEventsRequest::default()))
+        .map_err(|s| anyhow!(explain_status(addr, &s)))?
+        .into_inner();
+    Ok(reply
+        .events
+        .into_iter()
+        .map(|t| {
+            let mut r = Row::new();
+            r.insert("task_id".into(), json!(t.task_id));
+            r.insert("attempt_number".into(), json!(t.attempt));
+            r.insert("name".into(), json!(t.name));
+            r.insert("state".into(), json!(t.state));
+            r.insert("job_id".into(), json!(t.job_id));
+            r.insert("actor_id".into(), json!(t.actor_id));
+            r.insert("type".into(), json!(t.r#type));
+            r.insert("func_or_class_name".into(), json!(t.name));
+            r.insert("error_type".into(), json!(t.error_type));
+            r.insert("time_ms".into(), json!(t.time_ms));
+            r
+        })
+        .collect())
+}
+
 fn jobs(rt: &tokio::runtime::Runtime, gcs: &GcsClient, addr: &str) -> Result<Vec<Row>> {
     let reply =
         rt.block_on(gcs.jobs.clone().get_all_job_info(GetAllJobInfoRequest {})).map_err(|s| anyhow!(explain_status(addr, &s)))?.into_inner();
@@ -135,6 +162,7 @@ fn main_columns(r: StateResource) -> &'static [&'static str] {
         StateResource::Actors => &["actor_id", "class_name", "state", "job_id", "name", "node_id", "pid", "ray_namespace"],
         StateResource::Nodes => &["node_id", "node_ip", "is_head_node", "state", "state_message", "node_name", "resources_total", "labels"],
         StateResource::Jobs => &["job_id", "status", "entrypoint", "type", "driver_pid"],
+        StateResource::Tasks => &["task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name", "error_type"],
         StateResource::PlacementGroups => &["placement_group_id", "name", "creator_job_id", "state"],
     }
 }
@@ -166,6 +194,7 @@ pub fn list(a: ListArgs) -> Result<()> {
         StateResource::Actors => actors(&rt, &gcs, &addr)?,
         StateResource::Nodes => nodes(&rt, &gcs, &addr)?,
         StateResource::Jobs => jobs(&rt, &gcs, &addr)?,
+        StateResource::Tasks => tasks(&rt, &gcs, &addr)?,
         StateResource::PlacementGroups => groups(&rt, &gcs, &addr)?,
     };
     for (key, eq, value) in &filters {
@@ -239,33 +268,36 @@ fn table(rows: &[Row]) -> String {
     out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
 }
 
-/// `ray summary actors`: actors by class, with how many are in each state.
+/// `ray summary actors|tasks`: by class (function), with how many are in each state.
 pub fn summary(a: SummaryArgs) -> Result<()> {
     let (rt, gcs, addr) = connect(&a.address, a.temp_dir.as_deref())?;
-    let SummaryResource::Actors = a.resource;
-    let rows = actors(&rt, &gcs, &addr)?;
+    let (rows, key, what) = match a.resource {
+        SummaryResource::Actors => (actors(&rt, &gcs, &addr)?, "class_name", "Actors"),
+        SummaryResource::Tasks => (tasks(&rt, &gcs, &addr)?, "func_or_class_name", "Tasks"),
+    };
     let mut by_class: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for r in &rows {
-        *by_class.entry(text(&r["class_name"])).or_default().entry(text(&r["state"])).or_default() += 1;
+        *by_class.entry(text(&r[key])).or_default().entry(text(&r["state"])).or_default() += 1;
     }
+    let total = format!("total_{}", what.to_lowercase());
     match a.format {
         StateFormat::Json | StateFormat::Yaml => {
             let summary: Map<String, Value> = by_class
                 .iter()
                 .map(|(c, s)| (c.clone(), json!({"class_name": c, "state_counts": s})))
                 .collect();
-            let v = json!({"cluster": {"summary": summary, "total_actors": rows.len(), "summary_by": "class"}});
+            let v = json!({"cluster": {"summary": summary, total.clone(): rows.len(), "summary_by": "class"}});
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         StateFormat::Table => {
-            println!("======== Actors Summary: {} ========", chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.6f"));
-            println!("Stats:\n------------------------------------\ntotal_actors: {}\n", rows.len());
-            println!("Table (group by class):\n------------------------------------");
+            println!("======== {what} Summary: {} ========", chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.6f"));
+            println!("Stats:\n------------------------------------\n{total}: {}\n", rows.len());
+            println!("Table (group by {}):\n------------------------------------", if what == "Tasks" { "func_name" } else { "class" });
             let table_rows: Vec<Row> = by_class
                 .iter()
                 .map(|(c, s)| {
                     let mut r = Row::new();
-                    r.insert("class_name".into(), json!(c));
+                    r.insert(if what == "Tasks" { "func_or_class_name" } else { "class_name" }.into(), json!(c));
                     let counts: Vec<String> = s.iter().map(|(k, n)| format!("{k}: {n}")).collect();
                     r.insert("state_counts".into(), json!(counts.join(", ")));
                     r

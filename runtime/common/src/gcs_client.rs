@@ -28,6 +28,8 @@ pub struct GcsClient {
     pub subscriber: GcsSubscriberServiceClient<Channel>,
     /// Placement groups.
     pub placement_groups: PlacementGroupInfoGcsServiceClient<Channel>,
+    /// Task events.
+    pub tasks: ray_proto::rpc::task_info_gcs_service_client::TaskInfoGcsServiceClient<Channel>,
     /// Jobs.
     pub jobs: ray_proto::rpc::job_info_gcs_service_client::JobInfoGcsServiceClient<Channel>,
     /// Actors.
@@ -72,6 +74,8 @@ impl GcsClient {
             autoscaler: AutoscalerStateServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             subscriber: GcsSubscriberServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             placement_groups: PlacementGroupInfoGcsServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            tasks: ray_proto::rpc::task_info_gcs_service_client::TaskInfoGcsServiceClient::new(ch.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             jobs: ray_proto::rpc::job_info_gcs_service_client::JobInfoGcsServiceClient::new(ch.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             actors: ray_proto::rpc::actor_info_gcs_service_client::ActorInfoGcsServiceClient::new(ch)

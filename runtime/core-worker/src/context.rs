@@ -52,6 +52,8 @@ pub(crate) struct Context {
     pub lease_linger: Duration,
     /// Lines printed by this driver's tasks, on their way to the console.
     pub log_tx: mpsc::UnboundedSender<String>,
+    /// States of the tasks this worker owns, on their way to the GCS.
+    pub task_events: crate::task_events::TaskEvents,
 }
 
 impl Context {

@@ -27,6 +27,7 @@ pub mod reader;
 mod server;
 mod startup;
 pub mod submitter;
+mod task_events;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -228,6 +229,17 @@ impl CoreWorker {
         self.ctx.rt.block_on(self.actors.list(job_id, alive_only))
     }
 
+    /// The latest tasks the GCS knows (of `job_id` when not empty), after this
+    /// worker's own buffered events are sent.
+    pub fn list_tasks(&self, job_id: &str) -> Result<Vec<ray_proto::rpc::TaskEvent>, CoreError> {
+        self.ctx.rt.block_on(async {
+            task_events::flush(&self.ctx).await;
+            let req = ray_proto::rpc::GetTaskEventsRequest { job_id: job_id.to_string(), limit: 0 };
+            let r = self.ctx.gcs.tasks.clone().get_task_events(req).await.map_err(|s| CoreError::Rpc(s.message().to_string()))?;
+            Ok(r.into_inner().events)
+        })
+    }
+
     // ------------------------------------------------------------ execution (workers)
 
     /// The next task for the main thread (waits up to `timeout`).
@@ -261,6 +273,7 @@ impl CoreWorker {
     pub fn shutdown(&self) {
         self.ctx.rt.block_on(async {
             self.submitter.return_all().await;
+            task_events::flush(&self.ctx).await;
             if self.ctx.mode == Mode::Driver
                 && let Ok(ch) = self.ctx.security.connect_lazy(self.ctx.gcs.addr(), Duration::from_secs(2))
             {

@@ -130,7 +130,9 @@ pub(crate) async fn start(opts: Options) -> Result<Parts, StartError> {
         max_inflight: cfg.max_tasks_in_flight_per_worker.max(1),
         lease_linger: Duration::from_millis(cfg.worker_lease_linger_ms),
         log_tx,
+        task_events: Default::default(),
     });
+    tokio::spawn(crate::task_events::flusher(Arc::downgrade(&ctx)));
     let own = Arc::new(Ownership::new(ctx.clone(), plasma));
     let reader = Arc::new(Reader::new(ctx.clone(), own.clone()));
     let submitter = Submitter::new(ctx.clone(), own.clone());

@@ -51,6 +51,20 @@ impl GcsService {
 }
 
 #[tonic::async_trait]
+impl ray_proto::rpc::task_info_gcs_service_server::TaskInfoGcsService for GcsService {
+    async fn add_task_events(&self, req: Request<AddTaskEventsRequest>) -> Result<Response<AddTaskEventsReply>, Status> {
+        self.gcs.state().tasks_mut().add(req.into_inner().events);
+        Ok(Response::new(AddTaskEventsReply {}))
+    }
+
+    async fn get_task_events(&self, req: Request<GetTaskEventsRequest>) -> Result<Response<GetTaskEventsReply>, Status> {
+        let r = req.into_inner();
+        let (events, num_dropped) = self.gcs.state().tasks().list(&r.job_id, r.limit as usize);
+        Ok(Response::new(GetTaskEventsReply { events, num_dropped }))
+    }
+}
+
+#[tonic::async_trait]
 impl ActorInfoGcsService for GcsService {
     async fn register_actor(&self, req: Request<RegisterActorRequest>) -> Result<Response<RegisterActorReply>, Status> {
         let r = req.into_inner();

@@ -11,6 +11,7 @@ pub mod pg_scheduler;
 mod pg_service;
 pub mod placement_groups;
 pub mod actors;
+pub mod tasks;
 mod actor_service;
 pub mod services;
 pub mod state;

@@ -46,6 +46,10 @@ pub fn router(
             ray_proto::rpc::actor_info_gcs_service_server::ActorInfoGcsServiceServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(
+            ray_proto::rpc::task_info_gcs_service_server::TaskInfoGcsServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(GcsSubscriberServiceServer::new(svc).max_decoding_message_size(MAX_MESSAGE_BYTES)))
 }
 

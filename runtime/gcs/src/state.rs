@@ -90,12 +90,23 @@ pub struct ClusterState {
     jobs: Vec<ray_proto::rpc::JobInfo>,
     placement_groups: crate::placement_groups::PlacementGroups,
     actors: crate::actors::Actors,
+    tasks: crate::tasks::Tasks,
 }
 
 impl ClusterState {
     /// An empty cluster of the given session.
     pub fn new(session_name: String) -> Self {
         Self { session_name, ..Default::default() }
+    }
+
+    /// The task table.
+    pub fn tasks(&self) -> &crate::tasks::Tasks {
+        &self.tasks
+    }
+
+    /// The task table, to change.
+    pub fn tasks_mut(&mut self) -> &mut crate::tasks::Tasks {
+        &mut self.tasks
     }
 
     /// The actor table.

@@ -22,6 +22,10 @@ class NodeState(_State):
     pass
 
 
+class TaskState(_State):
+    pass
+
+
 def _conn():
     import ray
 
@@ -36,6 +40,7 @@ _OPS = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b}
 
 
 def _apply(rows, filters, limit):
+    """Rows matching every (key, "=" or "!=", value) filter, at most `limit`."""
     for f in filters or []:
         if len(f) != 3 or f[1] not in _OPS:
             raise ValueError("A filter is (key, '=' or '!=', value), got {!r}.".format(f))
@@ -97,6 +102,22 @@ def list_nodes(address=None, filters=None, limit=100, timeout=30, detail=False, 
     return _apply(rows, filters, limit)
 
 
+def list_tasks(address=None, filters=None, limit=100, timeout=30, detail=False, raise_on_missing_output=True, _explain=False):
+    """The latest tasks of the cluster (their owners report each state), as TaskState records."""
+    rows = [TaskState(t) for t in _raylet.task_list(_conn().core)]
+    return _apply(rows, filters, limit)
+
+
+def summarize_tasks(address=None, timeout=30, raise_on_missing_output=True, _explain=False):
+    """Tasks by function with counts per state, in Ray's layout."""
+    summary = {}
+    tasks = _raylet.task_list(_conn().core)
+    for t in tasks:
+        s = summary.setdefault(t["func_or_class_name"], {"func_or_class_name": t["func_or_class_name"], "type": t["type"], "state_counts": {}})
+        s["state_counts"][t["state"]] = s["state_counts"].get(t["state"], 0) + 1
+    return {"cluster": {"summary": summary, "total_tasks": len(tasks), "summary_by": "func_name"}}
+
+
 def summarize_actors(address=None, timeout=30, raise_on_missing_output=True, _explain=False):
     """Actors by class with counts per state, in Ray's layout."""
     summary = {}
@@ -107,4 +128,14 @@ def summarize_actors(address=None, timeout=30, raise_on_missing_output=True, _ex
     return {"cluster": {"summary": summary, "total_actors": len(actors), "summary_by": "class"}}
 
 
-__all__ = ["ActorState", "NodeState", "get_actor", "list_actors", "list_nodes", "summarize_actors"]
+__all__ = [
+    "ActorState",
+    "NodeState",
+    "TaskState",
+    "get_actor",
+    "list_actors",
+    "list_nodes",
+    "list_tasks",
+    "summarize_actors",
+    "summarize_tasks",
+]

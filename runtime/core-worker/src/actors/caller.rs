@@ -79,6 +79,7 @@ pub(super) fn submit(actors: &Arc<Actors>, q: &Arc<ActorQueue>, spec: ActorCallS
     let sub = &actors.submitter;
     let ctx = &sub.ctx;
     let id = ctx.ids.task_id();
+    ctx.task_events.submitted(ctx, id, &spec.method, crate::task_events::ACTOR_TASK, &q.actor_id);
     let num_returns = spec.num_returns.max(1);
     let returns: Vec<ObjectId> = (1..=num_returns).map(|i| ObjectId::for_return(id, i)).collect();
     let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
@@ -158,7 +159,6 @@ fn flush(inner: &mut Inner) {
 /// Gives up on the calls when the actor is dead.
 async fn connect(actors: Arc<Actors>, q: Arc<ActorQueue>) {
     let ctx = actors.submitter.ctx.clone();
-    let own = actors.submitter.own.clone();
     let mut wait = Duration::from_millis(5);
     // Since when the actor's recorded worker cannot be reached.
     let mut unreachable: Option<std::time::Instant> = None;
@@ -167,7 +167,7 @@ async fn connect(actors: Arc<Actors>, q: Arc<ActorQueue>) {
         let info = match info {
             Ok(Some(a)) => a,
             Ok(None) => {
-                fail_all(&q, &own, system_error(SystemErrorKind::ActorDiedError, "The actor is not known to the cluster (it may have been created by a job that ended)."));
+                fail_all(&q, &actors, system_error(SystemErrorKind::ActorDiedError, "The actor is not known to the cluster (it may have been created by a job that ended)."));
                 return;
             }
             Err(_) => {
@@ -183,11 +183,11 @@ async fn connect(actors: Arc<Actors>, q: Arc<ActorQueue>) {
         match info.state.as_str() {
             "DEAD" => {
                 let cause = if info.death_cause.is_empty() { "The actor is dead.".to_string() } else { info.death_cause.clone() };
-                fail_all(&q, &own, system_error(SystemErrorKind::ActorDiedError, &cause));
+                fail_all(&q, &actors, system_error(SystemErrorKind::ActorDiedError, &cause));
                 return;
             }
             "ALIVE" if info.address != broken => {
-                fail_orphans(&q, &own, SystemErrorKind::ActorUnavailableError, "The actor restarted while this call ran, and max_task_retries did not allow running it again.");
+                fail_orphans(&q, &actors, SystemErrorKind::ActorUnavailableError, "The actor restarted while this call ran, and max_task_retries did not allow running it again.");
                 match open(&ctx, &info.address).await {
                     Ok((tx, stream)) => {
                         let epoch = {
@@ -209,7 +209,7 @@ async fn connect(actors: Arc<Actors>, q: Arc<ActorQueue>) {
                         tracing::debug!(actor = %q.actor_id, worker = %info.address, error = %e, "cannot reach the actor's worker");
                         if since.elapsed() > UNREACHABLE_LIMIT {
                             let why = format!("The actor's worker at {} cannot be reached: {e}", info.address);
-                            fail_all(&q, &own, system_error(SystemErrorKind::ActorDiedError, &why));
+                            fail_all(&q, &actors, system_error(SystemErrorKind::ActorDiedError, &why));
                             return;
                         }
                     }
@@ -222,12 +222,12 @@ async fn connect(actors: Arc<Actors>, q: Arc<ActorQueue>) {
                     let since = *unreachable.get_or_insert_with(std::time::Instant::now);
                     if since.elapsed() > UNREACHABLE_LIMIT {
                         let why = format!("The actor's worker at {} died and its owner did not restart it.", info.address);
-                        fail_all(&q, &own, system_error(SystemErrorKind::ActorDiedError, &why));
+                        fail_all(&q, &actors, system_error(SystemErrorKind::ActorDiedError, &why));
                         return;
                     }
                 }
                 if info.state == "RESTARTING" {
-                    fail_orphans(&q, &own, SystemErrorKind::ActorUnavailableError, "The actor is restarting: this call was running when its worker died, and max_task_retries did not allow running it again.");
+                    fail_orphans(&q, &actors, SystemErrorKind::ActorUnavailableError, "The actor is restarting: this call was running when its worker died, and max_task_retries did not allow running it again.");
                 }
             }
         }
@@ -263,6 +263,8 @@ async fn read(actors: Arc<Actors>, q: Arc<ActorQueue>, epoch: u64, addr: String,
                     seq.and_then(|s| inner.inflight.remove(&s))
                 };
                 let Some(c) = done else { continue };
+                let failed = if r.cancelled { Some("TASK_CANCELLED".to_string()) } else { crate::task_events::error_type(&r) };
+                sub.ctx.task_events.ended(c.id, c.spec.attempt, failed.as_deref());
                 if r.cancelled {
                     let err = system_error(SystemErrorKind::TaskCancelledError, "the task was cancelled");
                     sub.own.task_failed(&c.return_ids, &err, &c.held);
@@ -333,25 +335,28 @@ fn connect_boxed(actors: Arc<Actors>, q: Arc<ActorQueue>) -> std::pin::Pin<Box<d
 }
 
 /// Fails the calls that were running when the worker died.
-fn fail_orphans(q: &ActorQueue, own: &crate::ownership::Ownership, kind: SystemErrorKind, why: &str) {
+fn fail_orphans(q: &ActorQueue, actors: &Actors, kind: SystemErrorKind, why: &str) {
+    let own = &actors.submitter.own;
     let orphans = std::mem::take(&mut q.inner().orphans);
     let err = system_error(kind, why);
     for c in orphans {
+        actors.submitter.ctx.task_events.ended(c.id, c.spec.attempt, Some("ACTOR_UNAVAILABLE"));
         own.task_failed(&c.return_ids, &err, &c.held);
     }
 }
 
 /// This process killed the actor: calls not yet answered and every later call
 /// fail with ActorDiedError.
-pub(super) fn killed(q: &ActorQueue, own: &crate::ownership::Ownership) {
-    fail_all(q, own, system_error(SystemErrorKind::ActorDiedError, KILLED));
+pub(super) fn killed(q: &ActorQueue, actors: &Actors) {
+    fail_all(q, actors, system_error(SystemErrorKind::ActorDiedError, KILLED));
 }
 
 /// Ray's words for an actor stopped by `ray.kill`.
 pub(super) const KILLED: &str = "The actor is dead because it was killed by `ray.kill`.";
 
 /// The actor is dead: every call fails, now and from now on.
-fn fail_all(q: &ActorQueue, own: &crate::ownership::Ownership, err: SerializedObject) {
+fn fail_all(q: &ActorQueue, actors: &Actors, err: SerializedObject) {
+    let own = &actors.submitter.own;
     let calls: Vec<Call> = {
         let mut inner = q.inner();
         inner.dead = Some(err.clone());
@@ -363,6 +368,7 @@ fn fail_all(q: &ActorQueue, own: &crate::ownership::Ownership, err: SerializedOb
         v
     };
     for c in calls {
+        actors.submitter.ctx.task_events.ended(c.id, c.spec.attempt, Some("ACTOR_DIED"));
         own.task_failed(&c.return_ids, &err, &c.held);
     }
 }

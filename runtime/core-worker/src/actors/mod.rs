@@ -122,7 +122,7 @@ impl Actors {
         if let Some(q) = q {
             if no_restart {
                 // Calls made from here on fail at once, as in Ray.
-                caller::killed(&q, &self.submitter.own);
+                caller::killed(&q, self);
             } else {
                 caller::restarting(self, &q);
             }

@@ -178,6 +178,8 @@ pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, spec: ActorCre
     let ctx = sub.ctx.clone();
     // The creation task's arguments, held (and resolved) for every restart.
     let task_id = ctx.ids.task_id();
+    let kind = crate::task_events::ACTOR_CREATION_TASK;
+    ctx.task_events.submitted(&ctx, task_id, &format!("{}.__init__", spec.class_name), kind, &me.id);
     let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
     let nested: Vec<ObjectId> = spec.nested_refs.iter().map(|r| r.id).collect();
     let (held, waiting) = sub.own.prepare_task(&arg_refs, &nested, &[]);
@@ -271,6 +273,7 @@ pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, spec: ActorCre
                         // Recorded before the stream closes (the worker would otherwise
                         // report its owner gone first).
                         let cause = init_error(&r, &spec.class_name);
+                        ctx.task_events.ended(task_id, restarts, Some("TASK_EXECUTION_EXCEPTION"));
                         update(&ctx, death(&me.id, cause.clone())).await;
                         Ended::InitFailed(cause)
                     }
@@ -286,6 +289,7 @@ pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, spec: ActorCre
                             ..Default::default()
                         };
                         let state = update(&ctx, alive).await;
+                        ctx.task_events.ended(task_id, restarts, None);
                         actors.wake(&me.id);
                         if state.is_some_and(|(s, _)| s == "DEAD") {
                             // Killed meanwhile.

@@ -85,6 +85,7 @@ impl Submitter {
     /// reference already counted for the caller.
     pub fn submit(self: &Arc<Self>, spec: SubmitSpec) -> Vec<ObjectId> {
         let id = self.ctx.ids.task_id();
+        self.ctx.task_events.submitted(&self.ctx, id, &spec.function_name, crate::task_events::NORMAL_TASK, "");
         let num_returns = spec.num_returns.max(1);
         let returns: Vec<ObjectId> = (1..=num_returns).map(|i| ObjectId::for_return(id, i)).collect();
         let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
@@ -186,6 +187,7 @@ impl Submitter {
         let err = system_error(SystemErrorKind::TaskUnschedulableError, &format!("The task is not schedulable: {why}"));
         for t in failed {
             tracing::warn!(task = %t.id, function = %t.spec.function_name, "{why}");
+            self.ctx.task_events.ended(t.id, t.spec.attempt, Some("TASK_UNSCHEDULABLE_ERROR"));
             self.own.task_failed(&t.return_ids, &err, &t.held);
         }
     }
@@ -213,6 +215,7 @@ impl Submitter {
         match found {
             Cancel::Unknown => Ok(()),
             Cancel::Dropped(t) => {
+                self.ctx.task_events.ended(t.id, t.spec.attempt, Some("TASK_CANCELLED"));
                 let err = system_error(SystemErrorKind::TaskCancelledError, "the task was cancelled before it ran");
                 self.own.task_failed(&t.return_ids, &err, &t.held);
                 Ok(())

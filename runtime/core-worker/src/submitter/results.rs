@@ -35,10 +35,12 @@ impl Submitter {
         match outcome {
             Outcome::Retried(task) => tracing::info!(task = %task, "retrying a task that raised (retry_exceptions)"),
             Outcome::Done(t) if r.cancelled => {
+                self.ctx.task_events.ended(t.id, t.spec.attempt, Some("TASK_CANCELLED"));
                 let err = system_error(SystemErrorKind::TaskCancelledError, "the task was cancelled");
                 self.own.task_failed(&t.return_ids, &err, &t.held);
             }
             Outcome::Done(t) => {
+                self.ctx.task_events.ended(t.id, t.spec.attempt, crate::task_events::error_type(&r).as_deref());
                 // Stored returns can be made again while retries are left (lineage
                 // reconstruction, bounded by max_retries as in Ray).
                 let t = *t;
@@ -68,6 +70,7 @@ impl Submitter {
             tracing::warn!(task = %task, function = %function, worker_pid = pid, "the worker died ({why}); retrying the task");
         }
         for t in &broken.failed {
+            self.ctx.task_events.ended(t.id, t.spec.attempt, Some(if t.cancelled { "TASK_CANCELLED" } else { "WORKER_DIED" }));
             let err = if t.cancelled {
                 system_error(SystemErrorKind::TaskCancelledError, "the task was cancelled")
             } else {
