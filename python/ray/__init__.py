@@ -57,6 +57,10 @@ class RayContext(dict):
     def __enter__(self):
         return self
 
+    def disconnect(self):
+        """Disconnects this process from the cluster (ray.shutdown())."""
+        shutdown()
+
     def __exit__(self, *exc):
         shutdown()
 

@@ -26,6 +26,12 @@ class RuntimeContext:
         tid = self._conn.current_task_id
         return tid.hex() if tid is not None else None
 
+    def is_canceled(self):
+        """Whether ray.cancel was called on the running task (actor calls check
+        this to stop early)."""
+        tid = self._conn.current_task_id
+        return tid is not None and tid in self._conn.cancelled
+
     def get_actor_id(self):
         """The id (hex) of the actor this runs in, or None."""
         return self._conn.actor_id

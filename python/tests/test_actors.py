@@ -515,3 +515,42 @@ def test_ray_list_tasks_shows_each_tasks_latest_state():
     assert [(r["name"].split("<locals>.")[-1], r["error_type"]) for r in rows] == [("bad", "TASK_EXECUTION_EXCEPTION")]
     summary = subprocess.run([RAY, "summary", "tasks"], capture_output=True, text=True)
     assert "total_tasks: 6" in summary.stdout and "FINISHED: 3" in summary.stdout, summary.stdout
+
+
+def test_cancelling_actor_calls(ray_2cpu):
+    import asyncio
+
+    @ray.remote
+    class Slow:
+        async def nap(self):
+            await asyncio.sleep(30)
+            return "woke"
+
+    s = Slow.remote()
+    ray.get(s.__ray_ready__.remote())
+    ref = s.nap.remote()
+    time.sleep(0.5)
+    ray.cancel(ref)
+    with pytest.raises(ray.exceptions.RayTaskError) as e:
+        ray.get(ref, timeout=10)
+    assert isinstance(e.value, ray.exceptions.TaskCancelledError), "Ray's RayTaskError caused by TaskCancelledError"
+
+    @ray.remote
+    class Polite:
+        def work(self):
+            for _ in range(100):
+                if ray.get_runtime_context().is_canceled():
+                    return "stopped early"
+                time.sleep(0.1)
+            return "ran to the end"
+
+    p = Polite.remote()
+    ray.get(p.__ray_ready__.remote())
+    running = p.work.remote()
+    queued = p.work.remote()
+    time.sleep(0.5)
+    ray.cancel(queued)
+    ray.cancel(running)
+    for r in (running, queued):
+        with pytest.raises(ray.exceptions.TaskCancelledError):
+            ray.get(r, timeout=15)

@@ -65,6 +65,8 @@ class _Connection:
         self.actor_meta = None
         self.actor_restarts = 0
         self.exiting = False
+        # Actor calls ray.cancel asked to stop (task ids).
+        self.cancelled = set()
         self._namespace = None
 
     def namespace(self):

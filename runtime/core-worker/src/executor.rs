@@ -128,7 +128,10 @@ impl Executor {
             return true;
         }
         let running = lock(&self.current).as_ref().is_some_and(|(id, _)| *id == task);
-        if !running {
+        // An actor's calls may run on other threads or as coroutines, untracked
+        // here: the language runtime is asked, and finds the call if it runs.
+        let actor = lock(&self.actor_output).is_some();
+        if !running && !actor {
             return false;
         }
         if force {

@@ -171,6 +171,9 @@ impl CoreWorker {
 
     /// Cancels the task producing `object`.
     pub fn cancel(&self, object: ObjectId, force: bool) -> Result<(), CoreError> {
+        if let Some(r) = self.ctx.rt.block_on(self.actors.cancel(object.task_id(), force)) {
+            return r;
+        }
         self.submitter.cancel(object, force)
     }
 

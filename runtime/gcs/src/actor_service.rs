@@ -37,10 +37,7 @@ impl GcsService {
     pub(crate) async fn end_actors_of_job(&self, job_id: &str) {
         let addrs: Vec<String> = {
             let mut st = self.gcs.state();
-            let before: Vec<(String, String)> =
-                st.actors().all(job_id, true).into_iter().filter(|a| !a.detached).map(|a| (a.actor_id, a.address)).collect();
-            st.actors_mut().job_finished(job_id);
-            before.into_iter().map(|(_, addr)| addr).collect()
+            st.actors_mut().job_finished(job_id).into_iter().map(|(_, addr)| addr).collect()
         };
         // Each stop on its own, beyond the caller's deadline.
         for a in addrs {
@@ -99,6 +96,19 @@ impl ActorInfoGcsService for GcsService {
     async fn get_all_actor_info(&self, req: Request<GetAllActorInfoRequest>) -> Result<Response<GetAllActorInfoReply>, Status> {
         let r = req.into_inner();
         Ok(Response::new(GetAllActorInfoReply { actors: self.gcs.state().actors().all(&r.job_id, r.alive_only) }))
+    }
+
+    async fn report_worker_death(&self, req: Request<ReportWorkerDeathRequest>) -> Result<Response<ReportWorkerDeathReply>, Status> {
+        let worker = req.into_inner().worker_id;
+        let ended = {
+            let mut st = self.gcs.state();
+            let dead_jobs = st.dead_jobs();
+            st.actors_mut().worker_died(&worker, &dead_jobs)
+        };
+        for id in &ended {
+            tracing::info!(actor = %id, worker = %worker, "actor died with a worker");
+        }
+        Ok(Response::new(ReportWorkerDeathReply { actors_ended: ended.len() as u32 }))
     }
 
     async fn kill_actor(&self, req: Request<KillActorRequest>) -> Result<Response<KillActorReply>, Status> {

@@ -44,6 +44,8 @@ pub struct Actors {
     /// (namespace, name) -> id, for actors that are not DEAD.
     names: BTreeMap<(String, String), String>,
     dead_order: Vec<String>,
+    /// Workers known to have exited (owners that will report nothing more).
+    dead_owners: std::collections::HashSet<String>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -160,13 +162,59 @@ impl Actors {
     }
 
     /// The job ended: its actors that are not detached die with their owner.
-    pub fn job_finished(&mut self, job_id: &str) -> Vec<String> {
-        let ids: Vec<String> =
-            self.by_id.values().filter(|a| a.job_id == job_id && !a.detached && a.state != DEAD).map(|a| a.actor_id.clone()).collect();
-        for id in &ids {
-            self.kill(id, "The actor is dead because its owner has died (its job finished).");
+    /// Returns (id, worker address) of each actor that died.
+    pub fn job_finished(&mut self, job_id: &str) -> Vec<(String, String)> {
+        let ended: Vec<(String, String, &str)> = self
+            .by_id
+            .values()
+            .filter(|a| a.job_id == job_id && a.state != DEAD && (!a.detached || a.state != ALIVE))
+            .map(|a| {
+                let cause = if a.detached {
+                    "The actor is dead because its owner died before it was created (its job finished)."
+                } else {
+                    "The actor is dead because its owner has died (its job finished)."
+                };
+                (a.actor_id.clone(), a.address.clone(), cause)
+            })
+            .collect();
+        for (id, _, cause) in &ended {
+            self.kill(id, cause);
         }
-        ids
+        ended.into_iter().map(|(id, addr, _)| (id, addr)).collect()
+    }
+
+    /// A worker process exited. Actors it owned die (a detached one that is
+    /// already alive lives on without its owner); an alive detached actor that
+    /// ran in it dies too when its owner is gone (nobody is left to restart
+    /// it). `dead_jobs` are the jobs that ended. Returns the actors that died.
+    pub fn worker_died(&mut self, worker_id: &str, dead_jobs: &std::collections::HashSet<String>) -> Vec<String> {
+        if worker_id.is_empty() {
+            return Vec::new();
+        }
+        self.dead_owners.insert(worker_id.to_string());
+        if self.dead_owners.len() > 100_000 {
+            self.dead_owners.clear();
+            self.dead_owners.insert(worker_id.to_string());
+        }
+        let mut ended = Vec::new();
+        for a in self.by_id.values().filter(|a| a.state != DEAD) {
+            let owned = a.owner_worker_id == worker_id;
+            let owner_gone = self.dead_owners.contains(&a.owner_worker_id) || dead_jobs.contains(&a.job_id);
+            if owned && !(a.detached && a.state == ALIVE) {
+                let cause = if a.detached {
+                    "The actor is dead because its owner died before it was created."
+                } else {
+                    "The actor is dead because its owner has died."
+                };
+                ended.push((a.actor_id.clone(), cause));
+            } else if a.worker_id == worker_id && a.detached && owner_gone {
+                ended.push((a.actor_id.clone(), "The actor is dead because its worker died and its owner, which restarts it, is gone."));
+            }
+        }
+        for (id, cause) in &ended {
+            self.kill(id, cause);
+        }
+        ended.into_iter().map(|(id, _)| id).collect()
     }
 
     /// One actor by id.
@@ -223,9 +271,35 @@ mod tests {
         t.register(d, false).unwrap();
         let alive = ActorTableData { actor_id: format!("{:032x}", 1), state: ALIVE.into(), address: "x:1".into(), ..Default::default() };
         assert_eq!(t.update(&alive), Some((ALIVE.to_string(), false)));
-        assert_eq!(t.job_finished("01000000"), vec![format!("{:032x}", 1)]);
+        let mut pending = actor(3, "");
+        pending.detached = true;
+        t.register(pending, false).unwrap();
+        t.update(&ActorTableData { actor_id: format!("{:032x}", 2), state: ALIVE.into(), address: "x:2".into(), ..Default::default() });
+        let mut ended = t.job_finished("01000000");
+        ended.sort();
+        assert_eq!(ended, vec![(format!("{:032x}", 1), "x:1".to_string()), (format!("{:032x}", 3), String::new())]);
         assert_eq!(t.update(&alive), Some((DEAD.to_string(), true)), "no update revives it");
-        assert_eq!(t.get(&format!("{:032x}", 2)).map(|a| a.state.as_str()), Some(PENDING_CREATION));
+        assert_eq!(t.get(&format!("{:032x}", 2)).map(|a| a.state.as_str()), Some(ALIVE), "a created detached actor lives on");
+        assert!(t.get(&format!("{:032x}", 3)).is_some_and(|a| a.death_cause.contains("died before it was created")));
         assert!(t.register(ActorTableData { actor_id: "zz".into(), ..Default::default() }, false).is_err());
+    }
+
+    #[test]
+    fn a_dead_worker_takes_the_actors_it_owned_and_an_orphaned_detached_one() {
+        let mut t = Actors::default();
+        let mut owned = actor(1, "");
+        owned.owner_worker_id = "w1".into();
+        t.register(owned, false).unwrap();
+        let mut kept = actor(2, "keeper");
+        kept.owner_worker_id = "w1".into();
+        kept.detached = true;
+        t.register(kept, false).unwrap();
+        let alive = ActorTableData { actor_id: format!("{:032x}", 2), state: ALIVE.into(), address: "x:1".into(), worker_id: "w2".into(), ..Default::default() };
+        t.update(&alive);
+        let none = std::collections::HashSet::new();
+        assert_eq!(t.worker_died("w1", &none), vec![format!("{:032x}", 1)], "the detached, alive one outlives its owner");
+        assert_eq!(t.get(&format!("{:032x}", 1)).map(|a| a.death_cause.clone()), Some("The actor is dead because its owner has died.".into()));
+        assert_eq!(t.worker_died("w2", &none), vec![format!("{:032x}", 2)], "its worker died with nobody to restart it");
+        assert!(t.worker_died("w3", &none).is_empty());
     }
 }

@@ -40,6 +40,15 @@ pub async fn pool_loop(r: Arc<Raylet>, mut events: mpsc::UnboundedReceiver<PoolE
                 }
                 Some(PoolEvent::Exited { pid, status }) => {
                     let gone = r.state.lock().worker_exited(pid);
+                    if let Some(w) = &gone {
+                        // Actors it owned (or ran, for a detached one whose owner is
+                        // gone) end with it; the GCS decides.
+                        let req = ray_proto::rpc::ReportWorkerDeathRequest { worker_id: w.id.clone() };
+                        let mut actors = r.gcs.actors.clone();
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(Duration::from_secs(5), actors.report_worker_death(req)).await;
+                        });
+                    }
                     match gone {
                         Some(w) if w.leased => tracing::warn!(worker_id = %w.id, pid, %status, "a worker exited while leased"),
                         Some(w) => tracing::debug!(worker_id = %w.id, pid, %status, "worker exited"),

@@ -72,10 +72,14 @@ class _Worker:
         # The actor this worker runs, once its creation task ran.
         self.actor = None
         self.class_name = None
+        # The name an actor's printed lines carry: its repr, else its class name.
+        self.log_name = None
         self.is_async = False
         self.pools = {}
         self.loop = None
         self.sems = {}
+        # Actor calls running now: task id -> asyncio task (None for threads).
+        self.running = {}
 
     def function(self, job_id, function_id):
         fn = self.functions.get(function_id)
@@ -141,13 +145,17 @@ class _Worker:
         returns = task.num_returns
         self.conn.current_task_id = bytes(task.task_id)
         creating = task.actor_creation
-        self.conn.current_task_name = creating[4] if creating is not None else (self.class_name or name)
+        self.conn.current_task_name = creating[4] if creating is not None else (self.log_name or name)
         self.conn.current_placement_group = task.placement_group
         self.conn.current_resources = task.resources if self.actor is None else None
         retry_on = None
+        tid = bytes(task.task_id)
+        if task.actor_id:
+            # ray.cancel flags an actor call (is_canceled()) instead of interrupting it.
+            self.running[tid] = None
         try:
             try:
-                self.conn.interruptible = self.conn.current_task_id
+                self.conn.interruptible = None if task.actor_id else tid
                 if task.actor_id:
                     if self.actor is None:
                         raise RuntimeError("this worker runs no actor (its creation task did not run here)")
@@ -160,14 +168,19 @@ class _Worker:
                     result = None
                 else:
                     result = fn(*values, **kwargs)
-                    if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result):
                         result = asyncio.run(_awaited(result))
+                    if tid in self.conn.cancelled:
+                        raise KeyboardInterrupt
                 self.conn.interruptible = None
                 result = _as_returns(result, returns)
             except _DependencyFailed as dep:
                 self._dependency_failed(task, dep, returns)
                 return
             except KeyboardInterrupt:
+                if task.actor_id:
+                    self._actor_call_cancelled(task, name, returns)
+                    return
                 body = serialization.system_error("TaskCancelledError", "the task was cancelled while running")
                 self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
                 return
@@ -184,6 +197,8 @@ class _Worker:
             self._complete(task, name, result)
         finally:
             self.conn.interruptible = None
+            self.running.pop(tid, None)
+            self.conn.cancelled.discard(tid)
             sys.stdout.flush()
             sys.stderr.flush()
             self.conn.current_task_id = None
@@ -202,6 +217,7 @@ class _Worker:
         self.conn.actor_resources = task.resources
         self.conn.actor_placement_group = task.placement_group
         self.class_name = class_name
+        self.log_name = class_name
         limits = dict(groups)
         limits[""] = max_concurrency
         if is_async:
@@ -211,6 +227,12 @@ class _Worker:
             asyncio.set_event_loop(self.loop)
         instance = cls(*values, **kwargs)
         self.actor = instance
+        if type(instance).__repr__ is not object.__repr__:
+            # Ray names an actor's output by its repr when the class defines one.
+            try:
+                self.log_name = repr(instance)
+            except Exception:  # noqa: BLE001 - a repr that fails keeps the class name
+                pass
         self.is_async = is_async
         if is_async:
             threading.Thread(target=self.loop.run_forever, name="ray-actor-event-loop", daemon=True).start()
@@ -242,16 +264,23 @@ class _Worker:
         returns = task.num_returns
         values, kwargs, retry_on = args
         sem = self.sems.get(task.concurrency_group) or self.sems[""]
+        tid = bytes(task.task_id)
         async with sem:
-            self.conn.current_task_id = bytes(task.task_id)
-            self.conn.current_task_name = self.class_name
+            self.conn.current_task_id = tid
+            self.conn.current_task_name = self.log_name
+            self.running[tid] = asyncio.current_task()
             try:
                 try:
                     fn = _builtin(task.function_name) or getattr(self.actor, task.function_name)
                     result = fn(*values, **kwargs)
-                    if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result):
                         result = await result
+                    if tid in self.conn.cancelled:
+                        raise asyncio.CancelledError()
                     result = _as_returns(result, returns)
+                except asyncio.CancelledError:
+                    self._actor_call_cancelled(task, name, returns)
+                    return
                 except _DependencyFailed as dep:
                     self._dependency_failed(task, dep, returns)
                     return
@@ -266,6 +295,8 @@ class _Worker:
                     return
                 self._complete(task, name, result)
             finally:
+                self.running.pop(tid, None)
+                self.conn.cancelled.discard(tid)
                 sys.stdout.flush()
                 sys.stderr.flush()
 
@@ -278,6 +309,13 @@ class _Worker:
             body = serialization.system_error(type(err).__name__, str(err))
             self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
             return
+        self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, False)
+
+    def _actor_call_cancelled(self, task, name, returns):
+        """A cancelled actor call: Ray's RayTaskError whose cause is TaskCancelledError."""
+        cause = _exc.TaskCancelledError("Task {} was cancelled.".format(bytes(task.task_id).hex()))
+        err = _exc.RayTaskError(name, "ray.exceptions.TaskCancelledError: the call was cancelled while it ran", cause, pid=os.getpid())
+        data, buffers, refs = serialization.serialize_error(err)
         self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, False)
 
     def _raised(self, task, name, e, retry_on, returns):
@@ -376,14 +414,23 @@ def main(argv=None):
     sys.stderr = _TaskOutput(core, conn, 2, sys.stderr)
     conn.interruptible = None
 
+    w = _Worker(core, conn)
+
     def on_sigint(signum, frame):
         # ray.cancel: interrupt only the user code of the task it names.
         task = conn.interruptible
         if task is not None and core.take_cancel(task):
             raise KeyboardInterrupt
+        # An actor's call on another thread or on its event loop: flagged (so
+        # is_canceled() says so and its result is TaskCancelledError); a
+        # coroutine is cancelled too.
+        for tid, fut in list(w.running.items()):
+            if core.take_cancel(tid):
+                conn.cancelled.add(tid)
+                if fut is not None:
+                    w.loop.call_soon_threadsafe(fut.cancel)
 
     signal.signal(signal.SIGINT, on_sigint)
-    w = _Worker(core, conn)
     while True:
         try:
             task = core.next_task(1.0)

@@ -345,6 +345,35 @@ fn fail_orphans(q: &ActorQueue, actors: &Actors, kind: SystemErrorKind, why: &st
     }
 }
 
+/// Where a call to cancel was.
+pub(super) enum Cancelled {
+    /// Not a call of this queue.
+    NotHere,
+    /// Not sent yet: it failed with TaskCancelledError.
+    Dropped,
+    /// Sent to the worker at this address.
+    Sent(String),
+}
+
+/// `ray.cancel` of a call of this queue.
+pub(super) fn cancel(q: &ActorQueue, sub: &crate::submitter::Submitter, task: TaskId) -> Cancelled {
+    let mut inner = q.inner();
+    if let Some(i) = inner.unsent.iter().position(|c| c.id == task) {
+        let c = inner.unsent.remove(i).expect("found");
+        drop(inner);
+        sub.ctx.task_events.ended(c.id, c.spec.attempt, Some("TASK_CANCELLED"));
+        let err = system_error(SystemErrorKind::TaskCancelledError, "the task was cancelled before it ran");
+        sub.own.task_failed(&c.return_ids, &err, &c.held);
+        return Cancelled::Dropped;
+    }
+    if inner.inflight.values().any(|c| c.id == task)
+        && let Some(conn) = &inner.conn
+    {
+        return Cancelled::Sent(conn.addr.clone());
+    }
+    Cancelled::NotHere
+}
+
 /// This process killed the actor: calls not yet answered and every later call
 /// fail with ActorDiedError.
 pub(super) fn killed(q: &ActorQueue, actors: &Actors) {

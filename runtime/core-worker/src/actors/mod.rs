@@ -142,6 +142,28 @@ impl Actors {
         Ok(self.submitter.ctx.gcs.actors.clone().get_all_actor_info(req).await.map_err(rpc_err)?.into_inner().actors)
     }
 
+    /// `ray.cancel` of an actor call made here: one not sent yet fails with
+    /// TaskCancelledError; a sent one is cancelled by the actor's worker.
+    /// `None` if `task` is no actor call of this process.
+    pub async fn cancel(&self, task: ray_common::TaskId, force: bool) -> Option<Result<(), CoreError>> {
+        let queues: Vec<Arc<caller::ActorQueue>> = lock(&self.queues).values().cloned().collect();
+        for q in queues {
+            match caller::cancel(&q, &self.submitter, task) {
+                caller::Cancelled::NotHere => continue,
+                caller::Cancelled::Dropped => return Some(Ok(())),
+                caller::Cancelled::Sent(addr) => {
+                    let req = ray_proto::rpc::CancelTaskRequest { task_id: task.as_bytes().to_vec(), force };
+                    let r = match self.submitter.ctx.peers.worker(&addr).await {
+                        Ok(mut c) => c.cancel_task(req).await.map(|_| ()).map_err(rpc_err),
+                        Err(e) => Err(CoreError::Rpc(format!("cannot reach the actor's worker at {addr}: {e}"))),
+                    };
+                    return Some(r);
+                }
+            }
+        }
+        None
+    }
+
     /// The local queue of `actor_id` heard that the actor's state changed.
     fn wake(&self, actor_id: &str) {
         if let Some(q) = lock(&self.queues).get(actor_id) {
