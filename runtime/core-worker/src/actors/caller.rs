@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ray_common::{ObjectId, TaskId};
-use ray_proto::rpc::{PushTasksReply, PushTasksRequest, SerializedObject, TaskArg, TaskSpec, task_arg};
+use ray_proto::rpc::{PushTasksReply, PushTasksRequest, SerializedObject, TaskArg, TaskSpec};
 use tokio::sync::{Notify, mpsc};
 
 use super::{ActorCallSpec, Actors};
@@ -85,16 +85,7 @@ pub(super) fn submit(actors: &Arc<Actors>, q: &Arc<ActorQueue>, spec: ActorCallS
     let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
     let nested: Vec<ObjectId> = spec.nested_refs.iter().map(|r| r.id).collect();
     let (held, waiting) = sub.own.prepare_task(&arg_refs, &nested, &returns);
-    let mut args: Vec<TaskArg> = spec
-        .args
-        .into_iter()
-        .map(|a| TaskArg {
-            arg: Some(match a {
-                ArgIn::Value(v) => task_arg::Arg::Value(v),
-                ArgIn::Ref(r) => task_arg::Arg::PlasmaRef(ray_proto::rpc::ObjectRefProto { object_id: r.id.to_vec(), owner_address: r.owner }),
-            }),
-        })
-        .collect();
+    let mut args: Vec<TaskArg> = spec.args.into_iter().map(ArgIn::into_task_arg).collect();
     if waiting.is_empty() {
         // Pending arguments go by reference: the actor's worker waits for them, in order.
         sub.own.inline_args(&mut args);

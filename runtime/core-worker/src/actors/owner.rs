@@ -10,7 +10,7 @@ use std::time::Duration;
 use ray_common::{ObjectId, ResourceSet};
 use ray_proto::rpc::{
     ActorCreationSpec, ActorTableData, PushTasksReply, PushTasksRequest, ReturnWorkerRequest, TaskArg, TaskResult, TaskSpec,
-    UpdateActorRequest, task_arg,
+    UpdateActorRequest,
 };
 
 use super::Actors;
@@ -173,7 +173,7 @@ fn death(actor_id: &str, cause: String) -> ActorTableData {
 }
 
 /// Creates the actor and keeps it alive while allowed; ends when it is dead.
-pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, spec: ActorCreateSpec) {
+pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, mut spec: ActorCreateSpec) {
     let sub = actors.submitter.clone();
     let ctx = sub.ctx.clone();
     // The creation task's arguments, held (and resolved) for every restart.
@@ -183,21 +183,13 @@ pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, spec: ActorCre
     let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
     let nested: Vec<ObjectId> = spec.nested_refs.iter().map(|r| r.id).collect();
     let (held, waiting) = sub.own.prepare_task(&arg_refs, &nested, &[]);
-    let mut args: Vec<TaskArg> = spec
-        .args
-        .iter()
-        .map(|a| TaskArg {
-            arg: Some(match a {
-                ArgIn::Value(v) => task_arg::Arg::Value(v.clone()),
-                ArgIn::Ref(r) => task_arg::Arg::PlasmaRef(ray_proto::rpc::ObjectRefProto { object_id: r.id.to_vec(), owner_address: r.owner.clone() }),
-            }),
-        })
-        .collect();
+    let has_refs = spec.args.iter().any(|a| matches!(a, ArgIn::Ref(_)));
+    let mut args: Vec<TaskArg> = std::mem::take(&mut spec.args).into_iter().map(ArgIn::into_task_arg).collect();
     for arg in waiting {
         let _ = sub.own.owned_value_by(arg, None).await;
     }
     sub.own.inline_args(&mut args);
-    if spec.args.iter().any(|a| matches!(a, ArgIn::Ref(_))) {
+    if has_refs {
         update(&ctx, ActorTableData { actor_id: me.id.clone(), state: "PENDING_CREATION".into(), ..Default::default() }).await;
     }
     let mut task = TaskSpec {

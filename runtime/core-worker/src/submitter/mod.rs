@@ -33,6 +33,18 @@ pub enum ArgIn {
     Ref(Reference),
 }
 
+impl ArgIn {
+    /// The argument as a task spec carries it.
+    pub fn into_task_arg(self) -> TaskArg {
+        TaskArg {
+            arg: Some(match self {
+                Self::Value(v) => task_arg::Arg::Value(v),
+                Self::Ref(r) => task_arg::Arg::PlasmaRef(ray_proto::rpc::ObjectRefProto { object_id: r.id.to_vec(), owner_address: r.owner }),
+            }),
+        }
+    }
+}
+
 /// A task as the frontend submits it.
 pub struct SubmitSpec {
     /// Function key in the GCS KV.
@@ -91,16 +103,7 @@ impl Submitter {
         let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
         let nested: Vec<ObjectId> = spec.nested_refs.iter().map(|r| r.id).collect();
         let (held, waiting) = self.own.prepare_task(&arg_refs, &nested, &returns);
-        let mut args: Vec<TaskArg> = spec
-            .args
-            .into_iter()
-            .map(|a| TaskArg {
-                arg: Some(match a {
-                    ArgIn::Value(v) => task_arg::Arg::Value(v),
-                    ArgIn::Ref(r) => task_arg::Arg::PlasmaRef(ray_proto::rpc::ObjectRefProto { object_id: r.id.to_vec(), owner_address: r.owner }),
-                }),
-            })
-            .collect();
+        let mut args: Vec<TaskArg> = spec.args.into_iter().map(ArgIn::into_task_arg).collect();
         if waiting.is_empty() {
             self.own.inline_args(&mut args);
         }
