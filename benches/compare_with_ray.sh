@@ -49,6 +49,8 @@ rows = [
     ("actor calls per second (sync loop)", "actor_sync_calls_per_s", True),
     ("actor calls per second (batch of calls in flight)", "actor_batch_calls_per_s", True),
     ("async actor calls per second (batch of calls in flight)", "actor_async_calls_per_s", True),
+    ("streaming generator items per second (small values)", "streaming_items_per_s", True),
+    ("streaming generator items per second (100 KiB values)", "streaming_100kb_items_per_s", True),
     ("actor creations per second (created and first call answered)", "actor_creations_per_s", True),
 ]
 print()

@@ -15,11 +15,20 @@ import os as _os
 import sys as _sys
 
 from ray import exceptions
+from ray._private import client_mode as _client_mode
 from ray._raylet import ObjectRef, __version__  # noqa: F401
 from ray._private import serialization as _ser
+from ray._private import object_ref_generator as _generators
 from ray._private import worker as _worker
+from ray._private.object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator  # noqa: F401
+
+from ray import _raylet as _raylet_ext
+
+# Where Ray's own code and examples import them from.
+_raylet_ext.ObjectRefGenerator = ObjectRefGenerator
+_raylet_ext.DynamicObjectRefGenerator = DynamicObjectRefGenerator
 from ray.remote_function import RemoteFunction as _RemoteFunction
-from ray.runtime_context import get_runtime_context
+from ray.runtime_context import get_runtime_context as _local_runtime_context
 from ray import actor  # noqa: E402
 from ray.actor import get_actor, kill, method  # noqa: F401
 
@@ -41,6 +50,8 @@ __all__ = [
     "cluster_resources",
     "available_resources",
     "ObjectRef",
+    "ObjectRefGenerator",
+    "DynamicObjectRefGenerator",
     "exceptions",
 ]
 
@@ -75,6 +86,7 @@ def init(
     ignore_reinit_error=False,
     namespace=None,
     log_to_driver=True,
+    runtime_env=None,
     _temp_dir=None,
     _system_config=None,
     **kwargs,
@@ -85,6 +97,12 @@ def init(
     local one), "auto" (must find a running one), "local" (always a new one), or
     "HOST:PORT" of a head's GCS.
     """
+    if _client_mode.current() is not None or _client_mode.is_client_address(address):  # Ray Client mode
+        node_args = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                         object_store_memory=object_store_memory, _system_config=_system_config)
+        return _client_mode.api().init(address, ignore_reinit_error=ignore_reinit_error, namespace=namespace,
+                                       log_to_driver=log_to_driver, node_args=node_args,
+                                       kwargs=dict(kwargs, runtime_env=runtime_env))
     conn = _worker.global_connection()
     if conn is not None:
         if ignore_reinit_error:
@@ -101,6 +119,10 @@ def init(
         raise TypeError("namespace must be None or a non-empty string, got {!r}.".format(namespace))
     if resources is not None and not isinstance(resources, dict):
         raise TypeError("ray.init: `resources` must be a dict, got {!r}.".format(resources))
+    from ray.runtime_env.runtime_env import validate as _validate_env
+
+    # Checked before anything starts: a bad runtime_env leaves nothing behind.
+    _validate_env(runtime_env, "ray.init(runtime_env=...)")
     from ray import _raylet
     from ray._private import services
 
@@ -152,6 +174,14 @@ def init(
 
     conn.set_namespace(namespace or str(_uuid.uuid4()))
     _worker.set_connection(conn)
+    if runtime_env:
+        from ray._private import runtime_env_packaging as _pkg
+
+        try:
+            conn.runtime_env = _pkg.resolve(conn, runtime_env, "ray.init(runtime_env=...)")
+        except BaseException:
+            _worker.disconnect()
+            raise
     if log_to_driver:
         _worker.start_printer(conn)
     return RayContext(_address_info(conn))
@@ -169,12 +199,21 @@ def _address_info(conn):
 
 def shutdown():
     """Disconnects from the cluster (and stops the local one ray.init() started)."""
+    if _client_mode.current() is not None:  # Ray Client mode: the server ends this client's job
+        _client_mode.api().shutdown()
     _worker.disconnect()
 
 
 def is_initialized():
     """True after ray.init()."""
-    return _worker.global_connection() is not None
+    return _client_mode.current() is not None or _worker.global_connection() is not None
+
+
+def get_runtime_context():
+    """Where the calling code runs: job, node, worker, task and actor ids."""
+    if _client_mode.current() is not None:  # Ray Client mode
+        return _client_mode.api().get_runtime_context()
+    return _local_runtime_context()
 
 
 def _connection():
@@ -214,6 +253,8 @@ def get(object_refs, *, timeout=None):
     """The values of ObjectRefs: a single value for one ref, a list for a list.
     Raises the task's error (RayTaskError, also an instance of the original
     exception type) or GetTimeoutError."""
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.api().get(object_refs, timeout=timeout)
     conn = _connection()
     single = type(object_refs) is ObjectRef
     refs = [object_refs] if single else object_refs
@@ -238,6 +279,8 @@ def get(object_refs, *, timeout=None):
 
 def put(value):
     """Stores a value in the cluster; returns its ObjectRef."""
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.api().put(value)
     if type(value) is ObjectRef:
         raise TypeError("Calling 'put' on an ray.ObjectRef is not allowed. If you really want to do this, you can wrap the ray.ObjectRef in a list and call 'put' on it.")
     conn = _connection()
@@ -247,11 +290,14 @@ def put(value):
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """Splits refs into (ready, not_ready) once `num_returns` are ready or `timeout` passes."""
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.api().wait(object_refs, num_returns=num_returns, timeout=timeout, fetch_local=fetch_local)
     conn = _connection()
     if type(object_refs) is ObjectRef or not isinstance(object_refs, (list, tuple)):
         raise TypeError("wait() expected a list of ray.ObjectRef, got {!r}".format(type(object_refs)))
     refs = list(object_refs)
-    _check_refs(refs, "ray.wait()")
+    gens = any(isinstance(r, ObjectRefGenerator) for r in refs)
+    _check_refs([r for r in refs if not isinstance(r, ObjectRefGenerator)], "ray.wait()")
     if len(set(refs)) != len(refs):
         raise ValueError("Wait requires a list of unique object refs.")
     if num_returns <= 0 or num_returns > len(refs):
@@ -261,6 +307,8 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise ValueError("The 'timeout' argument must be nonnegative. Received {}".format(timeout))
     if not refs:
         return [], []
+    if gens:
+        return _generators.wait(conn.core, refs, num_returns, timeout)
     flags = conn.core.wait(refs, num_returns, timeout)
     ready = [r for r, f in zip(refs, flags) if f][:num_returns]
     chosen = set(ready)
@@ -272,6 +320,8 @@ def cancel(object_ref, *, force=False, recursive=True):
     """Cancels the task producing `object_ref`: a queued task never runs; a running
     one gets KeyboardInterrupt (or its worker exits, with force=True). Its ray.get
     raises TaskCancelledError."""
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.api().cancel(object_ref, force=force, recursive=recursive)
     if type(object_ref) is not ObjectRef:
         raise TypeError("ray.cancel() only supported for object refs. For actors, try ray.kill().")
     _connection().core.cancel(object_ref, force)
@@ -279,6 +329,8 @@ def cancel(object_ref, *, force=False, recursive=True):
 
 def nodes():
     """Every node of the cluster, in Ray's dict layout."""
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.api().cluster_call("nodes")
     out = []
     for node_id, alive, addr, port, res, labels, node_type, is_head in _connection().gcs.nodes():
         out.append(
@@ -300,6 +352,8 @@ def nodes():
 
 def cluster_resources():
     """Total resources of the live nodes."""
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.api().cluster_call("cluster_resources")
     total = {}
     for n in nodes():
         if n["Alive"]:
@@ -310,6 +364,8 @@ def cluster_resources():
 
 def available_resources():
     """Free resources of the live nodes (from the last reports)."""
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.api().cluster_call("available_resources")
     status = _connection().gcs.resource_usage()
     free = {}
     for avail in status:
@@ -317,3 +373,4 @@ def available_resources():
             free[k] = free.get(k, 0.0) + v
     return {k: v for k, v in free.items() if v > 0}
 from ray import util  # noqa: E402,F401  (ray.util.placement_group, scheduling strategies)
+from ray import cloudpickle  # noqa: E402,F401  (ray.cloudpickle: the cloudpickle module)

@@ -7,9 +7,12 @@ import numbers
 import os
 import pickle
 
-import cloudpickle
 
 from ray import _raylet
+from ray._private import object_ref_generator as _gen
+from ray._private import serialization as _serialization
+from ray._private import runtime_env_packaging as _env
+from ray._private import client_mode as _client_mode
 from ray._private import worker as _worker
 from ray.remote_function import _placement, encode_args
 
@@ -71,8 +74,10 @@ def _methods(cls):
         if name.startswith("__") and name not in ("__call__",):
             continue
         is_async = inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+        # Generator methods stream their values by default, as in Ray.
+        is_gen = inspect.isgeneratorfunction(m) or inspect.isasyncgenfunction(m)
         out[name] = (
-            getattr(m, "__ray_num_returns__", 1),
+            getattr(m, "__ray_num_returns__", "streaming" if is_gen else 1),
             getattr(m, "__ray_concurrency_group__", ""),
             is_async,
             getattr(m, "__ray_max_task_retries__", None),
@@ -204,11 +209,24 @@ class ActorClass:
                 m.update(more)
                 return parent.options(**m)
 
+            def bind(_self, *args, **kwargs):
+                return parent._bind(args, kwargs, merged)
+
         return _Bound()
+
+    def bind(self, *args, **kwargs):
+        """A Ray DAG node creating this actor (ray.dag.ClassNode): nothing runs
+        until `dag.execute()`; `node.method.bind(...)` binds its method calls."""
+        return self._bind(args, kwargs, self._options)
+
+    def _bind(self, args, kwargs, options):
+        from ray.dag.class_node import ClassNode
+
+        return ClassNode(self._cls, args, kwargs, dict(options), _actor_class=self)
 
     def _export(self, conn):
         if self._pickled is None:
-            self._pickled = cloudpickle.dumps(self._cls)
+            self._pickled = _serialization.dumps(self._cls)
             self._class_id = hashlib.sha1(self._pickled).digest()[:16]
         key = (id(conn), self._class_id)
         if key not in conn.exported:
@@ -217,6 +235,8 @@ class ActorClass:
         return self._class_id
 
     def _remote(self, args, kwargs, options):
+        if _client_mode.active() is not None:  # Ray Client mode: the server creates the actor
+            return _client_mode.current().create_actor(self, args, kwargs, options)
         conn = _connection()
         class_id = self._export(conn)
         encoded, nested, keep = encode_args(conn, list(args) + list(kwargs.values()))
@@ -262,6 +282,7 @@ class ActorClass:
             max_concurrency,
             is_async,
             dict(options.get("concurrency_groups") or {}),
+            _env.for_task(conn, options.get("runtime_env")),
         )
         del keep
         if existing is not None:
@@ -291,6 +312,32 @@ class ActorMethod:
     def remote(self, *args, **kwargs):
         return self._call(args, kwargs, self._num_returns, self._group)
 
+    def bind(self, *args, **kwargs):
+        """A Ray DAG node of this call (ray.dag.ClassMethodNode; a tuple of
+        nodes, one per return value, when it returns several)."""
+        from ray.dag import class_node as cn
+
+        handle = self._handle
+        index = handle.__dict__.get("_ray_dag_bind_index", 0)
+        handle.__dict__["_ray_dag_bind_index"] = index + 1
+        options = {"num_returns": self._num_returns, "concurrency_group": self._group or None}
+        if self._max_task_retries is not None:
+            options["max_task_retries"] = self._max_task_retries
+        other = {cn.PARENT_CLASS_NODE_KEY: handle, cn.PREV_CLASS_METHOD_CALL_KEY: None, cn.BIND_INDEX_KEY: index}
+        node = cn.ClassMethodNode(self._name, args, kwargs, options, other_args_to_resolve=other)
+        if isinstance(self._num_returns, int) and self._num_returns > 1:
+            return tuple(
+                cn.ClassMethodNode(
+                    "return_idx_{}".format(i),
+                    (node, i),
+                    {},
+                    {},
+                    {cn.IS_CLASS_METHOD_OUTPUT_KEY: True, cn.PARENT_CLASS_NODE_KEY: handle},
+                )
+                for i in range(self._num_returns)
+            )
+        return node
+
     def options(self, **options):
         for k in options:
             if k not in ("num_returns", "concurrency_group", "name", "max_task_retries", "retry_exceptions", "enable_task_events"):
@@ -305,10 +352,14 @@ class ActorMethod:
         return m
 
     def _call(self, args, kwargs, num_returns, group):
+        if _client_mode.active() is not None:  # Ray Client mode: the server calls the actor
+            return _client_mode.current().call_method(
+                self._handle, self._name, args, kwargs, num_returns, group, self._max_task_retries
+            )
         conn = _connection()
+        _gen.check_num_returns(num_returns)
         encoded, nested, keep = encode_args(conn, list(args) + list(kwargs.values()))
-        if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 0:
-            raise ValueError("num_returns must be a non-negative integer, got {!r}.".format(num_returns))
+        kind, num_returns = _gen.return_kind(None, num_returns)
         refs = _raylet.actor_call(
             conn.core,
             self._handle._ray_actor_id,
@@ -319,8 +370,11 @@ class ActorMethod:
             nested,
             group or "",
             self._max_task_retries,
+            kind,
         )
         del keep
+        if kind == _gen.STREAMING:
+            return _gen.ObjectRefGenerator(refs[0], conn.core)
         if num_returns == 0:
             return None
         if num_returns == 1:
@@ -396,6 +450,8 @@ def get_actor(name, namespace=None):
         raise ValueError("Please supply a non-empty value to get_actor")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError("namespace must be None or a string, got {!r}.".format(namespace))
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.current().get_actor(name, namespace)
     conn = _connection()
     ns = namespace if namespace is not None else conn.namespace()
     info = _raylet.actor_info(conn.core, "", name, ns)
@@ -413,6 +469,8 @@ def kill(actor, *, no_restart=True):
     restarted if its max_restarts allows."""
     if not isinstance(actor, ActorHandle):
         raise ValueError("ray.kill() only supported for actors. For tasks, try ray.cancel(). Got: {}.".format(type(actor)))
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.current().kill(actor, bool(no_restart))
     conn = _connection()
     _raylet.actor_kill(conn.core, actor._ray_actor_id, bool(no_restart))
 
@@ -437,6 +495,8 @@ def exit_actor():
 def list_named_actors(all_namespaces=False):
     """Names of the live named actors: of this namespace, or every one as
     {"name", "namespace"} dicts with all_namespaces=True."""
+    if _client_mode.active() is not None:  # Ray Client mode
+        return _client_mode.current().list_named_actors(bool(all_namespaces))
     conn = _connection()
     live = [a for a in _raylet.actor_list(conn.core, "", True) if a["name"]]
     if all_namespaces:

@@ -4,10 +4,12 @@ import hashlib
 import inspect
 import numbers
 
-import cloudpickle
 
 from ray import _raylet
+from ray._private import object_ref_generator as _gen
+from ray._private import runtime_env_packaging as _env
 from ray._private import serialization
+from ray._private import client_mode as _client_mode
 from ray._private import worker as _worker
 
 MAX_INLINE_ARG_BYTES = 100 * 1024
@@ -27,6 +29,8 @@ _TASK_OPTIONS = {
     "runtime_env",
     "max_calls",
     "object_store_memory",
+    "_generator_backpressure_num_objects",
+    "enable_task_events",
 }
 
 
@@ -59,8 +63,8 @@ def validate_options(options):
         if not isinstance(re_, (list, tuple)) or not all(inspect.isclass(c) and issubclass(c, BaseException) for c in re_):
             raise TypeError("The option `retry_exceptions` must be a bool or a list of exception types.")
     nr = options.get("num_returns")
-    if nr is not None and (not isinstance(nr, int) or isinstance(nr, bool) or nr < 0):
-        raise ValueError("The option `num_returns` must be a non-negative integer, got {!r}.".format(nr))
+    if nr is not None:
+        _gen.check_num_returns(nr)
 
 
 def encode_args(conn, values):
@@ -91,9 +95,12 @@ class RemoteFunction:
 
     def __init__(self, function, options):
         validate_options(options)
+        # Called from the decorator: user line <- lambda <- make <- here.
+        _gen.warn_dynamic(options.get("num_returns"), stacklevel=4)
         self._function = function
         self._options = dict(options)
-        self._name = options.get("name") or getattr(function, "__qualname__", getattr(function, "__name__", "task"))
+        # Ray names a task by its function's __name__ (output prefixes, errors).
+        self._name = options.get("name") or getattr(function, "__name__", "task")
         self._pickled = None
         self._function_id = None
         self.__doc__ = getattr(function, "__doc__", None)
@@ -123,15 +130,28 @@ class RemoteFunction:
                 m.update(more)
                 return parent.options(**m)
 
+            def bind(_self, *args, **kwargs):
+                return parent._bind(args, kwargs, merged)
+
         return _Bound()
 
     def remote(self, *args, **kwargs):
         """Submits the function as a task; returns its ObjectRef(s)."""
         return self._remote(args, kwargs, self._options)
 
+    def bind(self, *args, **kwargs):
+        """A Ray DAG node of this call (ray.dag.FunctionNode): nothing runs
+        until `dag.execute()`; args may be other DAG nodes."""
+        return self._bind(args, kwargs, self._options)
+
+    def _bind(self, args, kwargs, options):
+        from ray.dag.function_node import FunctionNode
+
+        return FunctionNode(self._function, args, kwargs, dict(options), _remote_function=self)
+
     def _export(self, conn):
         if self._pickled is None:
-            self._pickled = cloudpickle.dumps(self._function)
+            self._pickled = serialization.dumps(self._function)
             self._function_id = hashlib.sha1(self._pickled).digest()[:16]
         key = (id(conn), self._function_id)
         if key not in conn.exported:
@@ -142,12 +162,15 @@ class RemoteFunction:
     def _remote(self, args, kwargs, options):
         import ray
 
+        client = _client_mode.active()
+        if client is not None:  # Ray Client mode: the server submits the task
+            return client.call_function(self, args, kwargs, options)
         conn = _worker.global_connection()
         if conn is None:
             ray.init()
             conn = _worker.global_connection()
         function_id = self._export(conn)
-        num_returns = options.get("num_returns", 1)
+        kind, num_returns = _gen.return_kind(self._function, options.get("num_returns"))
         values = list(args) + list(kwargs.values())
         kwarg_names = list(kwargs.keys())
         retry_exceptions = options.get("retry_exceptions", False)
@@ -177,7 +200,11 @@ class RemoteFunction:
             nested,
             strategy,
             placement,
+            kind,
+            _env.for_task(conn, options.get("runtime_env")),
         )
+        if kind == _gen.STREAMING:
+            return _gen.ObjectRefGenerator(refs[0], conn.core)
         if num_returns == 0:
             return None
         if num_returns == 1:

@@ -101,6 +101,20 @@ class RuntimeContext:
         return self.get_task_id()
 
     @property
+    def runtime_env(self):
+        """The runtime env this job, task or actor runs in (a RuntimeEnv; local
+        folders appear as the package URIs they were shipped as)."""
+        from ray.runtime_env import RuntimeEnv
+
+        return RuntimeEnv(_validate=False, **dict(getattr(self._conn, "runtime_env", None) or {}))
+
+    def get_runtime_env_string(self):
+        """The runtime env as JSON."""
+        import json
+
+        return json.dumps(dict(getattr(self._conn, "runtime_env", None) or {}), sort_keys=True)
+
+    @property
     def gcs_address(self):
         return self._conn.gcs_address
 

@@ -48,7 +48,7 @@ fn info_dict<'py>(py: Python<'py>, a: &ActorTableData) -> PyResult<Bound<'py, Py
 /// Creates an actor. Returns `(actor_id, None)` for a new one, or `(actor_id,
 /// info)` for the live actor of that name (`get_if_exists`).
 #[pyfunction]
-#[pyo3(signature = (core, class_id, class_name, args, kwarg_names, nested, placement, hold, strategy, placement_group, name, namespace, detached, get_if_exists, max_restarts, max_task_retries, max_concurrency, is_async, concurrency_groups))]
+#[pyo3(signature = (core, class_id, class_name, args, kwarg_names, nested, placement, hold, strategy, placement_group, name, namespace, detached, get_if_exists, max_restarts, max_task_retries, max_concurrency, is_async, concurrency_groups, runtime_env = String::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn actor_create<'py>(
     py: Python<'py>,
@@ -71,6 +71,7 @@ pub fn actor_create<'py>(
     max_concurrency: u32,
     is_async: bool,
     concurrency_groups: HashMap<String, u32>,
+    runtime_env: String,
 ) -> PyResult<(String, Option<Bound<'py, PyDict>>)> {
     let spec = ActorCreateSpec {
         class_id,
@@ -91,6 +92,7 @@ pub fn actor_create<'py>(
         max_concurrency,
         is_async,
         concurrency_groups,
+        runtime_env,
     };
     let c = core.core.clone();
     match py.detach(move || c.create_actor(spec)).map_err(to_py)? {
@@ -101,7 +103,7 @@ pub fn actor_create<'py>(
 
 /// Calls a method of an actor; returns its ObjectRefs.
 #[pyfunction]
-#[pyo3(signature = (core, actor_id, method, args, kwarg_names, num_returns, nested, concurrency_group = String::new(), max_task_retries = None))]
+#[pyo3(signature = (core, actor_id, method, args, kwarg_names, num_returns, nested, concurrency_group = String::new(), max_task_retries = None, generator = 0))]
 #[allow(clippy::too_many_arguments)]
 pub fn actor_call(
     core: PyRef<'_, CoreWorker>,
@@ -113,6 +115,7 @@ pub fn actor_call(
     nested: &Bound<'_, PyList>,
     concurrency_group: String,
     max_task_retries: Option<i64>,
+    generator: u32,
 ) -> PyResult<Vec<ObjectRef>> {
     let spec = ActorCallSpec {
         actor_id,
@@ -123,6 +126,7 @@ pub fn actor_call(
         nested_refs: nested_from(nested)?,
         concurrency_group,
         max_task_retries,
+        returns: ray_core_worker::generators::ReturnKind::from_wire(generator),
     };
     let owner = core.core.address().to_string();
     Ok(core.core.call_actor(spec).into_iter().map(|id| ObjectRef::adopt(id, owner.clone(), core.core.clone())).collect())

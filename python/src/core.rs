@@ -213,7 +213,7 @@ impl CoreWorker {
 
     /// Submits a task; returns its ObjectRefs.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (function_id, function_name, args, kwarg_names, num_returns, resources, max_retries, retry_exceptions, nested, strategy=None, placement_group=None))]
+    #[pyo3(signature = (function_id, function_name, args, kwarg_names, num_returns, resources, max_retries, retry_exceptions, nested, strategy=None, placement_group=None, generator=0, runtime_env=String::new()))]
     fn submit(
         &self,
         function_id: Vec<u8>,
@@ -227,6 +227,8 @@ impl CoreWorker {
         nested: &Bound<'_, PyList>,
         strategy: Option<&Bound<'_, PyAny>>,
         placement_group: Option<(String, i64, bool)>,
+        generator: u32,
+        runtime_env: String,
     ) -> PyResult<Vec<ObjectRef>> {
         let strategy = crate::strategy::parse(strategy)?;
         let resources = ResourceSet::from_f64_map(&resources).map_err(|e| PyValueError::new_err(format!("invalid resources: {e}")))?;
@@ -243,6 +245,8 @@ impl CoreWorker {
             nested_refs: nested_from(nested)?,
             strategy,
             placement_group,
+            returns: ray_core_worker::generators::ReturnKind::from_wire(generator),
+            runtime_env,
         };
         let owner = self.core.address().to_string();
         Ok(self.core.submit(spec).into_iter().map(|id| ObjectRef::adopt(id, owner.clone(), self.core.clone())).collect())
@@ -300,6 +304,56 @@ impl CoreWorker {
         py.detach(move || core.next_task(seconds(timeout))).map(|t| Task { inner: Some(t) })
     }
 
+    /// Stores item `index` (kind, data, [buffers], [nested refs]) of the running
+    /// generator task and sends it to the task's owner; returns the item's
+    /// object id.
+    fn generator_item<'py>(&self, py: Python<'py>, task: PyRef<'_, Task>, index: u64, item: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let t = task.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the task was already finished"))?;
+        let (kind, data, bufs, nested): (u32, Bound<'_, PyAny>, Bound<'_, PyList>, Bound<'_, PyList>) = item.extract()?;
+        let data = PyBuffer::<u8>::get(&data)?;
+        let views = byte_views(&bufs)?;
+        let nested = nested_from(&nested)?;
+        let core = self.core.clone();
+        let (d, b) = (SendSlices(slices(std::slice::from_ref(&data))), SendSlices(slices(&views)));
+        let id = py
+            .detach(move || {
+                let (d, b) = (d, b);
+                core.generator_item(t, index, &Serialized { kind, data: d.0[0], buffers: b.0, nested })
+            })
+            .map_err(to_py)?;
+        Ok(PyBytes::new(py, id.as_bytes()))
+    }
+
+    /// The next item of a generator task this process submitted (its task id):
+    /// an ObjectRef, None at the end, or False when nothing came within `timeout`
+    /// seconds (None: wait as long as it takes).
+    #[pyo3(signature = (task_id, timeout = None))]
+    fn generator_next<'py>(&self, py: Python<'py>, task_id: Vec<u8>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let task = TaskId::from_bytes(&task_id).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let core = self.core.clone();
+        let t = timeout_of(timeout);
+        let next = py.detach(move || core.generator_next(task, t));
+        use ray_core_worker::generators::Next;
+        Ok(match next {
+            Next::Item(id) => ObjectRef::adopt(id, self.core.address().to_string(), self.core.clone()).into_pyobject(py)?.into_any(),
+            Next::End => py.None().into_bound(py),
+            Next::Pending => pyo3::types::PyBool::new(py, false).to_owned().into_any(),
+        })
+    }
+
+    /// True when the generator's next item (or its end) is there.
+    fn generator_ready(&self, task_id: Vec<u8>) -> PyResult<bool> {
+        let task = TaskId::from_bytes(&task_id).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(self.core.generator_ready(task))
+    }
+
+    /// The frontend dropped a generator: its items not taken are released.
+    fn generator_drop(&self, task_id: Vec<u8>) {
+        if let Ok(task) = TaskId::from_bytes(&task_id) {
+            self.core.generator_drop(task);
+        }
+    }
+
     /// Finishes a task: `returns` is a list of (kind, data, [buffers], [nested refs]).
     #[pyo3(signature = (task, returns, is_error = false, is_application_error = false))]
     fn finish_task(&self, py: Python<'_>, mut task: PyRefMut<'_, Task>, returns: &Bound<'_, PyList>, is_error: bool, is_application_error: bool) -> PyResult<()> {
@@ -312,9 +366,10 @@ impl CoreWorker {
             let nested = nested_from(&nested)?;
             let core = self.core.clone();
             let (d, b) = (SendSlices(slices(std::slice::from_ref(&data))), SendSlices(slices(&views)));
+            let task_ref = &t;
             let r = py.detach(move || {
                 let (d, b) = (d, b);
-                core.make_return(id, &Serialized { kind, data: d.0[0], buffers: b.0, nested })
+                core.make_return(task_ref, id, &Serialized { kind, data: d.0[0], buffers: b.0, nested })
             });
             // A value that could not be stored (e.g. a full store): the owner gets the error.
             out.push(r.unwrap_or_else(|e| ReturnObject { object_id: id.to_vec(), value: Some(e.to_value()), ..Default::default() }));
@@ -370,6 +425,11 @@ impl CoreWorker {
     /// (owned, borrowed) object counts.
     fn object_counts(&self) -> (usize, usize) {
         self.core.object_counts()
+    }
+
+    /// Returns of submitted tasks not finished yet.
+    fn pending_returns(&self) -> usize {
+        self.core.pending_returns()
     }
 
     /// Ends this driver's job.

@@ -24,8 +24,9 @@ pub fn set_current(core: Option<Arc<Core>>) {
     *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = core;
 }
 
-/// A reference to an object, counted by its process's core worker.
-#[pyclass(module = "ray._raylet", frozen, eq, hash)]
+/// A reference to an object, counted by its process's core worker. Named
+/// `ray.ObjectRef`, as Ray's (in messages and reprs of its type).
+#[pyclass(module = "ray", frozen, eq, hash)]
 pub struct ObjectRef {
     r: Reference,
     core: Option<Arc<Core>>,
@@ -124,10 +125,16 @@ impl ObjectRef {
         slf.py().import("ray._private.async_compat")?.call_method1("concurrent_future", (slf,))
     }
 
+    /// Pickling outside Ray's own serializer (plain `pickle`, `ray.cloudpickle`):
+    /// nobody can track where the bytes go, so the object is kept for the life
+    /// of this process, as Ray does for out-of-band serialized refs.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Reduced<'py>> {
         let py = slf.py();
         let f = slf.get_type().getattr("_from_pickle")?;
         let me = slf.get();
+        if let Some(core) = &me.core {
+            core.add_local_ref(&me.r);
+        }
         Ok((f, (PyBytes::new(py, me.r.id.as_bytes()), me.r.owner.clone())))
     }
 }

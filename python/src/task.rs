@@ -102,6 +102,24 @@ impl Task {
     }
 
     /// Attempt number (0 first).
+    /// Retries left if the task raises an exception it may be retried on.
+    #[getter]
+    fn exception_retries_left(&self) -> PyResult<i64> {
+        Ok(self.spec()?.spec.exception_retries_left)
+    }
+
+    /// The address of the task's owner (its caller).
+    #[getter]
+    fn owner_address(&self) -> PyResult<String> {
+        Ok(self.spec()?.spec.owner_address.clone())
+    }
+
+    /// 0: fixed returns; 1: num_returns="dynamic"; 2: a streaming generator.
+    #[getter]
+    fn generator(&self) -> PyResult<u32> {
+        Ok(self.spec()?.spec.generator)
+    }
+
     #[getter]
     fn attempt(&self) -> PyResult<u64> {
         Ok(self.spec()?.spec.attempt)

@@ -138,7 +138,7 @@ def test_worker_output_reaches_the_driver_with_a_prefix(tmp_path):
         "ray.get(chatty.remote(7))\nray.shutdown()\n"
     )
     assert r.returncode == 0, r.stderr
-    assert "(chatty pid=" in r.stdout and ") line 7" in r.stdout, r.stdout
+    assert "(chatty pid=" in r.stdout and "\x1b[0m line 7" in r.stdout, r.stdout
     assert "(chatty pid=" in r.stderr and "to stderr" in r.stderr, r.stderr
 
 

@@ -143,7 +143,8 @@ impl RayEnv {
 
     /// Starts a head on loopback with a free port; returns the GCS address.
     pub fn start_head(&self, extra: &[&str]) -> String {
-        let mut args = vec!["start", "--head", "--port", "0", "--node-ip-address", "127.0.0.1"];
+        // No Ray Client server unless a test asks for one (`extra` wins: the last value counts).
+        let mut args = vec!["start", "--head", "--port", "0", "--node-ip-address", "127.0.0.1", "--ray-client-server-port", "0"];
         args.extend_from_slice(extra);
         self.ray_ok(&args);
         self.gcs_address()

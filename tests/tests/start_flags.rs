@@ -101,7 +101,7 @@ fn dashboard_and_friends_start_and_are_named_in_one_line() {
             "--include-log-monitor",
             "False",
             "--ray-client-server-port",
-            "10001",
+            "0",
             "--min-worker-port=10002",
             "--max-worker-port=19999",
             "--worker-port-list=10002,10003",
@@ -123,7 +123,6 @@ fn dashboard_and_friends_start_and_are_named_in_one_line() {
         "--dashboard-port",
         "--metrics-export-port",
         "--include-log-monitor",
-        "--ray-client-server-port",
         "--min-worker-port",
         "--max-worker-port",
         "--worker-port-list",
@@ -131,7 +130,7 @@ fn dashboard_and_friends_start_and_are_named_in_one_line() {
     ] {
         assert!(line.contains(flag), "{flag} missing from: {line}");
     }
-    for honoured in ["--log-style", "--log-color", "--disable-usage-stats", "--labels", "health_check_period_ms", "object_spilling_config", "--num-cpus"] {
+    for honoured in ["--log-style", "--log-color", "--disable-usage-stats", "--labels", "health_check_period_ms", "object_spilling_config", "--num-cpus", "--ray-client-server-port"] {
         assert!(!line.contains(honoured), "{honoured} is honoured, not ignored: {line}");
     }
     // -v names each started process.

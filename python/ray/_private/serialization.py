@@ -3,10 +3,12 @@ buffers (so numpy arrays travel without copies and are read in place from the
 shared-memory store), cloudpickle for what plain pickle cannot handle, and
 ObjectRefs recorded as they are pickled (the owner keeps them alive for the task)."""
 
+import collections
 import io
 import json
 import pickle
 import threading
+import types
 
 import cloudpickle
 
@@ -27,11 +29,40 @@ def _reduce_ref(ref):
     return (_raylet.ObjectRef._from_pickle, (ref.binary(), ref.owner_address()))
 
 
+class _ByValue(pickle.PicklingError):
+    """Raised to hand a value to cloudpickle."""
+
+
 class _FastPickler(pickle.Pickler):
     dispatch_table = {_raylet.ObjectRef: _reduce_ref}
 
+    def reducer_override(self, obj):
+        # Classes and functions of the driver's script exist only there: plain
+        # pickle would name them by reference and other processes could not find
+        # them (e.g. an exception class given to retry_exceptions). cloudpickle
+        # sends them by value, as Ray does. (Not called for plain ints, strs,
+        # lists, dicts..., so the fast path stays fast.)
+        if isinstance(obj, type) or callable(obj) and hasattr(obj, "__code__"):
+            if getattr(obj, "__module__", None) == "__main__":
+                raise _ByValue(obj)
+        return NotImplemented
+
+
+def _code_reduce_keeping_file(code):
+    # cloudpickle (3.x) names every shipped function's file "<dynamic-code>",
+    # so a task's traceback could not show its source; keep the real name (a
+    # worker on the same machine then reads the line, as Ray's does).
+    func, args = _CODE_REDUCE(code)
+    args = tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+    return func, args
+
+
+_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
 
 class _CloudPickler(cloudpickle.Pickler):
+    dispatch_table = collections.ChainMap({types.CodeType: _code_reduce_keeping_file}, cloudpickle.Pickler.dispatch_table)
+
     def reducer_override(self, obj):
         if type(obj) is _raylet.ObjectRef:
             return _reduce_ref(obj)
@@ -55,6 +86,13 @@ class _OutOfBandBytes:
 
     def __reduce_ex__(self, protocol):
         return (_bytes_from_buffer, (pickle.PickleBuffer(self.value),))
+
+
+def dumps(obj):
+    """cloudpickle bytes of a function or class (its code keeps its file name)."""
+    f = io.BytesIO()
+    _CloudPickler(f, protocol=5).dump(obj)
+    return f.getvalue()
 
 
 def serialize(value):

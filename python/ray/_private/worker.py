@@ -54,6 +54,11 @@ class _Connection:
         self.gcs_address = gcs_address
         self.local_cluster = local_cluster
         self.session_dir = session_dir
+        # This node's IP (shown in task errors); set by workers.
+        self.node_ip = None
+        # The runtime env (resolved: packages named by URI) of the job, or of
+        # the worker's own environment; tasks submitted from here inherit it.
+        self.runtime_env = {}
         self.exported = set()
         self.printer = None
         self.stop_printer = threading.Event()
@@ -112,9 +117,15 @@ def resolve_address(address):
     if address == "local":
         return None
     addr = str(address)
-    for prefix in ("ray://", "http://"):
-        if addr.startswith(prefix):
-            addr = addr[len(prefix):]
+    if addr.startswith("ray://"):
+        # A Ray Client address (the head's Ray Client server), not a GCS: ray.init()
+        # connects those through ray.util.client before it gets here.
+        raise ValueError(
+            "{!r} is a Ray Client address; pass it to ray.init() itself (ray.init({!r})), which connects "
+            "through the head's Ray Client server.".format(addr, addr)
+        )
+    if addr.startswith("http://"):
+        addr = addr[len("http://"):]
     return addr
 
 
@@ -199,14 +210,31 @@ def _print_loop(conn):
         _emit(lines)
 
 
+# Lines carrying this are progress bar states of ray.experimental.tqdm_ray:
+# drawn as bars, not printed.
+_TQDM_MAGIC = "__ray_tqdm_magic_token__"
+
+
 def _emit(lines):
+    bars = sys.modules.get("ray.experimental.tqdm_ray")
+    hidden = False
     for line in lines:
+        if _TQDM_MAGIC in line:
+            from ray.experimental import tqdm_ray as bars
+
+            if bars.process_log_line(line[1:]):
+                continue
+        if bars is not None and not hidden:
+            bars.hide_bars()
+            hidden = True
         stream = sys.stderr if line[:1] == "2" else sys.stdout
         try:
             stream.write(line[1:] + "\n")
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed stream must not kill the printer
             pass
+    if hidden:
+        bars.unhide_bars()
 
 
 def start_printer(conn):
@@ -244,4 +272,24 @@ def disconnect():
         services.stop_local_cluster(conn.local_cluster)
 
 
-atexit.register(disconnect)
+# At the end of a driver script, tasks it submitted and never waited for get a
+# moment to finish, so what they print still reaches the console (Ray's slower
+# teardown gives them that time too).
+EXIT_GRACE_S = 1.0
+
+
+def _at_exit():
+    conn = global_connection()
+    if conn is not None and conn.mode == SCRIPT_MODE:
+        import time
+
+        deadline = time.monotonic() + EXIT_GRACE_S
+        try:
+            while conn.core.pending_returns() > 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    disconnect()
+
+
+atexit.register(_at_exit)

@@ -3,7 +3,9 @@ the names of live actors."""
 
 from ray.actor import list_named_actors
 
+from ray.util import annotations  # noqa: F401  (RayDeprecationWarning's filter)
 from ray.util import scheduling_strategies
+from ray.util.check_serialize import inspect_serializability
 from ray.util.actor_pool import ActorPool
 from ray.util.placement_group import (
     PlacementGroup,
@@ -20,6 +22,7 @@ __all__ = [
     "PlacementGroup",
     "get_current_placement_group",
     "get_placement_group",
+    "inspect_serializability",
     "placement_group",
     "placement_group_table",
     "remove_placement_group",

@@ -33,19 +33,29 @@ impl Launcher<'_> {
     /// Starts `argv0 args...` from this executable, logging to `<log_base>.<ext>`.
     pub fn spawn(&self, argv0: &str, log_base: &str, ext: &str, args: &[String]) -> Result<Launched> {
         let exe = process::current_exe().context("cannot find the ray executable")?;
+        self.start(&exe, argv0, argv0, log_base, ext, args)
+    }
+
+    /// Starts another program `exe` (the Ray Client server's Python), recorded
+    /// for `ray stop` under `name`, logging to `<log_base>.<ext>`.
+    pub fn spawn_program(&self, exe: &Path, name: &str, log_base: &str, ext: &str, args: &[String]) -> Result<Launched> {
+        self.start(exe, &exe.display().to_string(), name, log_base, ext, args)
+    }
+
+    fn start(&self, exe: &Path, argv0: &str, name: &str, log_base: &str, ext: &str, args: &[String]) -> Result<Launched> {
         let (log, file) = self.session.create_log(log_base, ext)?;
-        let mut cmd = process::daemon_command(&exe, argv0, args, &self.env, file)?;
-        let child = cmd.spawn().with_context(|| format!("cannot start {argv0} from {exe:?}"))?;
+        let mut cmd = process::daemon_command(exe, argv0, args, &self.env, file)?;
+        let child = cmd.spawn().with_context(|| format!("cannot start {name} from {exe:?}"))?;
         let pid = child.id();
         let rec = ProcessRecord {
             pid,
             start_ticks: process::start_time_ticks(pid).unwrap_or(0),
-            name: argv0.to_string(),
+            name: name.to_string(),
             session: self.session.name().to_string(),
         };
         session::register_process(self.session.root(), &rec)?;
-        tracing::debug!(name = argv0, pid, log = %log.display(), "started");
-        Ok(Launched { name: argv0.to_string(), child, log, root: self.session.root().to_path_buf() })
+        tracing::debug!(process = name, pid, log = %log.display(), "started");
+        Ok(Launched { name: name.to_string(), child, log, root: self.session.root().to_path_buf() })
     }
 
     /// A fresh path for a ready file in the session folder.

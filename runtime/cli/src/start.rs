@@ -21,6 +21,10 @@ use crate::spawn::{Launched, Launcher};
 mod flags;
 use flags::Resolved;
 
+// The head's Ray Client server (a Python process).
+#[path = "start_client_server.rs"]
+mod client_server;
+
 /// How long a daemon may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -239,6 +243,11 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
         std::fs::write(path, body.to_string()).with_context(|| format!("cannot write {}", path.display()))?;
         return Ok(());
     }
+    let client_url = client_server::start(&launcher, ip, a.ray_client_server_port, &gcs_addr).map(|(p, url)| {
+        note_started(&a, &p);
+        started.0.push(p);
+        url
+    });
     if let Some(old) = session::read_current_cluster(&root)
         && old != gcs_addr
     {
@@ -259,6 +268,11 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
     println!("    import ray");
     println!("    ray.init()");
     println!();
+    if let Some(url) = &client_url {
+        println!("  To connect to this Ray cluster from another machine (Ray Client):");
+        println!("    ray.init(\"{url}\")");
+        println!();
+    }
     println!("  To terminate the Ray runtime, run");
     println!("    ray stop");
     println!();

@@ -107,7 +107,7 @@ pub struct StartFlags {
     /// Comma-separated ports for workers (checked, but workers take any free port).
     #[arg(long = "worker-port-list", value_parser = parse_port_list)]
     pub worker_port_list: Option<PortList>,
-    /// Port of the Ray Client server (there is none yet; ignored).
+    /// Port of the Ray Client server that a head starts for `ray.init("ray://HOST:PORT")` (default 10001; 0: none).
     #[arg(long = "ray-client-server-port", value_parser = parse_port)]
     pub ray_client_server_port: Option<u16>,
     /// Bytes of memory offered to tasks (default: 70% of available memory less the object store).

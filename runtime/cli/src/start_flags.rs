@@ -132,7 +132,7 @@ fn ignored_flags(a: &StartFlags) -> Vec<Ignored> {
         ("--min-worker-port", a.min_worker_port.is_some(), worker_ports),
         ("--max-worker-port", a.max_worker_port.is_some(), worker_ports),
         ("--worker-port-list", a.worker_port_list.is_some(), worker_ports),
-        ("--ray-client-server-port", a.ray_client_server_port.is_some(), "no Ray Client server yet"),
+        ("--ray-client-server-port", !a.head && a.ray_client_server_port.is_some(), "only a head node runs the Ray Client server"),
         ("--include-dashboard", a.include_dashboard.is_some(), NO_DASHBOARD),
         ("--dashboard-host", a.dashboard_host.is_some(), NO_DASHBOARD),
         ("--dashboard-port", a.dashboard_port.is_some(), NO_DASHBOARD),

@@ -37,10 +37,11 @@ fn live_processes(root: &std::path::Path) -> Vec<ProcessRecord> {
 /// Stops `live` in order; returns the ones that had to be killed. `verbose` says
 /// what was sent to whom.
 fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration, verbose: bool) -> Vec<String> {
-    // The autoscaler first (so it launches nothing while nodes go), then raylets,
+    // The autoscaler and the Ray Client server first (so nothing new starts while nodes go), then raylets,
     // then anything else, the GCS last.
     let bucket = |r: &ProcessRecord| match r.name.as_str() {
-        "monitor" => 0,
+        // The Ray Client server first too: its clients' drivers end while the cluster still runs.
+        "monitor" | "ray_client_server" => 0,
         "raylet" => 1,
         "gcs_server" => 3,
         _ => 2,

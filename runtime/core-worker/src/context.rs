@@ -52,11 +52,25 @@ pub(crate) struct Context {
     pub lease_linger: Duration,
     /// Lines printed by this driver's tasks, on their way to the console.
     pub log_tx: mpsc::UnboundedSender<String>,
+    /// In a worker: where lines printed by the tasks it submitted go instead
+    /// (up its own task's stream, synchronously, so they reach the driver
+    /// before the result of the task that waited for them).
+    pub line_sink: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
     /// States of the tasks this worker owns, on their way to the GCS.
     pub task_events: crate::task_events::TaskEvents,
 }
 
 impl Context {
+    /// A line printed by a task this process submitted.
+    pub fn emit_line(&self, line: String) {
+        match self.line_sink.get() {
+            Some(sink) => sink(line),
+            None => {
+                let _ = self.log_tx.send(line);
+            }
+        }
+    }
+
     /// Tells the raylet a worker is blocked in `get`/`wait` (it lends its CPU) or
     /// running again. Drivers hold no lease and say nothing.
     pub async fn notify_blocked(&self, blocked: bool) {

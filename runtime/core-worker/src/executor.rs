@@ -55,6 +55,9 @@ pub(crate) struct Executor {
     actor_output: Mutex<Option<ReplyTx>>,
     /// This worker is a detached actor's: it outlives its creator.
     detached: std::sync::atomic::AtomicBool,
+    /// The stream of the last task that ran: lines printed by tasks this
+    /// worker submitted, arriving after its own task ended, still go up.
+    last_reply: Mutex<Option<ReplyTx>>,
 }
 
 impl Executor {
@@ -74,6 +77,7 @@ impl Executor {
         let t = q.pop_front()?;
         drop(q);
         *lock(&self.current) = Some((t.id, t.reply.clone()));
+        *lock(&self.last_reply) = Some(t.reply.clone());
         Some(t)
     }
 
@@ -88,14 +92,25 @@ impl Executor {
         if task.spec.actor_creation.is_some() && !result.is_error {
             *lock(&self.actor_output) = Some(task.reply.clone());
         }
-        let _ = task.reply.send(Ok(PushTasksReply { result: Some(result), log_lines: Vec::new(), pid: std::process::id() }));
+        let _ = task.reply.send(Ok(PushTasksReply { result: Some(result), pid: std::process::id(), ..Default::default() }));
     }
 
-    /// A line printed by the running task, for its owner's console.
+    /// A value the generator task `task` yielded, for its owner (sent before the
+    /// task's result, on the same stream).
+    pub fn send_item(&self, task: &ExecTask, index: u64, object: ray_proto::rpc::ReturnObject) {
+        let item = ray_proto::rpc::GeneratorItem { task_id: task.id.as_bytes().to_vec(), index, object: Some(object) };
+        let _ = task.reply.send(Ok(PushTasksReply { item: Some(item), pid: std::process::id(), ..Default::default() }));
+    }
+
+    /// A line printed by the running task (or by a task it submitted), for its
+    /// owner's console: lines travel up the chain of owners to the driver.
     pub fn log_line(&self, line: String) {
-        let reply = lock(&self.actor_output).clone().or_else(|| lock(&self.current).as_ref().map(|(_, r)| r.clone()));
+        let reply = lock(&self.actor_output)
+            .clone()
+            .or_else(|| lock(&self.current).as_ref().map(|(_, r)| r.clone()))
+            .or_else(|| lock(&self.last_reply).clone());
         if let Some(reply) = reply {
-            let _ = reply.send(Ok(PushTasksReply { result: None, log_lines: vec![line], pid: std::process::id() }));
+            let _ = reply.send(Ok(PushTasksReply { log_lines: vec![line], pid: std::process::id(), ..Default::default() }));
         }
     }
 

@@ -18,6 +18,7 @@ mod context;
 pub mod error;
 mod executor;
 mod functions;
+pub mod generators;
 pub mod ids;
 pub mod layout;
 pub mod objects;
@@ -33,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ray_common::gcs_client::GcsClient;
-use ray_common::{JobId, NodeId, ObjectId, WorkerId};
+use ray_common::{JobId, NodeId, ObjectId, TaskId, WorkerId};
 use ray_proto::rpc::job_info_gcs_service_client::JobInfoGcsServiceClient;
 use ray_proto::rpc::{GetNodeStatsReply, GetNodeStatsRequest, MarkJobFinishedRequest, ReturnObject, TaskResult};
 use tokio::sync::mpsc;
@@ -70,6 +71,13 @@ impl CoreWorker {
     /// Connects to the GCS and the raylet, registers, and starts serving.
     pub async fn start(opts: Options) -> Result<Arc<Self>, StartError> {
         let p = startup::start(opts).await?;
+        if p.ctx.mode == Mode::Worker {
+            // A worker has no console: lines printed by the tasks it submitted
+            // go up to its own owner, and so on to the driver (as in Ray, where
+            // every line of a job reaches its driver).
+            let executor = p.executor.clone();
+            let _ = p.ctx.line_sink.set(Box::new(move |line| executor.log_line(line)));
+        }
         Ok(Arc::new(Self {
             ctx: p.ctx,
             own: p.own,
@@ -159,6 +167,11 @@ impl CoreWorker {
     /// Counts of owned and borrowed objects (tests and debugging).
     pub fn object_counts(&self) -> (usize, usize) {
         self.own.counts()
+    }
+
+    /// Returns of submitted tasks not finished yet.
+    pub fn pending_returns(&self) -> usize {
+        self.own.pending()
     }
 
     // ------------------------------------------------------------ tasks
@@ -251,8 +264,32 @@ impl CoreWorker {
     }
 
     /// A return value of the running task, stored the way its size asks for.
-    pub fn make_return(&self, id: ObjectId, v: &Serialized<'_>) -> Result<ReturnObject, CoreError> {
-        self.own.make_return(id, v)
+    pub fn make_return(&self, task: &ExecTask, id: ObjectId, v: &Serialized<'_>) -> Result<ReturnObject, CoreError> {
+        self.own.make_return(id, &task.spec.owner_address, v)
+    }
+
+    /// Stores item `index` of the running generator task and sends it to the
+    /// task's owner; returns the item's object id.
+    pub fn generator_item(&self, task: &ExecTask, index: u64, v: &Serialized<'_>) -> Result<ObjectId, CoreError> {
+        let id = generators::item_id(task.id, index);
+        let ret = self.own.make_return(id, &task.spec.owner_address, v)?;
+        self.executor.send_item(task, index, ret);
+        Ok(id)
+    }
+
+    /// The next item of the generator task `task` this worker submitted.
+    pub fn generator_next(&self, task: TaskId, timeout: Option<Duration>) -> generators::Next {
+        self.ctx.rt.block_on(self.own.generators.next(task, timeout))
+    }
+
+    /// True when `generator_next` would not wait.
+    pub fn generator_ready(&self, task: TaskId) -> bool {
+        self.own.generators.peek(task)
+    }
+
+    /// The frontend dropped a generator: the items it did not take are released.
+    pub fn generator_drop(&self, task: TaskId) {
+        self.own.drop_generator(task);
     }
 
     /// Sends a finished task's result to its owner.

@@ -277,6 +277,11 @@ impl ObjectTable {
         self.owned.len()
     }
 
+    /// Number of owned objects whose task has not finished yet.
+    pub fn len_pending(&self) -> usize {
+        self.owned.values().filter(|o| o.value.is_none()).count()
+    }
+
     /// Number of borrowed objects.
     pub fn len_borrowed(&self) -> usize {
         self.borrowed.len()

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::context::Context;
 use crate::error::{CoreError, SystemErrorKind, system_error};
+use crate::generators::{Generators, Release};
 use crate::layout::Layout;
 use crate::objects::{Freed, NotOwned, ObjectTable, Value};
 use crate::plasma::{PlasmaClient, PlasmaError};
@@ -58,11 +59,93 @@ pub(crate) struct Ownership {
     ctx: Arc<Context>,
     table: Mutex<ObjectTable>,
     plasma: PlasmaClient,
+    /// The generator tasks this worker submitted, with the items they yielded.
+    pub generators: Generators,
+}
+
+/// The value recorded for a task's return, from what its worker sent.
+fn value_of(id: ObjectId, ret: &mut ReturnObject) -> Value {
+    if ret.in_plasma {
+        match NodeId::parse(&ret.plasma_node_id) {
+            Ok(node_id) => Value::Plasma { node_id },
+            Err(e) => Value::Inline(Arc::new(system_error(SystemErrorKind::ObjectLostError, &format!("object {id}: {e}")))),
+        }
+    } else {
+        Value::Inline(Arc::new(ret.value.take().unwrap_or_default()))
+    }
 }
 
 impl Ownership {
     pub fn new(ctx: Arc<Context>, plasma: PlasmaClient) -> Self {
-        Self { ctx, table: Mutex::new(ObjectTable::default()), plasma }
+        Self { ctx, table: Mutex::new(ObjectTable::default()), plasma, generators: Generators::default() }
+    }
+
+    /// Drops the generator's references to `ids`.
+    fn release(&self, ids: Release) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut freed = Vec::new();
+        {
+            let mut t = self.table();
+            for id in ids {
+                freed.extend(t.remove_local_ref(id));
+            }
+        }
+        self.free(freed);
+    }
+
+    /// A value the generator task `task` yielded, as its worker sent it. Items
+    /// that were received already (a task run again yields them again) are
+    /// ignored.
+    pub fn generator_item(&self, task: ray_common::TaskId, index: u64, mut ret: ReturnObject) {
+        if !self.generators.expects(task, index) {
+            return;
+        }
+        let id = crate::generators::item_id(task, index);
+        {
+            let mut t = self.table();
+            let value = value_of(id, &mut ret);
+            let inner: Vec<ObjectId> = ret
+                .nested_refs
+                .iter()
+                .chain(match &value {
+                    Value::Inline(v) => v.nested_refs.iter(),
+                    Value::Plasma { .. } => [].iter(),
+                })
+                .filter_map(|r| ObjectId::from_bytes(&r.object_id).ok())
+                .collect();
+            t.add_ready(id, value);
+            t.add_local_ref(id, "");
+            for i in inner {
+                t.add_contained(id, i);
+            }
+        }
+        let release = self.generators.add_item(task, index, id);
+        self.release(release);
+    }
+
+    /// A generator item as it came on a task stream (malformed ones are dropped).
+    pub fn generator_item_from_wire(&self, item: ray_proto::rpc::GeneratorItem) {
+        let (Ok(task), Some(object)) = (ray_common::TaskId::from_bytes(&item.task_id), item.object) else {
+            tracing::warn!("a worker sent a malformed generator item; ignored");
+            return;
+        };
+        self.generator_item(task, item.index, object);
+    }
+
+    /// A generator task ended (its result, or its failure, was recorded).
+    fn generator_ended(&self, first_return: Option<&ObjectId>) {
+        if let Some(id) = first_return {
+            let release = self.generators.end(id.task_id());
+            self.release(release);
+        }
+    }
+
+    /// The frontend dropped a streaming generator.
+    pub fn drop_generator(&self, task: ray_common::TaskId) {
+        let release = self.generators.drop_generator(task);
+        self.release(release);
     }
 
     fn table(&self) -> MutexGuard<'_, ObjectTable> {
@@ -109,7 +192,7 @@ impl Ownership {
     /// already counted for the caller.
     pub fn put(&self, v: &Serialized<'_>) -> Result<ObjectId, CoreError> {
         let id = ObjectId::for_return(self.ctx.ids.task_id(), 0);
-        let value = self.store_value(id, v)?;
+        let value = self.store_value(id, &self.ctx.address, v)?;
         let mut t = self.table();
         t.add_ready(id, value);
         // The caller's reference, counted before anyone else can see the object.
@@ -125,7 +208,11 @@ impl Ownership {
     /// worker's lifetime: the task's owner may read them after the task's own
     /// references are gone (a full borrower protocol would release them once the
     /// caller drops them).
-    pub fn make_return(&self, id: ObjectId, v: &Serialized<'_>) -> Result<ReturnObject, CoreError> {
+    ///
+    /// A stored copy is recorded as `owner`'s (the task's caller): the store
+    /// deletes it when that process exits, not when this worker does (an idle
+    /// worker stopped by its raylet must not take its callers' results along).
+    pub fn make_return(&self, id: ObjectId, owner: &str, v: &Serialized<'_>) -> Result<ReturnObject, CoreError> {
         {
             let mut t = self.table();
             for n in &v.nested {
@@ -135,7 +222,7 @@ impl Ownership {
             }
         }
         let size = v.size() as u64;
-        Ok(match self.store_value(id, v)? {
+        Ok(match self.store_value(id, owner, v)? {
             Value::Inline(value) => ReturnObject {
                 object_id: id.to_vec(),
                 value: Some((*value).clone()),
@@ -156,7 +243,7 @@ impl Ownership {
     }
 
     /// Inline when small, else in the store.
-    fn store_value(&self, id: ObjectId, v: &Serialized<'_>) -> Result<Value, CoreError> {
+    fn store_value(&self, id: ObjectId, owner: &str, v: &Serialized<'_>) -> Result<Value, CoreError> {
         if v.size() <= MAX_INLINE_BYTES {
             return Ok(Value::Inline(Arc::new(SerializedObject {
                 kind: v.kind,
@@ -165,14 +252,14 @@ impl Ownership {
                 nested_refs: v.nested_protos(),
             })));
         }
-        self.put_plasma(id, v)?;
+        self.put_plasma(id, owner, v)?;
         Ok(Value::Plasma { node_id: self.ctx.node_id.clone() })
     }
 
-    fn put_plasma(&self, id: ObjectId, v: &Serialized<'_>) -> Result<(), PlasmaError> {
+    fn put_plasma(&self, id: ObjectId, owner: &str, v: &Serialized<'_>) -> Result<(), PlasmaError> {
         let lens: Vec<u64> = v.buffers.iter().map(|b| b.len() as u64).collect();
         let layout = Layout::plan(v.kind, v.data.len() as u64, &lens);
-        let offset = self.ctx.rt.block_on(self.plasma.create(id, layout.total, &self.ctx.address))?;
+        let offset = self.ctx.rt.block_on(self.plasma.create(id, layout.total, owner))?;
         let written = self.plasma.write(offset, &layout, v.data, &v.buffers).and_then(|_| self.ctx.rt.block_on(self.plasma.seal(id)));
         if written.is_err() {
             // Give the reserved space back.
@@ -231,13 +318,14 @@ impl Ownership {
     /// With `lineage`, returns kept in a store can be made again if lost; the
     /// task's arguments then stay held as long as those returns do.
     pub fn task_succeeded(&self, returns: Vec<ReturnObject>, held: &[ObjectId], lineage: Option<Arc<Lineage>>) {
+        let first = returns.first().and_then(|r| ObjectId::from_bytes(&r.object_id).ok());
         let stored: Vec<ObjectId> =
             returns.iter().filter(|r| r.in_plasma).filter_map(|r| ObjectId::from_bytes(&r.object_id).ok()).collect();
         let lineage = lineage.filter(|_| !stored.is_empty());
         let mut freed = Vec::new();
         {
             let mut t = self.table();
-            for ret in returns {
+            for mut ret in returns {
                 let Ok(id) = ObjectId::from_bytes(&ret.object_id) else {
                     tracing::warn!(len = ret.object_id.len(), "a worker returned a malformed object id; ignored");
                     continue;
@@ -250,14 +338,7 @@ impl Ownership {
                         t.add_contained(id, inner);
                     }
                 }
-                let value = if ret.in_plasma {
-                    match NodeId::parse(&ret.plasma_node_id) {
-                        Ok(node_id) => Value::Plasma { node_id },
-                        Err(e) => Value::Inline(Arc::new(system_error(SystemErrorKind::ObjectLostError, &format!("object {id}: {e}")))),
-                    }
-                } else {
-                    Value::Inline(Arc::new(ret.value.unwrap_or_default()))
-                };
+                let value = value_of(id, &mut ret);
                 freed.extend(t.set_value(id, value));
             }
             match lineage {
@@ -282,6 +363,7 @@ impl Ownership {
             }
         }
         self.free(freed);
+        self.generator_ended(first.as_ref());
     }
 
     /// Records that `node` holds a copy of the owned object `id` (deleted with it).
@@ -317,6 +399,7 @@ impl Ownership {
             }
         }
         self.free(freed);
+        self.generator_ended(return_ids.first());
     }
 
     // ------------------------------------------------------------ reading
@@ -376,6 +459,11 @@ impl Ownership {
     /// Keeps a borrowed object's value while references to it remain.
     pub fn cache_borrowed(&self, id: ObjectId, v: Value) {
         self.table().cache_borrowed(id, v);
+    }
+
+    /// Owned objects whose task has not finished.
+    pub fn pending(&self) -> usize {
+        self.table().len_pending()
     }
 
     /// Counts of owned and borrowed objects.

@@ -130,6 +130,7 @@ pub(crate) async fn start(opts: Options) -> Result<Parts, StartError> {
         max_inflight: cfg.max_tasks_in_flight_per_worker.max(1),
         lease_linger: Duration::from_millis(cfg.worker_lease_linger_ms),
         log_tx,
+        line_sink: std::sync::OnceLock::new(),
         task_events: Default::default(),
     });
     tokio::spawn(crate::task_events::flusher(Arc::downgrade(&ctx)));

@@ -424,6 +424,18 @@ impl ObjectStore {
         ids.len()
     }
 
+    /// Each owner of a stored object, with one of its objects (the sample an
+    /// owner liveness check asks about).
+    pub fn owners(&self) -> HashMap<String, ObjectId> {
+        let mut out = HashMap::new();
+        for (id, e) in &self.objects {
+            if !e.owner.is_empty() && !e.deleted {
+                out.entry(e.owner.clone()).or_insert_with(|| id.clone());
+            }
+        }
+        out
+    }
+
     /// A client went away: its pins go, and objects it created but never sealed.
     pub fn disconnect(&mut self, client: &str) {
         let ids: Vec<ObjectId> = self.objects.keys().cloned().collect();

@@ -84,6 +84,8 @@ pub struct Pending {
     pub hold: Option<ResourceSet>,
     /// A detached actor's lease.
     pub detached: bool,
+    /// The runtime environment its worker needs (JSON; "" = none).
+    pub runtime_env: String,
     /// Job.
     pub job_id: String,
     /// Owner worker id.
@@ -148,7 +150,7 @@ impl Leasing {
         let n = self.pool.config().soft_limit.min(8);
         let have = self.pool.of_job(job_id).len();
         for _ in have..n {
-            self.start_worker(job_id);
+            self.start_worker(job_id, "");
         }
     }
 
@@ -186,9 +188,9 @@ impl Leasing {
         self.cluster = view;
     }
 
-    fn start_worker(&mut self, job_id: &str) -> Option<String> {
+    fn start_worker(&mut self, job_id: &str, runtime_env: &str) -> Option<String> {
         let job = self.jobs.get(job_id)?;
-        Some(self.pool.start(job_id, &job.command))
+        Some(self.pool.start(job_id, &job.command, runtime_env))
     }
 
     /// Grants what can be granted now; starts workers for requests that have
@@ -200,7 +202,7 @@ impl Leasing {
         // blocking).
         self.queue.retain(|p| !p.reply.is_closed());
         self.reject_stale_spillbacks(res);
-        let mut waiting_for_worker: HashMap<String, usize> = HashMap::new();
+        let mut waiting_for_worker: HashMap<(String, String), usize> = HashMap::new();
         let mut i = 0;
         while i < self.queue.len() {
             let p = &self.queue[i];
@@ -208,7 +210,7 @@ impl Leasing {
                 i += 1;
                 continue;
             }
-            match self.pool.idle_worker(&p.job_id) {
+            match self.pool.idle_worker(&p.job_id, &p.runtime_env) {
                 Some(wid) => {
                     let p = self.queue.remove(i);
                     let held = p.hold.clone().unwrap_or_else(|| p.shape.clone());
@@ -235,16 +237,16 @@ impl Leasing {
                     }
                 }
                 None => {
-                    *waiting_for_worker.entry(p.job_id.clone()).or_default() += 1;
+                    *waiting_for_worker.entry((p.job_id.clone(), p.runtime_env.clone())).or_default() += 1;
                     i += 1;
                 }
             }
         }
         self.spill(res);
-        for (job, n) in waiting_for_worker {
-            let mut need = n.saturating_sub(self.pool.starting(&job));
+        for ((job, env), n) in waiting_for_worker {
+            let mut need = n.saturating_sub(self.pool.starting(&job, &env));
             while need > 0 && self.pool.total_starting() < self.pool.config().max_starting.max(1) {
-                if self.start_worker(&job).is_none() {
+                if self.start_worker(&job, &env).is_none() {
                     break;
                 }
                 need -= 1;

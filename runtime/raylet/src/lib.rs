@@ -24,6 +24,7 @@ pub mod detect;
 mod leases;
 mod local_resources;
 mod loops;
+mod owner_sweep;
 mod service;
 mod spawner;
 mod spill;
@@ -263,6 +264,7 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
     let reporter = tokio::spawn(loops::report_loop(raylet.clone()));
     tokio::spawn(loops::pool_loop(raylet.clone(), events_rx));
     tokio::spawn(loops::cluster_view_loop(raylet.clone()));
+    tokio::spawn(owner_sweep::owner_sweep_loop(raylet.clone()));
     if let Some(endpoint) = spot::metadata_endpoint() {
         tokio::spawn(spot::watch(raylet.clone(), endpoint));
     }

@@ -105,6 +105,7 @@ impl NodeManagerService for NodeManager {
             wait: r.wait,
             hold,
             detached: r.detached,
+            runtime_env: r.runtime_env,
         };
         let answer = self.raylet.state.lock().request_lease(request);
         let reply = match answer {

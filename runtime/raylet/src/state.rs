@@ -61,6 +61,8 @@ pub struct LeaseRequest {
     pub hold: Option<ResourceSet>,
     /// A detached actor's lease: it survives its owner and its job.
     pub detached: bool,
+    /// The runtime environment its worker needs (JSON; "" = none).
+    pub runtime_env: String,
 }
 
 /// The answer to a lease request: now (a rejection) or when dispatch decides.
@@ -250,6 +252,7 @@ impl NodeState {
                 shape: req.shape,
                 hold: req.hold,
                 detached: req.detached,
+                runtime_env: req.runtime_env,
                 job_id: req.job_id,
                 owner: req.owner,
                 reply: tx,
@@ -328,6 +331,16 @@ impl NodeState {
     }
 
     // ----- objects -----
+
+    /// Each owner of a stored object, with one of its objects.
+    pub fn store_owners(&self) -> std::collections::HashMap<String, Vec<u8>> {
+        self.store.owners()
+    }
+
+    /// The owner at `owner` is gone (it stopped answering): its objects go.
+    pub fn owner_died(&mut self, owner: &str) -> usize {
+        self.change(|_, _, store| store.delete_owned_by(owner))
+    }
 
     /// Where the store file is and how large it is (handed to workers).
     pub fn store_location(&self) -> (String, u64) {

@@ -43,6 +43,11 @@ pub struct Transfers {
 }
 
 impl Transfers {
+    /// The token and TLS settings this raylet's clients use.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
     /// No nodes known yet.
     pub fn new(security: Security) -> Self {
         Self {

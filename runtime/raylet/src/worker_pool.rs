@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::spawner::{ProcessControl, SpawnRequest};
 
+/// The environment variable a worker finds its runtime environment in.
+pub const RUNTIME_ENV_VAR: &str = "RAY_RUNTIME_ENV";
+
 /// What a worker is doing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerStatus {
@@ -31,6 +34,9 @@ pub struct Worker {
     pub pid: u32,
     /// Job it serves.
     pub job_id: String,
+    /// The runtime environment it was started with (JSON; "" = none): it
+    /// runs tasks of that environment only.
+    pub runtime_env: String,
     /// Where its core worker listens, once registered.
     pub address: String,
     /// Status.
@@ -103,18 +109,32 @@ impl WorkerPool {
         self.workers.values().filter(|w| w.job_id == job_id).map(|w| w.id.clone()).collect()
     }
 
-    /// Starts a worker of `job_id` with the job's `command`; returns its id.
-    pub fn start(&mut self, job_id: &str, command: &[String]) -> String {
+    /// Starts a worker of `job_id` with the job's `command` in `runtime_env`
+    /// (handed to it in `RAY_RUNTIME_ENV`, never on its command line); returns
+    /// its id.
+    pub fn start(&mut self, job_id: &str, command: &[String], runtime_env: &str) -> String {
         let id = new_id();
         let mut argv = command.to_vec();
         argv.extend(self.config.worker_args.iter().cloned());
         argv.extend(["--worker-id".to_string(), id.clone(), "--job-id".to_string(), job_id.to_string()]);
         let log = self.config.log_dir.join(format!("worker-{id}-{job_id}.out"));
         let command = ray_common::process::joined_flags(&argv);
-        self.procs.spawn(SpawnRequest { worker_id: id.clone(), command, env: self.config.env.clone(), log });
+        let mut env = self.config.env.clone();
+        if !runtime_env.is_empty() {
+            env.push((RUNTIME_ENV_VAR.to_string(), runtime_env.to_string()));
+        }
+        self.procs.spawn(SpawnRequest { worker_id: id.clone(), command, env, log });
         self.workers.insert(
             id.clone(),
-            Worker { id: id.clone(), pid: 0, job_id: job_id.to_string(), address: String::new(), status: WorkerStatus::Starting, blocked: false },
+            Worker {
+                id: id.clone(),
+                pid: 0,
+                job_id: job_id.to_string(),
+                runtime_env: runtime_env.to_string(),
+                address: String::new(),
+                status: WorkerStatus::Starting,
+                blocked: false,
+            },
         );
         id
     }
@@ -151,9 +171,12 @@ impl WorkerPool {
         true
     }
 
-    /// Workers of `job_id` being started.
-    pub fn starting(&self, job_id: &str) -> usize {
-        self.workers.values().filter(|w| w.job_id == job_id && w.status == WorkerStatus::Starting).count()
+    /// Workers of `job_id` in `runtime_env` being started.
+    pub fn starting(&self, job_id: &str, runtime_env: &str) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.job_id == job_id && w.runtime_env == runtime_env && w.status == WorkerStatus::Starting)
+            .count()
     }
 
     /// Workers being started, all jobs together.
@@ -163,10 +186,10 @@ impl WorkerPool {
 
     /// The idle worker of `job_id` to lease next: the most recently idle (its
     /// caches are warm).
-    pub fn idle_worker(&self, job_id: &str) -> Option<String> {
+    pub fn idle_worker(&self, job_id: &str, runtime_env: &str) -> Option<String> {
         self.workers
             .values()
-            .filter(|w| w.job_id == job_id)
+            .filter(|w| w.job_id == job_id && w.runtime_env == runtime_env)
             .filter_map(|w| match w.status {
                 WorkerStatus::Idle(t) => Some((t, w.id.clone())),
                 _ => None,

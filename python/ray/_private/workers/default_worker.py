@@ -8,11 +8,13 @@ import pickle
 import signal
 import sys
 import threading
-import traceback
 
 from ray import _raylet
 from ray import exceptions as _exc
+from ray._private import object_ref_generator as _gen
+from ray._private import runtime_env_worker as _rt_env
 from ray._private import serialization
+from ray._private import task_errors
 from ray._private import worker as _worker
 from ray.remote_function import RETRY_EXCEPTIONS_KWARG
 
@@ -44,7 +46,8 @@ class _TaskOutput:
             name = self._conn.actor_meta.class_name
         if name is None:
             return
-        self._core.log_line("{}({} pid={}) {}".format(self._tag, name, os.getpid(), line))
+        # Ray's prefix, in cyan: "(f pid=123) ".
+        self._core.log_line("{}\x1b[36m({} pid={})\x1b[0m {}".format(self._tag, name, os.getpid(), line))
 
     def flush(self):
         self._orig.flush()
@@ -80,6 +83,8 @@ class _Worker:
         self.sems = {}
         # Actor calls running now: task id -> asyncio task (None for threads).
         self.running = {}
+        # Why the runtime env could not be set up (every task then fails), or None.
+        self.setup_error = None
 
     def function(self, job_id, function_id):
         fn = self.functions.get(function_id)
@@ -123,6 +128,12 @@ class _Worker:
     def dispatch(self, task):
         """Runs a task: on this thread, or for concurrent actors on their pool or
         event loop (calls from one caller arrive, and start, in order)."""
+        if self.setup_error is not None:
+            # The runtime env could not be set up: nothing runs here.
+            kind = "ActorDiedError" if task.actor_creation is not None else "RuntimeEnvSetupError"
+            body = serialization.system_error(kind, self.setup_error)
+            self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * task.num_returns, True, False)
+            return
         if self.actor is not None and task.actor_id:
             if self.is_async:
                 self.start_async(task)
@@ -170,19 +181,17 @@ class _Worker:
                     result = fn(*values, **kwargs)
                     if inspect.iscoroutine(result):
                         result = asyncio.run(_awaited(result))
+                    if task.generator:
+                        result = self.stream(task, name, result)
                     if tid in self.conn.cancelled:
                         raise KeyboardInterrupt
                 self.conn.interruptible = None
-                result = _as_returns(result, returns)
+                result = self._as_returns(task, name, result, returns)
             except _DependencyFailed as dep:
                 self._dependency_failed(task, dep, returns)
                 return
-            except KeyboardInterrupt:
-                if task.actor_id:
-                    self._actor_call_cancelled(task, name, returns)
-                    return
-                body = serialization.system_error("TaskCancelledError", "the task was cancelled while running")
-                self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
+            except KeyboardInterrupt as e:
+                self._cancelled(task, name, returns, None if task.actor_id else e)
                 return
             except SystemExit:
                 if self.conn.exiting:
@@ -204,6 +213,18 @@ class _Worker:
             self.conn.current_task_id = None
             self.conn.current_task_name = None
             self.conn.current_placement_group = None
+
+    def stream(self, task, name, result):
+        """Runs the generator a generator task returned, sending each item as it
+        is yielded; returns the task's own return value."""
+        _gen.check_generator(result)
+        make_error = self._item_error(task, name)
+        if inspect.isasyncgen(result):
+            return asyncio.run(_gen.run_async_generator(self.core, task, result, make_error, task.owner_address))
+        return _gen.run_generator(self.core, task, result, make_error, task.owner_address)
+
+    def _item_error(self, task, name):
+        return lambda e: task_errors.task_error(name, e, *self._where(task))
 
     # ------------------------------------------------------------ actors
 
@@ -275,9 +296,15 @@ class _Worker:
                     result = fn(*values, **kwargs)
                     if inspect.iscoroutine(result):
                         result = await result
+                    if task.generator and inspect.isasyncgen(result):
+                        result = await _gen.run_async_generator(
+                            self.core, task, result, self._item_error(task, name), task.owner_address
+                        )
+                    elif task.generator:
+                        result = self.stream(task, name, result)
                     if tid in self.conn.cancelled:
                         raise asyncio.CancelledError()
-                    result = _as_returns(result, returns)
+                    result = self._as_returns(task, name, result, returns)
                 except asyncio.CancelledError:
                     self._actor_call_cancelled(task, name, returns)
                     return
@@ -302,45 +329,90 @@ class _Worker:
 
     # ------------------------------------------------------------ results
 
+    def _where(self, task):
+        """(pid, ip, actor id, actor repr) for a task error's title."""
+        actor_id = actor_repr = None
+        if task.actor_id and self.actor is not None:
+            actor_id = self.conn.actor_id
+            try:
+                actor_repr = repr(self.actor)
+            except Exception:  # noqa: BLE001 - a repr that fails is left out
+                actor_repr = None
+        return os.getpid(), self.conn.node_ip, actor_id, actor_repr
+
     def _dependency_failed(self, task, dep, returns):
         err = dep.error
-        data, buffers, refs = serialization.serialize_error(_unwrap(err))
         if not isinstance(err, _exc.RayTaskError):
             body = serialization.system_error(type(err).__name__, str(err))
             self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
             return
+        new = task_errors.dependency_failed(self.task_name(task), err, *self._where(task))
+        data, buffers, refs = serialization.serialize_error(new)
         self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, False)
 
     def _actor_call_cancelled(self, task, name, returns):
         """A cancelled actor call: Ray's RayTaskError whose cause is TaskCancelledError."""
-        cause = _exc.TaskCancelledError("Task {} was cancelled.".format(bytes(task.task_id).hex()))
-        err = _exc.RayTaskError(name, "ray.exceptions.TaskCancelledError: the call was cancelled while it ran", cause, pid=os.getpid())
+        self._cancelled(task, name, returns, None)
+
+    def _cancelled(self, task, name, returns, exc):
+        """A task or call cancelled while it ran: RayTaskError(TaskCancelledError)
+        with the frames it was interrupted in, as Ray reports it."""
+        cause = _exc.TaskCancelledError("Task: TaskID({}) was cancelled.".format(bytes(task.task_id).hex()))
+        frames = task_errors.user_traceback(exc).rpartition("\n")[0] if exc is not None else ""
+        body = (frames + "\n" if frames else "") + "ray.exceptions.TaskCancelledError: " + str(cause)
+        pid, ip, actor_id, actor_repr = self._where(task)
+        err = _exc.RayTaskError(name, body, cause, pid=pid, ip=ip, actor_id=actor_id, actor_repr=actor_repr)
         data, buffers, refs = serialization.serialize_error(err)
         self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, False)
 
     def _raised(self, task, name, e, retry_on, returns):
-        tb = traceback.format_exc()
         if task.actor_creation is not None:
-            message = "The actor died because of an error raised in its creation task, ray::{}() (pid={}, ip={}, actor_id={})\n{}".format(
-                name, os.getpid(), self.conn.gcs_address.rpartition(":")[0], task.actor_creation[0], tb
-            )
+            tb = task_errors.user_traceback(e)
+            title = "ray::{}() (pid={}, ip={}, actor_id={})".format(name, os.getpid(), self.conn.node_ip, task.actor_creation[0])
+            message = "The actor died because of an error raised in its creation task, {}\n{}".format(title, tb)
             body = serialization.system_error("ActorDiedError", message)
             self._finish(task, [(serialization.KIND_SYSTEM_ERROR, body, [], [])] * returns, True, False)
             return
-        err = _exc.RayTaskError(name, tb, e, pid=os.getpid())
+        err = task_errors.task_error(name, e, *self._where(task))
         data, buffers, refs = serialization.serialize_error(err)
         retryable = retry_on is None or any(isinstance(e, c) for c in retry_on)
+        left = task.exception_retries_left if not task.actor_id else 0
+        if retryable and left:
+            # Ray's raylet says so on the driver's console.
+            self.core.log_line(
+                "2\x1b[33m(raylet)\x1b[0m Task {} failed. There are {} retries remaining, so the task will be "
+                "retried. Error: User exception:\n{}".format(name, "infinite" if left < 0 else left, err)
+            )
         self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * returns, True, retryable)
+
+    def _as_returns(self, task, name, result, returns):
+        if returns > 1 and inspect.isgenerator(result):
+            values = []
+            try:
+                for v in result:
+                    values.append(v)
+                    if len(values) > returns:
+                        raise ValueError("Task returned more than num_returns={} objects.".format(returns))
+            except Exception as e:  # noqa: BLE001 - what was yielded stays; the rest is the error
+                if len(values) > returns:
+                    raise
+                err = _ErrorReturn(task_errors.task_error(name, e, *self._where(task)))
+                values.extend([err] * (returns - len(values)))
+            return _as_returns(values, returns)
+        return _as_returns(result, returns)
 
     def _complete(self, task, name, result):
         try:
             out = []
             for r in result:
+                if isinstance(r, _ErrorReturn):
+                    data, buffers, refs = serialization.serialize_error(r.error)
+                    out.append((serialization.KIND_ERROR, data, buffers, refs))
+                    continue
                 data, buffers, refs = serialization.serialize(r)
                 out.append((serialization.KIND_VALUE, data, buffers, refs))
         except Exception as e:  # noqa: BLE001 - e.g. a return value that cannot be pickled
-            tb = traceback.format_exc()
-            err = _exc.RayTaskError(name, tb, e, pid=os.getpid())
+            err = task_errors.task_error(name, e, *self._where(task))
             data, buffers, refs = serialization.serialize_error(err)
             self._finish(task, [(serialization.KIND_ERROR, data, buffers, refs)] * task.num_returns, True, False)
             return
@@ -367,6 +439,14 @@ async def _awaited(x):
     return await x
 
 
+class _ErrorReturn:
+    """A return value that holds an error (a generator with num_returns=N that
+    raised after yielding some values: the rest hold its error, as in Ray)."""
+
+    def __init__(self, error):
+        self.error = error
+
+
 def _as_returns(result, returns):
     if returns > 1:
         result = list(result)
@@ -380,13 +460,6 @@ class _DependencyFailed(Exception):
     def __init__(self, error):
         super().__init__(str(error))
         self.error = error
-
-
-def _unwrap(err):
-    """A RayTaskError made an instance of its cause: back to the plain form."""
-    if isinstance(err, _exc.RayTaskError):
-        return _exc.RayTaskError(err.function_name, err.traceback_str, err.cause, pid=err.pid, ip=err.ip)
-    return err
 
 
 def main(argv=None):
@@ -409,12 +482,24 @@ def main(argv=None):
     )
     gcs = _raylet.GcsConnection(args.gcs_address)
     conn = _worker._Connection(core, gcs, _worker.WORKER_MODE, args.gcs_address)
+    conn.node_ip = args.node_ip_address
+    env_text = os.environ.pop(_rt_env.ENV_VAR, "")
+    setup_error = None
+    if env_text:
+        try:
+            conn.runtime_env = _rt_env.apply(core, args.job_id, env_text, os.path.join(_raylet.temp_root(), "runtime_resources"))
+        except Exception as e:  # noqa: BLE001 - every task of this worker fails with it
+            import traceback as _tb
+
+            setup_error = "Failed to set up the runtime environment {}:\n{}".format(env_text, _tb.format_exc())
+            print(setup_error, file=sys.stderr)
     _worker.set_connection(conn)
     sys.stdout = _TaskOutput(core, conn, 1, sys.stdout)
     sys.stderr = _TaskOutput(core, conn, 2, sys.stderr)
     conn.interruptible = None
 
     w = _Worker(core, conn)
+    w.setup_error = setup_error
 
     def on_sigint(signum, frame):
         # ray.cancel: interrupt only the user code of the task it names.

@@ -84,6 +84,7 @@ pub(super) fn submit(actors: &Arc<Actors>, q: &Arc<ActorQueue>, spec: ActorCallS
     let returns: Vec<ObjectId> = (1..=num_returns).map(|i| ObjectId::for_return(id, i)).collect();
     let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
     let nested: Vec<ObjectId> = spec.nested_refs.iter().map(|r| r.id).collect();
+    sub.own.generators.register(id, spec.returns);
     let (held, waiting) = sub.own.prepare_task(&arg_refs, &nested, &returns);
     let mut args: Vec<TaskArg> = spec.args.into_iter().map(ArgIn::into_task_arg).collect();
     if waiting.is_empty() {
@@ -108,6 +109,7 @@ pub(super) fn submit(actors: &Arc<Actors>, q: &Arc<ActorQueue>, spec: ActorCallS
             actor_id: q.actor_id.clone(),
             sequence_number: seq,
             concurrency_group: spec.concurrency_group,
+            generator: spec.returns.wire(),
             ..Default::default()
         },
         return_ids: returns.clone(),
@@ -244,7 +246,10 @@ async fn read(actors: Arc<Actors>, q: Arc<ActorQueue>, epoch: u64, addr: String,
         match stream.message().await {
             Ok(Some(m)) => {
                 for l in m.log_lines {
-                    let _ = sub.ctx.log_tx.send(l);
+                    sub.ctx.emit_line(l);
+                }
+                if let Some(item) = m.item {
+                    sub.own.generator_item_from_wire(item);
                 }
                 let Some(r) = m.result else { continue };
                 let Ok(task) = TaskId::from_bytes(&r.task_id) else { continue };

@@ -42,6 +42,8 @@ pub struct ActorCallSpec {
     pub concurrency_group: String,
     /// Retries when the actor dies while it runs (`None`: the actor's `max_task_retries`).
     pub max_task_retries: Option<i64>,
+    /// Fixed returns, or a generator method's.
+    pub returns: crate::generators::ReturnKind,
 }
 
 /// What `create` did.

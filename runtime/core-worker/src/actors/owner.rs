@@ -59,6 +59,8 @@ pub struct ActorCreateSpec {
     pub is_async: bool,
     /// Named concurrency groups and their limits.
     pub concurrency_groups: HashMap<String, u32>,
+    /// The runtime environment its worker needs (JSON; "" = none).
+    pub runtime_env: String,
 }
 
 impl ActorCreateSpec {
@@ -217,7 +219,7 @@ pub(super) async fn run(actors: Arc<Actors>, me: Arc<OwnedActor>, mut spec: Acto
         }),
         ..Default::default()
     };
-    let key = QueueKey::new(spec.placement.clone(), spec.strategy.clone());
+    let key = QueueKey::with_env(spec.placement.clone(), spec.strategy.clone(), spec.runtime_env.clone());
     let extra = LeaseExtra { hold: spec.hold.clone(), detached: spec.detached };
     let mut restarts: u64 = 0;
     loop {
@@ -337,7 +339,7 @@ async fn first_result(ctx: &Context, stream: &mut tonic::Streaming<PushTasksRepl
         match stream.message().await {
             Ok(Some(m)) => {
                 for l in m.log_lines {
-                    let _ = ctx.log_tx.send(l);
+                    ctx.emit_line(l);
                 }
                 if let Some(r) = m.result {
                     return Some(r);
@@ -355,7 +357,7 @@ async fn watch(ctx: &Context, stream: &mut tonic::Streaming<PushTasksReply>) -> 
         match stream.message().await {
             Ok(Some(m)) => {
                 for l in m.log_lines {
-                    let _ = ctx.log_tx.send(l);
+                    ctx.emit_line(l);
                 }
             }
             Ok(None) => return "its worker process exited".into(),

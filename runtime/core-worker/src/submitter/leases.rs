@@ -180,6 +180,7 @@ impl Submitter {
                 hold_differs: extra.hold.is_some(),
                 hold_resources: extra.hold.as_ref().map(|h| h.to_f64_map()).unwrap_or_default(),
                 detached: extra.detached,
+                runtime_env: key.runtime_env().to_string(),
             };
             let reply = match raylet.request_worker_lease(req).await {
                 Ok(r) => r.into_inner(),

@@ -70,6 +70,10 @@ pub struct SubmitSpec {
     /// The placement group it runs in (hex id), its bundle (-1: any) and whether
     /// the tasks it submits run in the group too.
     pub placement_group: Option<(String, i64, bool)>,
+    /// Fixed returns, or a generator's.
+    pub returns: crate::generators::ReturnKind,
+    /// The runtime environment its worker needs (JSON; "" = none).
+    pub runtime_env: String,
 }
 
 /// Submits this worker's tasks and owns its leases and queues.
@@ -102,6 +106,7 @@ impl Submitter {
         let returns: Vec<ObjectId> = (1..=num_returns).map(|i| ObjectId::for_return(id, i)).collect();
         let arg_refs: Vec<ObjectId> = spec.args.iter().filter_map(|a| if let ArgIn::Ref(r) = a { Some(r.id) } else { None }).collect();
         let nested: Vec<ObjectId> = spec.nested_refs.iter().map(|r| r.id).collect();
+        self.own.generators.register(id, spec.returns);
         let (held, waiting) = self.own.prepare_task(&arg_refs, &nested, &returns);
         let mut args: Vec<TaskArg> = spec.args.into_iter().map(ArgIn::into_task_arg).collect();
         if waiting.is_empty() {
@@ -124,9 +129,10 @@ impl Submitter {
                 placement_group_id: spec.placement_group.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
                 placement_group_bundle_index: spec.placement_group.as_ref().map(|p| p.1).unwrap_or(-1),
                 placement_group_capture_child_tasks: spec.placement_group.as_ref().is_some_and(|p| p.2),
+                generator: spec.returns.wire(),
                 ..Default::default()
             },
-            key: QueueKey::new(spec.resources, spec.strategy),
+            key: QueueKey::with_env(spec.resources, spec.strategy, spec.runtime_env),
             return_ids: returns.clone(),
             retries_left: spec.max_retries,
             retry_exceptions: spec.retry_exceptions,

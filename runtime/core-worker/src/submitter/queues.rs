@@ -26,6 +26,9 @@ pub enum QueueKey {
     Shape(ResourceSet),
     /// Tasks needing these resources, placed by a strategy of their own.
     Placed(ResourceSet, Strategy),
+    /// Tasks that need workers set up with a runtime environment (JSON): they
+    /// never share leases with tasks of another environment.
+    InEnv(ResourceSet, Strategy, String),
 }
 
 impl QueueKey {
@@ -37,18 +40,31 @@ impl QueueKey {
         }
     }
 
+    /// The key for tasks in `runtime_env` ("" = none).
+    pub fn with_env(resources: ResourceSet, strategy: Strategy, runtime_env: String) -> Self {
+        if runtime_env.is_empty() { Self::new(resources, strategy) } else { Self::InEnv(resources, strategy, runtime_env) }
+    }
+
     /// The resources a lease for this queue asks for.
     pub fn shape(&self) -> &ResourceSet {
         match self {
-            Self::Shape(s) | Self::Placed(s, _) => s,
+            Self::Shape(s) | Self::Placed(s, _) | Self::InEnv(s, _, _) => s,
         }
     }
 
     /// The strategy of this queue's tasks.
     pub fn strategy(&self) -> Option<&Strategy> {
         match self {
-            Self::Shape(_) => None,
-            Self::Placed(_, s) => Some(s),
+            Self::Shape(_) | Self::InEnv(_, Strategy::Default, _) => None,
+            Self::Placed(_, s) | Self::InEnv(_, s, _) => Some(s),
+        }
+    }
+
+    /// The runtime environment its workers need ("" = none).
+    pub fn runtime_env(&self) -> &str {
+        match self {
+            Self::InEnv(_, _, e) => e,
+            _ => "",
         }
     }
 }
@@ -284,7 +300,9 @@ impl Queues {
             let best = q.leases.iter_mut().filter(|l| l.inflight.len() < depth).min_by_key(|l| l.inflight.len());
             let Some(lease) = best else { break };
             q.waiting.pop_front();
-            if lease.tx.send(PushTasksRequest { task: Some(t.spec.clone()) }).is_err() {
+            let mut spec = t.spec.clone();
+            spec.exception_retries_left = if t.retry_exceptions { t.retries_left } else { 0 };
+            if lease.tx.send(PushTasksRequest { task: Some(spec) }).is_err() {
                 q.waiting.push_front(task);
                 break;
             }

@@ -17,7 +17,10 @@ impl Submitter {
             match stream.message().await {
                 Ok(Some(m)) => {
                     for l in m.log_lines {
-                        let _ = self.ctx.log_tx.send(l);
+                        self.ctx.emit_line(l);
+                    }
+                    if let Some(item) = m.item {
+                        self.own.generator_item_from_wire(item);
                     }
                     if let Some(r) = m.result {
                         self.on_result(lease, &key, r);

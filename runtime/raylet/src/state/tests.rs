@@ -109,7 +109,7 @@ impl Node {
     }
 
     fn request(&mut self, shape: ResourceSet, owner: &str) -> oneshot::Receiver<RequestWorkerLeaseReply> {
-        let req = LeaseRequest { shape, job_id: "j".into(), owner: owner.into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false };
+        let req = LeaseRequest { shape, job_id: "j".into(), owner: owner.into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false, runtime_env: String::new() };
         match self.s.request_lease(req) {
             LeaseAnswer::Later(rx) => rx,
             LeaseAnswer::Now(r) => panic!("refused at once: {r:?}"),
@@ -202,6 +202,7 @@ fn requests_spill_to_a_node_with_room_unless_told_not_to() {
         wait: false,
         hold: None,
         detached: false,
+        runtime_env: String::new(),
     }) {
         LeaseAnswer::Later(rx) => rx,
         LeaseAnswer::Now(r) => panic!("{r:?}"),
@@ -217,6 +218,7 @@ fn requests_spill_to_a_node_with_room_unless_told_not_to() {
         wait: true,
         hold: None,
         detached: false,
+        runtime_env: String::new(),
     }) {
         LeaseAnswer::Later(rx) => rx,
         LeaseAnswer::Now(r) => panic!("{r:?}"),
@@ -238,6 +240,7 @@ fn requests_spill_to_a_node_with_room_unless_told_not_to() {
         wait: false,
         hold: None,
         detached: false,
+        runtime_env: String::new(),
     });
     assert!(matches!(refused, LeaseAnswer::Now(ref r) if r.infeasible), "{refused:?}");
 }
@@ -321,7 +324,7 @@ fn idle_drain_is_refused_while_a_lease_exists_even_without_resources() {
     n.s.return_lease(&a.lease_id, false);
     assert!(n.s.drain(DrainNodeReason::IdleTermination, "idle".into()).is_ok());
     assert_eq!(n.s.drain_state().map(|d| d.message), Some("idle".to_string()));
-    let refused = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false });
+    let refused = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false, runtime_env: String::new() });
     assert!(matches!(refused, LeaseAnswer::Now(ref r) if r.rejection.contains("draining")), "{refused:?}");
 }
 
@@ -399,7 +402,7 @@ fn after_shut_down_workers_are_gone_and_nothing_is_queued() {
     assert_eq!(n.killed(), vec![a.worker_pid]);
     assert!(matches!(big.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
     let spawned = n.spawned();
-    let late = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false });
+    let late = n.s.request_lease(LeaseRequest { shape: cpus(1), job_id: "j".into(), owner: "d".into(), no_spillback: false, pinned: false, wait: false, hold: None, detached: false, runtime_env: String::new() });
     assert!(matches!(late, LeaseAnswer::Now(_)));
     n.s.return_lease(&a.lease_id, false);
     assert_eq!(n.spawned(), spawned, "no worker is started any more");
@@ -463,6 +466,7 @@ fn an_actor_lease_needs_its_placement_shape_holds_its_own_and_a_detached_one_out
         wait: true,
         hold: Some(ResourceSet::new()),
         detached,
+        runtime_env: String::new(),
     };
     let mut plain = match n.s.request_lease(actor(false)) {
         LeaseAnswer::Later(rx) => rx,
@@ -497,4 +501,46 @@ fn an_idle_worker_that_owns_leases_is_kept() {
     n.s.return_lease(&actor.lease_id, false);
     let stopped: Vec<String> = n.s.stop_idle_workers().into_iter().map(|(id, _)| id).collect();
     assert_eq!(stopped.len(), 2, "then both go: {stopped:?}");
+}
+
+#[test]
+fn workers_serve_one_runtime_env_and_get_it_in_their_environment() {
+    let mut n = node(2);
+    n.driver("j");
+    let env = r#"{"env_vars":{"A":"1"}}"#;
+    let with_env = |n: &mut Node, runtime_env: &str| {
+        let req = LeaseRequest {
+            shape: cpus(1),
+            job_id: "j".into(),
+            owner: "driver".into(),
+            no_spillback: false,
+            pinned: false,
+            wait: false,
+            hold: None,
+            detached: false,
+            runtime_env: runtime_env.into(),
+        };
+        match n.s.request_lease(req) {
+            LeaseAnswer::Later(rx) => rx,
+            LeaseAnswer::Now(r) => panic!("refused at once: {r:?}"),
+        }
+    };
+    let mut plain = with_env(&mut n, "");
+    n.bring_up();
+    let plain = granted(&mut plain).expect("a plain worker");
+    n.s.return_lease(&plain.lease_id, false);
+    // An idle plain worker is there, but a request for an environment gets a
+    // worker of its own, started with the environment in RAY_RUNTIME_ENV.
+    let mut in_env = with_env(&mut n, env);
+    assert!(granted(&mut in_env).is_none(), "never the plain worker");
+    let spawned = n.procs.spawned.lock().unwrap().last().cloned().unwrap();
+    assert!(spawned.env.iter().any(|(k, v)| k == "RAY_RUNTIME_ENV" && v == env), "{:?}", spawned.env);
+    assert!(!spawned.command.iter().any(|a| a.contains("env_vars")), "never on the command line");
+    n.bring_up();
+    let leased = granted(&mut in_env).expect("its own worker");
+    assert_ne!(leased.worker_id, plain.worker_id);
+    n.s.return_lease(&leased.lease_id, false);
+    // And the environment's worker is not handed to plain requests.
+    let mut again = with_env(&mut n, "");
+    assert_eq!(granted(&mut again).expect("the idle plain worker").worker_id, plain.worker_id);
 }
