@@ -185,3 +185,40 @@ def test_a_value_lost_with_its_node_is_made_again_by_its_task():
         ray.get(once, timeout=120)
     assert "max_retries" in str(e.value) or "no retries" in str(e.value)
     assert isinstance(e.value, ray.exceptions.ObjectLostError)
+
+
+def test_stored_returns_on_another_node_go_when_their_owner_dies():
+    """A task's stored return belongs to its caller; when the caller (here a
+    driver on the head, killed) dies, the node that holds the value hears of
+    it by itself (the owner sweep) and deletes it."""
+    three_nodes()
+    script = (
+        "import ray, numpy as np, os, sys\n"
+        "ray.init(address='auto')\n"
+        "@ray.remote(num_cpus=0, resources={'B': 1})\n"
+        "def make(i):\n    return np.full(1024 * 1024, i)\n"
+        "refs = [make.remote(i) for i in range(3)]\n"
+        "ray.wait(refs, num_returns=3, fetch_local=False)\n"
+        "print('made', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    import sys
+
+    driver = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline().strip() == "made"
+        ray.init(address="auto")
+        on_b = ray.get(node_report.options(num_cpus=0, resources={"B": 1}).remote(), timeout=60)[1]
+        assert on_b["num_objects"] >= 3, on_b
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=10)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            on_b = ray.get(node_report.options(num_cpus=0, resources={"B": 1}).remote(), timeout=60)[1]
+            if on_b["num_objects"] == 0:
+                break
+            time.sleep(0.5)
+        assert on_b["num_objects"] == 0, on_b
+    finally:
+        if driver.poll() is None:
+            driver.kill()

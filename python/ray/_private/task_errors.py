@@ -10,7 +10,7 @@ from ray import exceptions as _exc
 # Frames from these parts of the package are the worker's own, never shown.
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL_DIRS = (os.path.join(_PKG, "_private") + os.sep,)
-_INTERNAL_FILES = (os.path.join(_PKG, "actor.py"), os.path.join(_PKG, "remote_function.py"))
+_INTERNAL_FILES = tuple(os.path.join(_PKG, f) for f in ("__init__.py", "actor.py", "remote_function.py"))
 
 DEPENDENCY_FAILED = "  At least one of the input arguments for this task could not be computed:"
 
