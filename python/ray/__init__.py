@@ -14,6 +14,7 @@ import inspect as _inspect
 import os as _os
 import sys as _sys
 
+from ray._private import log as _log
 from ray import exceptions
 from ray._private import client_mode as _client_mode
 from ray._raylet import ObjectRef, __version__  # noqa: F401
@@ -94,8 +95,9 @@ def init(
     """Connects this process to a Ray cluster, starting a local one if none runs.
 
     `address`: None (the cluster started on this machine by `ray start`, or a new
-    local one), "auto" (must find a running one), "local" (always a new one), or
-    "HOST:PORT" of a head's GCS.
+    local one), "auto" (must find a running one), "local" (always a new one),
+    "HOST:PORT" of a head's GCS, or "ray://HOST:PORT" of a head's Ray Client
+    server (from outside the cluster; returns a ClientContext).
     """
     if _client_mode.current() is not None or _client_mode.is_client_address(address):  # Ray Client mode
         node_args = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,

@@ -1,6 +1,9 @@
 """Exceptions raised by the Ray API, named and shaped as Ray's."""
 
+import logging as _logging
 import traceback as _traceback
+
+_logger = _logging.getLogger(__name__)
 
 
 class RayError(Exception):
@@ -271,8 +274,16 @@ class RayTaskError(RayError):
             err = cls.__new__(cls)
             _dual_init(err, self.function_name, self.traceback_str, self.cause, self.pid, self.ip, self.proctitle, self.actor_repr, self.actor_id)
             return err
-        except TypeError:
-            # A cause type that cannot be subclassed (e.g. with a custom metaclass).
+        except TypeError as e:
+            # A cause type that cannot be subclassed (e.g. a custom metaclass or
+            # an __init_subclass__ that refuses): Ray warns and raises it plain.
+            _logger.warning(
+                "User exception type %s in RayTaskError can't be subclassed! This exception is raised as "
+                "RayTaskError only. You can use `ray_task_error.cause` to access the user exception. "
+                "Failure in subclassing: %s",
+                cause_cls,
+                e,
+            )
             return self
 
 

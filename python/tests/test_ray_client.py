@@ -334,8 +334,20 @@ def test_wrong_or_missing_tokens_and_garbage_are_refused_and_the_server_lives_on
             pass
         s.close()
 
-    ok = run_client(check, elsewhere(tmp_path, RAY_AUTH_TOKEN=token()))
-    assert "CONNECTED" in ok.stdout, ok.stdout + ok.stderr
+    # An authenticated client that sends nonsense gets errors, and its session serves on.
+    abuse = textwrap.dedent(check) + textwrap.dedent("""
+        client = ray._private.client_mode.current()
+        try:
+            client.request("no_such_request", ())
+        except ray.exceptions.RaySystemError as e:
+            assert "unknown Ray Client request" in str(e), e
+        client._send(10**9, "get", [b"\\x00\\x01 not a body"])
+        client._send(10**9 + 1, "0bad op", [b""])
+        assert ray.get(ray.put(41)) == 41
+        print("STILL-SERVING")
+    """)
+    ok = run_client(abuse, elsewhere(tmp_path, RAY_AUTH_TOKEN=token()))
+    assert "CONNECTED" in ok.stdout and "STILL-SERVING" in ok.stdout, ok.stdout + ok.stderr
     logs = os.path.join(os.environ["RAY_TMPDIR"], "ray", "session_latest", "logs", "ray_client_server.out")
     text = open(logs).read()
     assert "refused the Ray Client connection" in text and token() not in text, text
@@ -501,3 +513,33 @@ def test_ray_address_with_ray_scheme_selects_ray_client(tmp_path):
     env = elsewhere(tmp_path, RAY_AUTH_TOKEN=token(), RAY_ADDRESS="ray://127.0.0.1:{}".format(port))
     r = run_client(code, env)
     assert "ENV-OK" in r.stdout, r.stdout + r.stderr
+
+
+def test_messages_over_the_size_limit_fail_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_CLIENT_MAX_MESSAGE_BYTES", str(1 << 20))  # the server's (and its sessions') limit
+    port = free_port()
+    start_head(port)
+    code = """
+        import ray
+        ray.init("ray://127.0.0.1:{port}")
+
+        @ray.remote
+        def blob(n):
+            return b"x" * n
+
+        try:
+            ray.put(b"y" * (2 << 20))
+            raise AssertionError("expected ValueError")
+        except ValueError as e:
+            assert "RAY_CLIENT_MAX_MESSAGE_BYTES" in str(e), e
+        big = blob.remote(2 << 20)
+        try:
+            ray.get(big)
+            raise AssertionError("expected ValueError")
+        except ValueError as e:
+            assert "more than Ray Client carries" in str(e), e
+        assert len(ray.get(blob.remote(1000))) == 1000
+        print("LIMITS-OK")
+    """.format(port=port)
+    r = run_client(code, elsewhere(tmp_path, RAY_AUTH_TOKEN=token(), RAY_CLIENT_MAX_MESSAGE_BYTES=str(1 << 20)))
+    assert "LIMITS-OK" in r.stdout, r.stdout + r.stderr

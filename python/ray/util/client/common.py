@@ -414,6 +414,18 @@ def encode_body(make_pickler, value):
     return [layout, data] + raws
 
 
+def check_size(parts, what):
+    """Raises ValueError when a message of `parts` is over the limit the other
+    side accepts (it would close the connection)."""
+    size = sum(memoryview(p).nbytes for p in parts)
+    limit = max_message_bytes()
+    if size > limit:
+        raise ValueError(
+            "{} is {} bytes, more than Ray Client carries in one message ({} bytes; RAY_CLIENT_MAX_MESSAGE_BYTES "
+            "on both sides sets it). Create large objects on the cluster (in a task) instead.".format(what, size, limit)
+        )
+
+
 def decode_body(body, make_unpickler):
     """The value of an encoded body; `make_unpickler(file, buffers)` builds the
     unpickler. Raises ProtocolError when the layout does not add up."""

@@ -119,10 +119,12 @@ class Session:
 
     # ---------------------------------------------------------- the wire
 
-    def encode(self, value):
+    def encode(self, value, what=None):
         found = []
         parts = common.encode_body(lambda f, cb: _Pickler(f, cb, found), value)
-        # Counted only once the whole reply is pickled.
+        if what is not None:
+            common.check_size(parts, what)
+        # Counted only once the whole reply is pickled (and will be sent).
         self._hold(found)
         return parts
 
@@ -147,7 +149,7 @@ class Session:
     def run(self, req_id, handler, args):
         try:
             result = handler(*args)
-            parts = self.encode(result)
+            parts = self.encode(result, "The reply")
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
             if req_id:
                 self.reply_error(req_id, e)

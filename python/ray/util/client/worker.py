@@ -431,6 +431,7 @@ class ClientWorker:
         if self._lost is not None or self._sock is None:
             raise self._lost_error()
         parts = self._encode(value)
+        common.check_size(parts, "The request ({})".format(op))
         slot = _Slot()
         with self._pending_lock:
             if self._lost is not None:
