@@ -103,6 +103,8 @@ class RemoteFunction:
         self._name = options.get("name") or getattr(function, "__name__", "task")
         self._pickled = None
         self._function_id = None
+        # (generator kind, returns) when num_returns is not given.
+        self._plain = None
         self.__doc__ = getattr(function, "__doc__", None)
         self.__name__ = getattr(function, "__name__", "task")
         self.__wrapped__ = function
@@ -170,7 +172,14 @@ class RemoteFunction:
             ray.init()
             conn = _worker.global_connection()
         function_id = self._export(conn)
-        kind, num_returns = _gen.return_kind(self._function, options.get("num_returns"))
+        nr = options.get("num_returns")
+        if nr is None or nr == 1:
+            # The common case, decided once per function.
+            if self._plain is None:
+                self._plain = _gen.return_kind(self._function, None)
+            kind, num_returns = self._plain if nr is None else (_gen.FIXED, 1)
+        else:
+            kind, num_returns = _gen.return_kind(self._function, nr)
         values = list(args) + list(kwargs.values())
         kwarg_names = list(kwargs.keys())
         retry_exceptions = options.get("retry_exceptions", False)
