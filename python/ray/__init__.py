@@ -16,6 +16,7 @@ import sys as _sys
 
 from ray._private import log as _log
 from ray import exceptions
+from ray._private import api_checks as _checks
 from ray._private import client_mode as _client_mode
 from ray._raylet import ObjectRef, __version__  # noqa: F401
 from ray._private import serialization as _ser
@@ -244,11 +245,7 @@ def remote(*args, **kwargs):
 
 
 def _check_refs(refs, what):
-    for r in refs:
-        if type(r) is not ObjectRef:
-            raise TypeError(
-                "Attempting to call `{}` on the value {!r}, which is not an ray.ObjectRef.".format(what, r)
-            )
+    _checks.check_refs(refs, what, ObjectRef)
 
 
 def get(object_refs, *, timeout=None):
@@ -258,16 +255,7 @@ def get(object_refs, *, timeout=None):
     if _client_mode.active() is not None:  # Ray Client mode
         return _client_mode.api().get(object_refs, timeout=timeout)
     conn = _connection()
-    single = type(object_refs) is ObjectRef
-    refs = [object_refs] if single else object_refs
-    if not isinstance(refs, (list, tuple)):
-        raise ValueError(
-            "'object_refs' must either be an ObjectRef or a list of ObjectRefs, got {!r}.".format(type(object_refs))
-        )
-    refs = list(refs)
-    _check_refs(refs, "ray.get()")
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be None or a non-negative number, got {!r}.".format(timeout))
+    single, refs = _checks.refs_for_get(object_refs, timeout, ObjectRef)
     # The core raises Ray's exceptions itself (GetTimeoutError, ObjectLostError, ...).
     raw = conn.core.get(refs, timeout)
     out = []

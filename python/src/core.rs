@@ -48,6 +48,20 @@ fn byte_views(bufs: &Bound<'_, PyList>) -> PyResult<Vec<PyBuffer<u8>>> {
         .collect()
 }
 
+/// Runs `f` on a frontend value `(kind, data, [buffers], [nested refs])`, read
+/// in place, with the GIL released.
+fn on_serialized<R: Send>(py: Python<'_>, item: &Bound<'_, PyAny>, f: impl FnOnce(&Serialized<'_>) -> R + Send) -> PyResult<R> {
+    let (kind, data, bufs, nested): (u32, Bound<'_, PyAny>, Bound<'_, PyList>, Bound<'_, PyList>) = item.extract()?;
+    let data = PyBuffer::<u8>::get(&data)?;
+    let views = byte_views(&bufs)?;
+    let nested = nested_from(&nested)?;
+    let (d, b) = (SendSlices(slices(std::slice::from_ref(&data))), SendSlices(slices(&views)));
+    Ok(py.detach(move || {
+        let (d, b) = (d, b);
+        f(&Serialized { kind, data: d.0[0], buffers: b.0, nested })
+    }))
+}
+
 fn slices(bufs: &[PyBuffer<u8>]) -> Vec<&[u8]> {
     bufs.iter()
         // SAFETY: the PyBuffer guards keep the memory alive and unmoved while the
@@ -309,18 +323,8 @@ impl CoreWorker {
     /// object id.
     fn generator_item<'py>(&self, py: Python<'py>, task: PyRef<'_, Task>, index: u64, item: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let t = task.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the task was already finished"))?;
-        let (kind, data, bufs, nested): (u32, Bound<'_, PyAny>, Bound<'_, PyList>, Bound<'_, PyList>) = item.extract()?;
-        let data = PyBuffer::<u8>::get(&data)?;
-        let views = byte_views(&bufs)?;
-        let nested = nested_from(&nested)?;
         let core = self.core.clone();
-        let (d, b) = (SendSlices(slices(std::slice::from_ref(&data))), SendSlices(slices(&views)));
-        let id = py
-            .detach(move || {
-                let (d, b) = (d, b);
-                core.generator_item(t, index, &Serialized { kind, data: d.0[0], buffers: b.0, nested })
-            })
-            .map_err(to_py)?;
+        let id = on_serialized(py, item, move |v| core.generator_item(t, index, v))?.map_err(to_py)?;
         Ok(PyBytes::new(py, id.as_bytes()))
     }
 
@@ -360,17 +364,9 @@ impl CoreWorker {
         let t = task.inner.take().ok_or_else(|| PyRuntimeError::new_err("the task was already finished"))?;
         let mut out: Vec<ReturnObject> = Vec::with_capacity(t.return_ids.len());
         for (item, &id) in returns.iter().zip(&t.return_ids) {
-            let (kind, data, bufs, nested): (u32, Bound<'_, PyAny>, Bound<'_, PyList>, Bound<'_, PyList>) = item.extract()?;
-            let data = PyBuffer::<u8>::get(&data)?;
-            let views = byte_views(&bufs)?;
-            let nested = nested_from(&nested)?;
             let core = self.core.clone();
-            let (d, b) = (SendSlices(slices(std::slice::from_ref(&data))), SendSlices(slices(&views)));
             let task_ref = &t;
-            let r = py.detach(move || {
-                let (d, b) = (d, b);
-                core.make_return(task_ref, id, &Serialized { kind, data: d.0[0], buffers: b.0, nested })
-            });
+            let r = on_serialized(py, &item, move |v| core.make_return(task_ref, id, v))?;
             // A value that could not be stored (e.g. a full store): the owner gets the error.
             out.push(r.unwrap_or_else(|e| ReturnObject { object_id: id.to_vec(), value: Some(e.to_value()), ..Default::default() }));
         }

@@ -5,6 +5,7 @@ each); the checks on arguments are the same as in a normal driver."""
 
 import os
 
+from ray._private import api_checks as _checks
 from ray._private import client_mode as _client_mode
 from ray.util.client.common import ClientObjectRef
 
@@ -68,22 +69,11 @@ def shutdown():
 
 
 def _check_refs(refs, what):
-    for r in refs:
-        if type(r) is not ClientObjectRef:
-            raise TypeError("Attempting to call `{}` on the value {!r}, which is not an ray.ObjectRef.".format(what, r))
+    _checks.check_refs(refs, what, ClientObjectRef)
 
 
 def get(object_refs, *, timeout=None):
-    single = type(object_refs) is ClientObjectRef
-    refs = [object_refs] if single else object_refs
-    if not isinstance(refs, (list, tuple)):
-        raise ValueError(
-            "'object_refs' must either be an ObjectRef or a list of ObjectRefs, got {!r}.".format(type(object_refs))
-        )
-    refs = list(refs)
-    _check_refs(refs, "ray.get()")
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be None or a non-negative number, got {!r}.".format(timeout))
+    single, refs = _checks.refs_for_get(object_refs, timeout, ClientObjectRef)
     if not refs:
         return []
     out = _client_mode.current().get(refs, timeout)
