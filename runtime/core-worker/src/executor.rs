@@ -151,7 +151,12 @@ impl Executor {
         }
         if force {
             tracing::info!("force-cancelled: exiting");
-            std::process::exit(1);
+            // After the reply is on its way (the owner then sees the stream break).
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::process::exit(1);
+            });
+            return true;
         }
         *lock(&self.cancel_requested) = Some(task);
         if let Some(f) = self.interrupt.get() {

@@ -167,6 +167,9 @@ class _Worker:
         try:
             try:
                 self.conn.interruptible = None if task.actor_id else tid
+                if not task.actor_id and self.core.take_cancel(tid):
+                    # ray.cancel came before this task could be interrupted.
+                    raise KeyboardInterrupt
                 if task.actor_id:
                     if self.actor is None:
                         raise RuntimeError("this worker runs no actor (its creation task did not run here)")

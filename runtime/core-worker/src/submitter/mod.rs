@@ -231,10 +231,24 @@ impl Submitter {
             }
             Cancel::Running(addr) => self.ctx.rt.block_on(async {
                 let mut c = self.ctx.peers.worker(&addr).await.map_err(|e| CoreError::Rpc(format!("cannot reach the worker at {addr}: {e}")))?;
-                c.cancel_task(CancelTaskRequest { task_id: task.as_bytes().to_vec(), force })
-                    .await
-                    .map_err(|s| CoreError::Rpc(s.message().to_string()))?;
-                Ok(())
+                // A task just pushed may still be on its way to the worker, which
+                // then knows nothing of it yet: ask again while it is out there.
+                let deadline = tokio::time::Instant::now() + CANCEL_IN_TRANSIT;
+                loop {
+                    let attempted = c
+                        .cancel_task(CancelTaskRequest { task_id: task.as_bytes().to_vec(), force })
+                        .await
+                        .map_err(|s| CoreError::Rpc(s.message().to_string()))?
+                        .into_inner()
+                        .attempted;
+                    if attempted || tokio::time::Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if !matches!(self.queues().running_on(task), Some(a) if a == addr) {
+                        return Ok(());
+                    }
+                }
             }),
         }
     }
@@ -247,6 +261,9 @@ impl Submitter {
         }
     }
 }
+
+/// How long a cancel keeps asking a worker that does not know the task yet.
+const CANCEL_IN_TRANSIT: Duration = Duration::from_secs(2);
 
 /// Returns leases idle past the linger time; stops when the submitter is gone.
 async fn sweeper(weak: Weak<Submitter>) {

@@ -440,6 +440,13 @@ impl Queues {
         }
     }
 
+    /// The worker a pushed task was sent to (None once it is done or not pushed).
+    pub fn running_on(&self, task: TaskId) -> Option<String> {
+        let t = self.tasks.get(&task)?;
+        let TaskState::Pushed(lease) = t.state else { return None };
+        self.queues.get(&t.key).and_then(|q| q.leases.iter().find(|l| l.key == lease)).map(|l| l.worker_addr.clone())
+    }
+
     /// Queues with tasks waiting.
     pub fn waiting_keys(&self) -> Vec<QueueKey> {
         self.queues.iter().filter(|(_, q)| !q.waiting.is_empty()).map(|(k, _)| k.clone()).collect()
