@@ -135,3 +135,27 @@ def test_an_actor_error_names_the_actor(ray_1cpu):
     first = str(info.value).splitlines()[0]
     assert first.startswith("\x1b[36mray::A.boom()\x1b[39m (pid=")
     assert "actor_id=" in first and first.endswith("repr=A(7))")
+
+
+def test_a_cancel_right_after_submission_is_never_lost(ray_2cpu):
+    """The task may be on its way to a warm worker, or starting there, when the
+    cancel arrives: it must still be cancelled (Ray's tasks.py example)."""
+
+    @ray.remote
+    def quick():
+        return 1
+
+    @ray.remote
+    def forever():
+        import time
+
+        time.sleep(10**6)
+
+    for _ in range(15):
+        ray.get([quick.remote(), quick.remote()])
+        ref = forever.remote()
+        ray.cancel(ref)
+        ready, _ = ray.wait([ref], timeout=10)
+        assert ready, "the cancel was lost"
+        with pytest.raises(ray.exceptions.TaskCancelledError):
+            ray.get(ref)
