@@ -192,3 +192,17 @@ def test_num_returns_is_checked(ray_2cpu):
     g = not_a_generator.remote()
     with pytest.raises(TypeError, match="must be a generator function"):
         ray.get(next(g))
+
+
+def test_asyncio_gather_wait_and_futures_over_refs_in_a_driver(ray_2cpu):
+    @ray.remote
+    def double(x):
+        return x * 2
+
+    async def main():
+        gathered = await asyncio.gather(*[double.remote(i) for i in range(5)])
+        done, _ = await asyncio.wait([asyncio.ensure_future(double.remote(9).as_future())], timeout=10)
+        return gathered, [d.result() for d in done]
+
+    assert asyncio.run(main()) == ([0, 2, 4, 6, 8], [18])
+    assert double.remote(3).future().result(timeout=10) == 6
