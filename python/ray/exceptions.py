@@ -325,6 +325,8 @@ _SYSTEM_ERRORS = {
 
 def system_error(kind, message):
     """The exception for a runtime error named `kind`."""
+    if kind == "ActorDiedError" and RUNTIME_ENV_SETUP_FAILED in message:
+        return RuntimeEnvSetupError(message)
     cls = _SYSTEM_ERRORS.get(kind, RaySystemError)
     return cls(message)
 
@@ -647,3 +649,7 @@ __all__ += [
 
 # Runtime errors that travel by name (see system_error) defined after the table.
 _SYSTEM_ERRORS["RuntimeEnvSetupError"] = RuntimeEnvSetupError
+
+# How a worker that could not set up its runtime env says so; an actor that
+# died of it raises RuntimeEnvSetupError from its calls, as in Ray.
+RUNTIME_ENV_SETUP_FAILED = "The worker could not set up its runtime environment"

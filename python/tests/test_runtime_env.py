@@ -99,8 +99,8 @@ def test_py_modules_and_a_task_level_working_dir(tmp_path):
 
 
 def test_unsupported_and_bad_fields_are_refused_clearly(tmp_path):
-    with pytest.raises(ValueError, match=r"runtime_env=...\)\['conda'\] is not supported"):
-        ray.init(num_cpus=1, runtime_env={"conda": "myenv"})
+    with pytest.raises(ValueError, match=r"runtime_env=...\)\['java_jars'\] is not supported"):
+        ray.init(num_cpus=1, runtime_env={"java_jars": ["x.jar"]})
     assert not ray.is_initialized(), "nothing was started"
     ray.init(num_cpus=1)
 
@@ -108,8 +108,20 @@ def test_unsupported_and_bad_fields_are_refused_clearly(tmp_path):
     def f():
         return 1
 
-    with pytest.raises(ValueError, match="conda"):
-        f.options(runtime_env={"conda": "env"}).remote()
+    @ray.remote
+    class A:
+        def f(self):
+            return 1
+
+    # What this build cannot set up fails like a setup that failed in Ray:
+    # RuntimeEnvSetupError at ray.get, for tasks and for actors' calls.
+    bad = {"conda": {"dependencies": ["this_doesnt_exist"]}}
+    with pytest.raises(ray.exceptions.RuntimeEnvSetupError, match="'conda' cannot be set up"):
+        ray.get(f.options(runtime_env=bad).remote())
+    a = A.options(runtime_env=bad).remote()
+    with pytest.raises(ray.exceptions.RuntimeEnvSetupError, match="'conda' cannot be set up"):
+        ray.get(a.f.remote())
+    assert ray.get(f.remote()) == 1, "other tasks are not affected"
     with pytest.raises(TypeError, match=r"dict\[str, str\]"):
         f.options(runtime_env={"env_vars": {"A": 1}}).remote()
     with pytest.raises(ValueError, match="no such file or folder"):

@@ -85,6 +85,14 @@ def _pip_install(packages, root):
 def apply(core, job_id, text, resources_dir):
     """Sets this worker up for the runtime env `text` (JSON); returns it as a dict."""
     env = json.loads(text)
+    from ray.runtime_env.runtime_env import CANNOT_SET_UP
+
+    asked = [k for k in CANNOT_SET_UP if env.get(k)]
+    if asked:
+        raise RuntimeError(
+            "runtime_env field(s) {} cannot be set up by this Ray build: install what the job needs on the "
+            "nodes (e.g. in the cluster YAML's setup_commands) or use `pip`.".format(", ".join(repr(k) for k in asked))
+        )
     for k, v in (env.get("env_vars") or {}).items():
         os.environ[k] = _expand(v)
     if env.get("pip"):

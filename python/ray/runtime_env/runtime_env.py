@@ -5,8 +5,12 @@ import types
 
 # Fields this build sets up on the workers.
 SUPPORTED = ("env_vars", "working_dir", "py_modules", "excludes", "pip", "config")
-# Ray's other fields: refused with a clear error (never silently ignored).
-NOT_YET = ("conda", "uv", "container", "image_uri", "java_jars", "nsight", "mpi", "py_executable", "worker_process_setup_hook", "_inject_current_ray")
+# Ray's fields this build cannot set up: accepted here, and every task or actor
+# that asks for one fails with RuntimeEnvSetupError naming it (as Ray's do when
+# the node cannot set them up, e.g. without conda); never silently ignored.
+CANNOT_SET_UP = ("conda", "uv", "container", "image_uri")
+# Ray's other fields: refused at once with a clear error.
+NOT_YET = ("java_jars", "nsight", "mpi", "py_executable", "worker_process_setup_hook", "_inject_current_ray")
 _REMOTE_URI = ("s3://", "gs://", "gcs://", "http://", "https://", "file://", "azure://", "abfss://")
 
 
@@ -57,8 +61,9 @@ class RuntimeEnv(dict):
       list) and put on their import path.
     - `config`: a RuntimeEnvConfig.
 
-    `conda`, `uv`, `container` and `image_uri` are not supported by this build:
-    they raise ValueError rather than run without what they ask for.
+    `conda`, `uv`, `container` and `image_uri` cannot be set up by this build:
+    a task or actor that asks for one fails with RuntimeEnvSetupError naming it,
+    rather than run without what it asks for.
     """
 
     def __init__(self, *, env_vars=None, working_dir=None, py_modules=None, excludes=None, config=None, _validate=True, **kwargs):
@@ -103,6 +108,9 @@ def validate(env, where="runtime_env"):
         raise TypeError("{} must be a dict or RuntimeEnv, got {!r}.".format(where, type(env).__name__))
     out = {}
     for key, value in env.items():
+        if key in CANNOT_SET_UP:
+            out[key] = value
+            continue
         if key in NOT_YET:
             raise ValueError(
                 "{}[{!r}] is not supported by this Ray build yet: install what the job needs on the nodes "

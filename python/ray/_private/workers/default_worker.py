@@ -13,6 +13,7 @@ from ray import _raylet
 from ray import exceptions as _exc
 from ray._private import object_ref_generator as _gen
 from ray._private import runtime_env_worker as _rt_env
+from ray.exceptions import RUNTIME_ENV_SETUP_FAILED
 from ray._private import serialization
 from ray._private import task_errors
 from ray._private import worker as _worker
@@ -494,7 +495,8 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - every task of this worker fails with it
             import traceback as _tb
 
-            setup_error = "Failed to set up the runtime environment {}:\n{}".format(env_text, _tb.format_exc())
+            # The error, not the environment: env_vars may hold secrets.
+            setup_error = "{}: {}".format(RUNTIME_ENV_SETUP_FAILED, "".join(_tb.format_exception_only(type(e), e)).strip())
             print(setup_error, file=sys.stderr)
     _worker.set_connection(conn)
     sys.stdout = _TaskOutput(core, conn, 1, sys.stdout)
