@@ -244,10 +244,6 @@ def remote(*args, **kwargs):
     return lambda obj: make(obj, kwargs)
 
 
-def _check_refs(refs, what):
-    _checks.check_refs(refs, what, ObjectRef)
-
-
 def get(object_refs, *, timeout=None):
     """The values of ObjectRefs: a single value for one ref, a list for a list.
     Raises the task's error (RayTaskError, also an instance of the original
@@ -283,21 +279,10 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     if _client_mode.active() is not None:  # Ray Client mode
         return _client_mode.api().wait(object_refs, num_returns=num_returns, timeout=timeout, fetch_local=fetch_local)
     conn = _connection()
-    if type(object_refs) is ObjectRef or not isinstance(object_refs, (list, tuple)):
-        raise TypeError("wait() expected a list of ray.ObjectRef, got {!r}".format(type(object_refs)))
-    refs = list(object_refs)
-    gens = any(isinstance(r, ObjectRefGenerator) for r in refs)
-    _check_refs([r for r in refs if not isinstance(r, ObjectRefGenerator)], "ray.wait()")
-    if len(set(refs)) != len(refs):
-        raise ValueError("Wait requires a list of unique object refs.")
-    if num_returns <= 0 or num_returns > len(refs):
-        if refs or num_returns != 0:
-            raise ValueError("Invalid number of objects to return {} (of {} refs).".format(num_returns, len(refs)))
-    if timeout is not None and timeout < 0:
-        raise ValueError("The 'timeout' argument must be nonnegative. Received {}".format(timeout))
+    refs = _checks.refs_for_wait(object_refs, num_returns, timeout, ObjectRef, also=ObjectRefGenerator)
     if not refs:
         return [], []
-    if gens:
+    if any(isinstance(r, ObjectRefGenerator) for r in refs):
         return _generators.wait(conn.core, refs, num_returns, timeout)
     flags = conn.core.wait(refs, num_returns, timeout)
     ready = [r for r, f in zip(refs, flags) if f][:num_returns]

@@ -65,12 +65,11 @@ def package_files(root, excludes):
     scoped = {}
 
     def patterns_for(rel_dir):
+        # The ignore files of this folder and of every folder above it.
         pats = list(base_patterns)
         parts = rel_dir.split("/") if rel_dir else []
         for i in range(len(parts) + 1):
-            d = "/".join(parts[:i])
-            for p in scoped.get(d, []):
-                pats.append(p if not d or p.startswith("*") else p)
+            pats.extend(scoped.get("/".join(parts[:i]), []))
         return pats
 
     for dirpath, dirnames, filenames in os.walk(root):

@@ -56,8 +56,10 @@ pub(crate) struct Executor {
     /// This worker is a detached actor's: it outlives its creator.
     detached: std::sync::atomic::AtomicBool,
     /// The stream of the last task that ran: lines printed by tasks this
-    /// worker submitted, arriving after its own task ended, still go up.
-    last_reply: Mutex<Option<ReplyTx>>,
+    /// worker submitted, arriving after its own task ended, still go up while
+    /// that stream is open (weak: it must not keep a returned lease's stream
+    /// from closing).
+    last_reply: Mutex<Option<mpsc::WeakUnboundedSender<Result<PushTasksReply, Status>>>>,
 }
 
 impl Executor {
@@ -77,7 +79,7 @@ impl Executor {
         let t = q.pop_front()?;
         drop(q);
         *lock(&self.current) = Some((t.id, t.reply.clone()));
-        *lock(&self.last_reply) = Some(t.reply.clone());
+        *lock(&self.last_reply) = Some(t.reply.downgrade());
         Some(t)
     }
 
@@ -108,7 +110,7 @@ impl Executor {
         let reply = lock(&self.actor_output)
             .clone()
             .or_else(|| lock(&self.current).as_ref().map(|(_, r)| r.clone()))
-            .or_else(|| lock(&self.last_reply).clone());
+            .or_else(|| lock(&self.last_reply).as_ref().and_then(|w| w.upgrade()));
         if let Some(reply) = reply {
             let _ = reply.send(Ok(PushTasksReply { log_lines: vec![line], pid: std::process::id(), ..Default::default() }));
         }

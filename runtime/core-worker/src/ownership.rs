@@ -63,6 +63,12 @@ pub(crate) struct Ownership {
     pub generators: Generators,
 }
 
+/// The objects a returned value refers to (kept alive as long as it is).
+fn contained_ids(ret: &ReturnObject) -> Vec<ObjectId> {
+    let value_refs = ret.value.iter().flat_map(|v| v.nested_refs.iter());
+    ret.nested_refs.iter().chain(value_refs).filter_map(|r| ObjectId::from_bytes(&r.object_id).ok()).collect()
+}
+
 /// The value recorded for a task's return, from what its worker sent.
 fn value_of(id: ObjectId, ret: &mut ReturnObject) -> Value {
     if ret.in_plasma {
@@ -105,16 +111,8 @@ impl Ownership {
         let id = crate::generators::item_id(task, index);
         {
             let mut t = self.table();
+            let inner = contained_ids(&ret);
             let value = value_of(id, &mut ret);
-            let inner: Vec<ObjectId> = ret
-                .nested_refs
-                .iter()
-                .chain(match &value {
-                    Value::Inline(v) => v.nested_refs.iter(),
-                    Value::Plasma { .. } => [].iter(),
-                })
-                .filter_map(|r| ObjectId::from_bytes(&r.object_id).ok())
-                .collect();
             t.add_ready(id, value);
             t.add_local_ref(id, "");
             for i in inner {
@@ -332,11 +330,8 @@ impl Ownership {
                 };
                 // Refs the value holds to our objects (a task returning its argument)
                 // keep those objects alive as long as the value.
-                let value_refs = ret.value.iter().flat_map(|v| v.nested_refs.iter());
-                for inner in ret.nested_refs.iter().chain(value_refs) {
-                    if let Ok(inner) = ObjectId::from_bytes(&inner.object_id) {
-                        t.add_contained(id, inner);
-                    }
+                for inner in contained_ids(&ret) {
+                    t.add_contained(id, inner);
                 }
                 let value = value_of(id, &mut ret);
                 freed.extend(t.set_value(id, value));

@@ -68,10 +68,6 @@ def shutdown():
         client.close()
 
 
-def _check_refs(refs, what):
-    _checks.check_refs(refs, what, ClientObjectRef)
-
-
 def get(object_refs, *, timeout=None):
     single, refs = _checks.refs_for_get(object_refs, timeout, ClientObjectRef)
     if not refs:
@@ -90,17 +86,7 @@ def put(value):
 
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
-    if type(object_refs) is ClientObjectRef or not isinstance(object_refs, (list, tuple)):
-        raise TypeError("wait() expected a list of ray.ObjectRef, got {!r}".format(type(object_refs)))
-    refs = list(object_refs)
-    _check_refs(refs, "ray.wait()")
-    if len(set(refs)) != len(refs):
-        raise ValueError("Wait requires a list of unique object refs.")
-    if num_returns <= 0 or num_returns > len(refs):
-        if refs or num_returns != 0:
-            raise ValueError("Invalid number of objects to return {} (of {} refs).".format(num_returns, len(refs)))
-    if timeout is not None and timeout < 0:
-        raise ValueError("The 'timeout' argument must be nonnegative. Received {}".format(timeout))
+    refs = _checks.refs_for_wait(object_refs, num_returns, timeout, ClientObjectRef)
     if not refs:
         return [], []
     return _client_mode.current().wait(refs, num_returns, timeout, fetch_local)
