@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 pub use ray_common::session::ProcessRecord;
 
+pub mod gcp;
 pub mod moto;
 pub mod ssh;
 pub use ssh::{SSH_USER, SshHosts};
