@@ -107,6 +107,13 @@ async fn bootstrap_makes_what_the_config_leaves_out_once() {
     assert_eq!(mutations(&gcp), before);
     assert_eq!(out2["available_node_types"], out["available_node_types"]);
 
+    // A TPU node type is refused before anything is made.
+    let mut tpu = cfg.clone();
+    tpu["available_node_types"]["ray_tpu"] = json!({"resources": {"TPU": 4}, "node_config": {"acceleratorType": "v4-8", "runtimeVersion": "tpu-ubuntu2204-base"}});
+    let e = GcpProvider::new(&tpu["provider"], ctx.clone()).unwrap().bootstrap(tpu).await.expect_err("TPU");
+    assert!(e.class == ErrorClass::InvalidConfig && e.message.contains("ray_tpu") && e.message.contains("TPU"), "{e}");
+    assert_eq!(mutations(&gcp), before);
+
     // A project that does not exist is named.
     let mut wrong = cfg.clone();
     wrong["provider"]["project_id"] = json!("no-such-project");

@@ -108,7 +108,13 @@ fn ray_up_launches_a_labelled_head_the_autoscaler_scales_a_worker_up_and_down_an
         status.contains("1 ray_worker_small")
     });
     assert!(grew, "a worker joined:\n{status}\n{}", head_monitor_log(&hosts, head));
-    let all = instances(&gcp, "gce");
+    // The updater labels the node up-to-date right after its start commands ran.
+    let mut all = Vec::new();
+    let labelled = wait_until(Duration::from_secs(30), || {
+        all = instances(&gcp, "gce");
+        all.iter().any(|(n, _, l)| n != head_name && l["ray-node-status"] == "up-to-date")
+    });
+    assert!(labelled, "{all:?}");
     let workers: Vec<_> = all.iter().filter(|(n, _, _)| n != head_name).collect();
     assert_eq!(workers.len(), 1, "{all:?}");
     assert!(workers[0].0.starts_with("ray-gce-worker-"));
@@ -128,6 +134,17 @@ fn ray_up_launches_a_labelled_head_the_autoscaler_scales_a_worker_up_and_down_an
     assert!(gcp.calls("instances.delete").iter().any(|l| l.contains(&workers[0].0)));
     // A deleted VM takes its processes with it; the server's only exist on paper.
     hosts.kill_processes(worker_host);
+
+    // Out of vCPU quota (the head's 2 are all there is): the launch fails with
+    // QUOTA_EXCEEDED, and `ray status` says so and that the type is paused.
+    gcp.set_quota(serde_json::json!({"us-west1": 2}));
+    env.ray_ok(&["submit", &cfg, demand.to_str().unwrap()]);
+    let said = wait_until(Duration::from_secs(60), || {
+        status = String::from_utf8_lossy(&env.ray(&["exec", &cfg, "ray status"]).stdout).into_owned();
+        status.contains("QUOTA_EXCEEDED")
+    });
+    assert!(said && status.contains("paused for"), "ray status names the quota:\n{status}");
+    assert_eq!(instances(&gcp, "gce").len(), 1, "nothing launched over quota");
 
     env.ray_ok(&["down", &cfg, "--yes"]);
     assert!(instances(&gcp, "gce").is_empty(), "no cluster instance is left");

@@ -273,3 +273,31 @@ async fn invalid_node_configs_are_invalid_config_errors_and_tpus_are_refused() {
     let e = p.create(&request("req-4", "w", &["inst-4"], json!({"machineType": "n9-imaginary-8", "disks": node_config()["disks"], "networkInterfaces": [{}]}))).await.expect_err("no such machine type");
     assert!(e.class == ErrorClass::InvalidConfig && e.message.contains("n9-imaginary-8"), "{e}");
 }
+
+#[tokio::test]
+async fn every_node_type_of_the_example_configs_launches() {
+    let r = rig(&[]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/gcp");
+    for name in ["example-full.yaml", "example-minimal.yaml"] {
+        // The examples leave project_id for the user to fill in.
+        let text = std::fs::read_to_string(dir.join(name)).unwrap().replace("project_id: null", &format!("project_id: {PROJECT}"));
+        let path = r._home.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let cfg = ray_autoscaler::config::ClusterConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let p = GcpProvider::new(&cfg.provider, ctx(&format!("ex-{}", name.len()))).expect("provider");
+        let mut doc = json!({"provider": cfg.provider, "auth": {"ssh_user": "ubuntu"}, "head_node_type": cfg.head_node_type, "available_node_types": {}});
+        for nt in &cfg.node_types {
+            doc["available_node_types"][&nt.name] = json!({"node_config": nt.node_config});
+        }
+        let booted = p.bootstrap(doc).await.unwrap_or_else(|e| panic!("{name}: bootstrap: {e}"));
+        for (t, nt) in booted["available_node_types"].as_object().unwrap() {
+            let made = p.create(&request(&format!("{name}-{t}"), t, &[&format!("{name}-{t}-1")], nt["node_config"].clone())).await;
+            let made = made.unwrap_or_else(|e| panic!("{name}: {t}: {e}"));
+            assert_eq!(made[0].node_type, *t);
+        }
+    }
+    let all = instances(&r.gcp);
+    assert_eq!(all.len(), 5, "3 types of example-full, 2 of example-minimal");
+    let spot = all.iter().find(|i| i["labels"]["ray-user-node-type"] == "ray_worker_small" && i["labels"]["team"] == "research").expect("the small worker");
+    assert_eq!(spot["scheduling"]["provisioningModel"], "SPOT", "Ray's list form of scheduling is read");
+}

@@ -62,6 +62,7 @@ pub fn build(r: &mut Reader, m: Merged) -> Option<ClusterConfig> {
     // Ray's AWS launcher fills `resources` from the instance type before its schema
     // check; so does this loader (from its table).
     let aws = m.provider_type == "aws";
+    let gcp = m.provider_type == "gcp";
     let raw = types_node.map(|n| node_types(r, n, aws)).unwrap_or_default();
     let names: Vec<&str> = raw.iter().map(|t| t.config.name.as_str()).collect();
     let head_node_type = match get("head_node_type") {
@@ -132,6 +133,9 @@ pub fn build(r: &mut Reader, m: Merged) -> Option<ClusterConfig> {
                 let path = child_path(&child_path("available_node_types", &c.name), "resources");
                 r.warn_at(t.mark, &path, why);
             }
+        }
+        if gcp {
+            super::instance_types::fill_gcp_price(&mut c);
         }
         node_types.push(c);
     }

@@ -43,6 +43,37 @@ const NEURON_CORES_PER_CHIP: u32 = 2;
 
 static AWS: LazyLock<HashMap<String, InstanceType>> = LazyLock::new(|| parse(include_str!("aws_instance_types.csv")));
 
+/// Compute Engine machine types (`gcp_machine_types.csv`), in the same shape
+/// (no Inferentia columns).
+static GCP: LazyLock<HashMap<String, InstanceType>> = LazyLock::new(|| {
+    let mut out = HashMap::new();
+    for line in include_str!("gcp_machine_types.csv").lines().filter(|l| !l.starts_with('#') && !l.starts_with("machine_type,") && !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 6 {
+            continue;
+        }
+        let row = [f[0], f[1], f[2], f[3], f[4], "0", "", f[5]];
+        if let Some(t) = self::row(&row) {
+            out.insert(f[0].to_string(), t);
+        }
+    }
+    out
+});
+
+/// Hourly price of one GPU attached with `guestAccelerators` (us-central1,
+/// on-demand, as published around 2025; planning figures).
+const GCP_ACCELERATOR_USD: &[(&str, f64)] = &[
+    ("nvidia-tesla-t4", 0.35),
+    ("nvidia-tesla-p4", 0.60),
+    ("nvidia-tesla-p100", 1.46),
+    ("nvidia-tesla-v100", 2.48),
+    ("nvidia-tesla-k80", 0.45),
+];
+
+/// A Spot VM costs about this share of the on-demand price (Compute Engine's
+/// Spot discounts are commonly 60-91%; a planning figure, not a quote).
+pub const GCP_SPOT_PRICE_FACTOR: f64 = 0.3;
+
 fn parse(text: &str) -> HashMap<String, InstanceType> {
     let mut out = HashMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("instance_type,") && !l.trim().is_empty()) {
@@ -71,6 +102,42 @@ fn row(f: &[&str]) -> Option<InstanceType> {
 /// An EC2 instance type from the table.
 pub fn aws(name: &str) -> Option<&'static InstanceType> {
     AWS.get(name)
+}
+
+/// A Compute Engine machine type from the table.
+pub fn gcp(name: &str) -> Option<&'static InstanceType> {
+    GCP.get(name)
+}
+
+/// How many Compute Engine machine types the table knows.
+pub fn gcp_count() -> usize {
+    GCP.len()
+}
+
+/// Fills `price` of a `gcp` node type from its `machineType` and attached GPUs
+/// when the file leaves it out. Resources are not filled: Ray's GCP launcher
+/// takes them from the file only, and so does this loader.
+pub fn fill_gcp_price(t: &mut NodeTypeConfig) {
+    if t.price.is_some() {
+        return;
+    }
+    let Some(info) = t.node_config.get("machineType").and_then(|v| v.as_str()).map(|m| m.rsplit('/').next().unwrap_or(m)).and_then(gcp) else { return };
+    let mut usd = info.on_demand_usd;
+    for g in t.node_config.get("guestAccelerators").and_then(|v| v.as_array()).into_iter().flatten() {
+        let kind = g.get("acceleratorType").and_then(|v| v.as_str()).map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or_default();
+        let count = g.get("acceleratorCount").and_then(|v| v.as_f64()).unwrap_or(1.0);
+        match GCP_ACCELERATOR_USD.iter().find(|(k, _)| *k == kind) {
+            Some((_, p)) => usd += p * count,
+            None => return, // an unknown GPU: no price rather than a wrong one
+        }
+    }
+    let scheduling: Vec<&serde_json::Value> = match t.node_config.get("scheduling") {
+        Some(serde_json::Value::Array(a)) => a.iter().collect(),
+        Some(v) => vec![v],
+        None => Vec::new(),
+    };
+    let spot = scheduling.iter().any(|s| s.get("provisioningModel").and_then(|v| v.as_str()) == Some("SPOT") || s.get("preemptible").and_then(|v| v.as_bool()) == Some(true));
+    t.price = Some(if spot { usd * GCP_SPOT_PRICE_FACTOR } else { usd });
 }
 
 /// How many EC2 types the table knows.
@@ -143,6 +210,15 @@ mod tests {
         assert!(rows > 100);
         let m5 = aws("m5.large").unwrap();
         assert_eq!((m5.vcpus, m5.memory_mib, m5.gpus), (2, 8192, 0));
+    }
+
+    #[test]
+    fn the_gcp_table_loads_every_row() {
+        let rows = include_str!("gcp_machine_types.csv").lines().filter(|l| !l.starts_with('#') && !l.starts_with("machine_type,")).count();
+        assert_eq!(gcp_count(), rows, "every row parses");
+        let n1 = gcp("n1-standard-2").unwrap();
+        assert_eq!((n1.vcpus, n1.memory_mib, n1.gpus), (2, 7680, 0));
+        assert_eq!(gcp("a2-highgpu-1g").unwrap().gpu_model, "A100");
     }
 
     #[test]

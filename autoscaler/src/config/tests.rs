@@ -223,3 +223,29 @@ head_node_type: head
     assert!(w.message.contains("x9.mega") && w.message.contains("set `resources`"), "{w:?}");
     assert!(l.config.node_type("head").unwrap().resources.is_empty());
 }
+
+#[test]
+fn gcp_node_types_get_a_price_from_the_machine_type_but_keep_their_resources() {
+    let text = r#"
+provider: {type: gcp, region: us-west1, availability_zone: us-west1-a, project_id: p}
+available_node_types:
+  head: {resources: {CPU: 2}, node_config: {machineType: n1-standard-2}}
+  spot:
+    resources: {CPU: 4}
+    node_config: {machineType: n1-standard-4, scheduling: [{provisioningModel: SPOT}]}
+  gpu:
+    resources: {CPU: 4, GPU: 2}
+    node_config: {machineType: n1-standard-4, guestAccelerators: [{acceleratorType: nvidia-tesla-t4, acceleratorCount: 2}]}
+  odd: {resources: {CPU: 1}, node_config: {machineType: x9-imaginary-8}}
+head_node_type: head
+"#;
+    let c = ClusterConfig::parse("gcp.yaml", text).unwrap();
+    let n1_2 = instance_types::gcp("n1-standard-2").unwrap().on_demand_usd;
+    let n1_4 = instance_types::gcp("n1-standard-4").unwrap().on_demand_usd;
+    assert_eq!(c.node_type("head").unwrap().price, Some(n1_2));
+    assert_eq!(c.node_type("head").unwrap().declared_resources.get("CPU"), Some(&2.0));
+    assert!(!c.node_type("head").unwrap().declared_resources.contains_key("memory"), "resources are the file's, as in Ray");
+    assert!((c.node_type("spot").unwrap().price.unwrap() - n1_4 * instance_types::GCP_SPOT_PRICE_FACTOR).abs() < 1e-9);
+    assert!((c.node_type("gpu").unwrap().price.unwrap() - (n1_4 + 2.0 * 0.35)).abs() < 1e-9, "attached GPUs are priced");
+    assert_eq!(c.node_type("odd").unwrap().price, None, "an unknown machine type has no price");
+}

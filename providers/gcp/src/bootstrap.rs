@@ -17,7 +17,9 @@
 //!   name (Ray grants compute.admin, storage.objectAdmin, iam.serviceAccountUser
 //!   on the whole project and iam.roleViewer).
 //!
-//! Everything is looked up before it is made, so a second bootstrap makes nothing.
+//! Every node type's node_config is checked first (TPU node configs are refused
+//! here, before anything is made). Everything is looked up before it is made, so
+//! a second bootstrap makes nothing.
 
 use std::collections::BTreeSet;
 
@@ -67,6 +69,11 @@ pub fn network_tag(cluster: &str) -> String {
 /// Fills in what `doc` leaves out; see the module's docs.
 pub async fn bootstrap(api: &Api, s: &Settings, cluster: &str, ctx: &ProviderContext, mut doc: Value) -> Result<Value, ProviderError> {
     let _ = ctx;
+    // Refuse what cannot launch (a TPU node config, no machineType) before
+    // anything is made.
+    for (name, c) in node_configs(&mut doc) {
+        crate::node_config::parse(&name, &Value::Object(c.clone()))?;
+    }
     let project = api.call("projects.get", || api.projects.get().set_project(&s.project_id).send()).await.map_err(|e| {
         if is_not_found(&e) { invalid(format!("provider.project_id: project {:?} does not exist or is not visible: {}", s.project_id, e.message)) } else { e }
     })?;
