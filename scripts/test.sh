@@ -21,6 +21,9 @@ mkdir -p /run/sshd
 step "moto (a real EC2 and IAM API emulator: the AWS provider's tests talk to it)"
 .venv/bin/python -m pip install --quiet "moto[server]==5.2.5"
 
+step "python-hcl2 (python/tests/test_infra.py parses the Terraform under infra/ with it)"
+.venv/bin/python -m pip install --quiet "python-hcl2==8.1.4"
+
 step "Ray 2.60's wheel (its defaults.yaml files are test data for the config loader; downloaded once)"
 export RAY_WHEEL_DIR="${RAY_WHEEL_DIR:-$HOME/.cache/ray-rs/ray-wheel}"
 ls "$RAY_WHEEL_DIR"/ray-2.60.0-*.whl >/dev/null 2>&1 \
