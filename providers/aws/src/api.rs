@@ -12,7 +12,6 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng as _;
 use ray_providers::{ErrorClass, ProviderError};
 
 use crate::settings::Settings;
@@ -70,7 +69,7 @@ impl Api {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transient) && attempt < MAX_ATTEMPTS => {
-                    let wait = backoff(attempt);
+                    let wait = ray_providers::helpers::backoff(attempt, RETRY_BASE, RETRY_CAP);
                     tracing::warn!(op, attempt, wait_ms = wait.as_millis() as u64, error = %e, "AWS call failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -94,27 +93,5 @@ impl Api {
             async move { fut.await.map_err(|e| crate::errors::classify(op, &e)) }
         })
         .await
-    }
-}
-
-/// Full-jitter exponential back-off before try `attempt + 1`.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = RETRY_BASE.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))).min(RETRY_CAP);
-    let ms = rand::rng().random_range(ceiling.as_millis() as u64 / 4..=ceiling.as_millis() as u64);
-    Duration::from_millis(ms)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for a in 1..20 {
-            let d = backoff(a);
-            assert!(d <= RETRY_CAP, "{a}: {d:?}");
-        }
-        assert!(backoff(1) <= RETRY_BASE);
-        assert!(backoff(10) >= RETRY_CAP / 4);
     }
 }

@@ -12,10 +12,11 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, PrefixListId, Subnet, UserIdGroupPair};
-use ray_providers::{ErrorClass, ProviderError, TAG_CLUSTER_NAME};
+use ray_providers::{ProviderError, TAG_CLUSTER_NAME};
 use serde_json::{Map, Value, json};
 
 use crate::api::Api;
+use ray_providers::helpers::{invalid, node_configs};
 use crate::settings::Settings;
 use crate::{filter, iam};
 
@@ -24,25 +25,6 @@ const MAX_KEYS: usize = 600;
 /// Images used when a node type names none: the newest of these (Amazon's
 /// Deep Learning base image, as Ray's default is a Deep Learning AMI).
 const DEFAULT_IMAGE_NAME: &str = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)*";
-
-fn invalid(msg: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorClass::InvalidConfig, msg)
-}
-
-fn node_configs(doc: &mut Value) -> Vec<(String, &mut Map<String, Value>)> {
-    let Some(types) = doc.get_mut("available_node_types").and_then(Value::as_object_mut) else { return Vec::new() };
-    types
-        .iter_mut()
-        .filter_map(|(name, t)| {
-            let t = t.as_object_mut()?;
-            let nc = t.entry("node_config").or_insert_with(|| json!({}));
-            if nc.is_null() {
-                *nc = json!({});
-            }
-            Some((name.clone(), nc.as_object_mut()?))
-        })
-        .collect()
-}
 
 /// Fills in what `doc` leaves out; see the module's docs.
 pub async fn bootstrap(api: &Api, s: &Settings, cluster_name: &str, mut doc: Value) -> Result<Value, ProviderError> {

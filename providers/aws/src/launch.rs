@@ -54,7 +54,7 @@ pub(crate) async fn create(p: &AwsProvider, req: &CreateRequest) -> Result<Vec<C
                 fresh.push(*id);
                 continue;
             };
-            match restart(p, i, instance_tags(p, req, id)).await {
+            match restart(p, i, req.instance_tags(&p.cluster_name, id)).await {
                 Ok(c) => launched.push(Ok(c)),
                 Err(e) => {
                     tracing::warn!(instance_id = %id, error = %e, "cannot start a stopped instance; launching a new one");
@@ -65,7 +65,7 @@ pub(crate) async fn create(p: &AwsProvider, req: &CreateRequest) -> Result<Vec<C
     } else {
         fresh = missing;
     }
-    let jobs = fresh.iter().map(|id| launch_one(p, &spec, req, id, instance_tags(p, req, id), boot.as_deref()));
+    let jobs = fresh.iter().map(|id| launch_one(p, &spec, req, id, req.instance_tags(&p.cluster_name, id), boot.as_deref()));
     launched.extend(futures::future::join_all(jobs).await);
     let mut first_error = None;
     for r in launched {
@@ -119,17 +119,6 @@ async fn wait_for_address(p: &AwsProvider, id: &str) -> Result<CloudInstance, Pr
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
-}
-
-/// The tags of instance `id` of `req`.
-fn instance_tags(p: &AwsProvider, req: &CreateRequest, id: &str) -> BTreeMap<String, String> {
-    let mut tags = req.tags.clone();
-    tags.insert(TAG_CLUSTER_NAME.into(), p.cluster_name.clone());
-    tags.insert(TAG_LAUNCH_REQUEST.into(), req.request_id.clone());
-    tags.insert(TAG_INSTANCE_ID.into(), id.to_string());
-    tags.entry(TAG_USER_NODE_TYPE.into()).or_insert_with(|| req.node_type.clone());
-    tags.entry(TAG_NODE_STATUS.into()).or_insert_with(|| node_status::UNINITIALIZED.into());
-    tags
 }
 
 /// Stopped instances this request may start instead of launching: same cluster,

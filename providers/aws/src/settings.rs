@@ -1,7 +1,8 @@
 //! The `provider` section of an AWS cluster config, as Ray reads it, plus this
 //! project's keys (`endpoint_url`, `launch_via`, `spot_fallback_to_on_demand`).
 
-use ray_providers::{ErrorClass, ProviderError};
+use ray_providers::helpers::{flag, invalid, text};
+use ray_providers::ProviderError;
 use serde_json::Value;
 
 /// How a worker gets Ray started on it.
@@ -36,26 +37,6 @@ pub struct Settings {
     pub spot_fallback: bool,
     /// `api_requests_per_second`: client-side rate limit on EC2 calls (default 10).
     pub requests_per_second: u32,
-}
-
-fn invalid(msg: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorClass::InvalidConfig, msg)
-}
-
-fn flag(cfg: &Value, key: &str, default: bool) -> Result<bool, ProviderError> {
-    match cfg.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(invalid(format!("provider.{key}: expected true or false, found {v}"))),
-    }
-}
-
-fn text(cfg: &Value, key: &str) -> Result<Option<String>, ProviderError> {
-    match cfg.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
-        Some(v) => Err(invalid(format!("provider.{key}: expected a non-empty string, found {v}"))),
-    }
 }
 
 impl Settings {
@@ -106,6 +87,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ray_providers::ErrorClass;
     use serde_json::json;
 
     #[test]

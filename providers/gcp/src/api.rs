@@ -13,7 +13,6 @@ use google_cloud_compute_v1::model::Operation;
 use google_cloud_compute_v1::model::operation::Status as OpStatus;
 use google_cloud_gax::retry_policy::NeverRetry;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng as _;
 use ray_providers::{ErrorClass, ProviderError};
 
 use crate::credentials;
@@ -101,7 +100,7 @@ impl Api {
             match f().await.map_err(|e| classify(op, &e, &self.credentials_source)) {
                 Ok(v) => return Ok(v),
                 Err(e) if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transient) && attempt < MAX_ATTEMPTS => {
-                    let wait = backoff(attempt);
+                    let wait = ray_providers::helpers::backoff(attempt, RETRY_BASE, RETRY_CAP);
                     tracing::warn!(op, attempt, wait_ms = wait.as_millis() as u64, error = %e, "GCP call failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -134,26 +133,5 @@ impl Api {
             Some(e) => Err(e),
             None => Ok(op),
         }
-    }
-}
-
-/// Full-jitter exponential back-off before try `attempt + 1`.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = RETRY_BASE.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))).min(RETRY_CAP);
-    let ms = rand::rng().random_range(ceiling.as_millis() as u64 / 4..=ceiling.as_millis() as u64);
-    Duration::from_millis(ms)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for a in 1..20 {
-            assert!(backoff(a) <= RETRY_CAP);
-        }
-        assert!(backoff(1) <= RETRY_BASE);
-        assert!(backoff(10) >= RETRY_CAP / 4);
     }
 }

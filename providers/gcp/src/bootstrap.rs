@@ -26,9 +26,10 @@ use std::collections::BTreeSet;
 use google_cloud_compute_v1::model::{Firewall, Metadata, Network};
 use google_cloud_iam_admin_v1::model::ServiceAccount;
 use ray_providers::{ErrorClass, ProviderContext, ProviderError};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::api::Api;
+use ray_providers::helpers::{invalid, node_configs};
 use crate::errors::{is_already_exists, is_not_found};
 use crate::settings::Settings;
 
@@ -40,24 +41,6 @@ pub const HEAD_ROLE: &str = "roles/compute.instanceAdmin.v1";
 pub const ACT_AS_ROLE: &str = "roles/iam.serviceAccountUser";
 /// The scope of the head's service account.
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-
-fn invalid(msg: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorClass::InvalidConfig, msg)
-}
-
-fn node_configs(doc: &mut Value) -> Vec<(String, &mut Map<String, Value>)> {
-    let Some(types) = doc.get_mut("available_node_types").and_then(Value::as_object_mut) else { return Vec::new() };
-    types
-        .iter_mut()
-        .filter_map(|(name, t)| {
-            let nc = t.as_object_mut()?.entry("node_config").or_insert_with(|| json!({}));
-            if nc.is_null() {
-                *nc = json!({});
-            }
-            Some((name.clone(), nc.as_object_mut()?))
-        })
-        .collect()
-}
 
 /// The network tag of the cluster's nodes (the firewall rules' target).
 pub fn network_tag(cluster: &str) -> String {

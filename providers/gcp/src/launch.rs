@@ -64,19 +64,6 @@ pub(crate) async fn create(p: &GcpProvider, req: &CreateRequest) -> Result<Vec<C
     Ok(result)
 }
 
-/// The labels (as tags) of instance `id` of `req`.
-fn instance_tags(p: &GcpProvider, req: &CreateRequest, id: &str) -> BTreeMap<String, String> {
-    let mut tags = req.tags.clone();
-    tags.insert(TAG_CLUSTER_NAME.into(), p.cluster_name.clone());
-    tags.insert(TAG_LAUNCH_REQUEST.into(), req.request_id.clone());
-    tags.insert(TAG_INSTANCE_ID.into(), id.to_string());
-    tags.entry(TAG_USER_NODE_TYPE.into()).or_insert_with(|| req.node_type.clone());
-    tags.entry(TAG_NODE_STATUS.into()).or_insert_with(|| node_status::UNINITIALIZED.into());
-    // The instance's name is its name; a label would only repeat it.
-    tags.remove(TAG_NODE_NAME);
-    tags
-}
-
 /// Launches instance `id`: every zone with the type's market, then (Spot that
 /// found no capacity anywhere) every zone on standard VMs.
 async fn launch_one(p: &GcpProvider, spec: &Spec, req: &CreateRequest, id: &str, head: bool) -> Result<CloudInstance, ProviderError> {
@@ -86,7 +73,9 @@ async fn launch_one(p: &GcpProvider, spec: &Spec, req: &CreateRequest, id: &str,
     if spec.is_spot() && p.settings.spot_fallback {
         markets.push(false);
     }
-    let tags = instance_tags(p, req, id);
+    let mut tags = req.instance_tags(&p.cluster_name, id);
+    // The instance's name is its name; a label would only repeat it.
+    tags.remove(TAG_NODE_NAME);
     let mut tried = Vec::new();
     let mut last = None;
     for &spot in &markets {

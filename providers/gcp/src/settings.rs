@@ -4,7 +4,8 @@
 //! `spot_fallback_to_on_demand`; `availability_zone` may list zones in order of
 //! preference, comma-separated, as for AWS).
 
-use ray_providers::{ErrorClass, ProviderError};
+use ray_providers::helpers::{flag, invalid, text};
+use ray_providers::ProviderError;
 use serde_json::Value;
 
 /// `provider.gcp_credentials`.
@@ -46,26 +47,6 @@ pub struct Settings {
     /// `spot_fallback_to_on_demand`: launch standard VMs when no zone has spot
     /// capacity (default true).
     pub spot_fallback: bool,
-}
-
-fn invalid(msg: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorClass::InvalidConfig, msg)
-}
-
-fn flag(cfg: &Value, key: &str, default: bool) -> Result<bool, ProviderError> {
-    match cfg.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(invalid(format!("provider.{key}: expected true or false, found {v}"))),
-    }
-}
-
-fn text(cfg: &Value, key: &str) -> Result<Option<String>, ProviderError> {
-    match cfg.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
-        Some(v) => Err(invalid(format!("provider.{key}: expected a non-empty string, found {v}"))),
-    }
 }
 
 impl Settings {
@@ -132,6 +113,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ray_providers::ErrorClass;
     use serde_json::json;
 
     #[test]

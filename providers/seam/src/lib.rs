@@ -9,6 +9,8 @@
 //! `ray-provider-registry` builds the one a config names, each behind its own cargo
 //! feature, so this crate stays free of every cloud SDK.
 
+pub mod helpers;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
