@@ -97,6 +97,9 @@ impl Settings {
                 }
             }
         };
+        if flag(cfg, "cache_stopped_nodes", false)? {
+            tracing::warn!("provider.cache_stopped_nodes: not supported by the gcp provider yet; workers are deleted, not stopped");
+        }
         Ok(Self {
             project_id,
             region,
