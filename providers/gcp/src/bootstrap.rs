@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 
 use google_cloud_compute_v1::model::{Firewall, Metadata, Network};
 use google_cloud_iam_admin_v1::model::ServiceAccount;
-use ray_providers::{ErrorClass, ProviderContext, ProviderError};
+use ray_providers::{ErrorClass, ProviderError};
 use serde_json::{Value, json};
 
 use crate::api::Api;
@@ -50,8 +50,7 @@ pub fn network_tag(cluster: &str) -> String {
 }
 
 /// Fills in what `doc` leaves out; see the module's docs.
-pub async fn bootstrap(api: &Api, s: &Settings, cluster: &str, ctx: &ProviderContext, mut doc: Value) -> Result<Value, ProviderError> {
-    let _ = ctx;
+pub async fn bootstrap(api: &Api, s: &Settings, cluster: &str, mut doc: Value) -> Result<Value, ProviderError> {
     // Refuse what cannot launch (a TPU node config, no machineType) before
     // anything is made.
     for (name, c) in node_configs(&mut doc) {
@@ -63,9 +62,7 @@ pub async fn bootstrap(api: &Api, s: &Settings, cluster: &str, ctx: &ProviderCon
     let project = serde_json::to_value(&project).unwrap_or_default();
     ssh_keys(api, s, &project, &mut doc).await?;
     let network = network(api, s, cluster, &mut doc).await?;
-    if let Some(network) = network {
-        firewall(api, s, cluster, &network, &doc).await?;
-    }
+    firewall(api, s, cluster, &network, &doc).await?;
     service_account(api, s, &project, &mut doc).await?;
     Ok(doc)
 }
@@ -126,10 +123,11 @@ async fn ssh_keys(api: &Api, s: &Settings, project: &Value, doc: &mut Value) -> 
 }
 
 /// Gives node types without network interfaces the default network's
-/// subnetwork of the region; the network used (its self link), when any.
-async fn network(api: &Api, s: &Settings, cluster: &str, doc: &mut Value) -> Result<Option<String>, ProviderError> {
+/// subnetwork of the region, and every node type the cluster's network tag;
+/// the network the cluster uses (the default network's when it was given out,
+/// else the first one a node type names, else `default`).
+async fn network(api: &Api, s: &Settings, cluster: &str, doc: &mut Value) -> Result<String, ProviderError> {
     let tag = network_tag(cluster);
-    let mut used = None;
     let needs = node_configs(doc).iter().any(|(_, c)| !c.contains_key("networkInterfaces"));
     let mut subnet: Option<Value> = None;
     if needs {
@@ -163,12 +161,6 @@ async fn network(api: &Api, s: &Settings, cluster: &str, doc: &mut Value) -> Res
             }
             c.insert("networkInterfaces".into(), json!([nic]));
         }
-        if used.is_none() {
-            used = c.get("networkInterfaces").and_then(|n| n[0]["subnetwork"].as_str()).and(subnet.as_ref().map(|s| s["network"].clone()));
-            if let Some(n) = c.get("networkInterfaces").and_then(|n| n[0]["network"].as_str()) {
-                used = Some(json!(n));
-            }
-        }
         let tags = c.entry("tags").or_insert_with(|| json!({}));
         if let Some(t) = tags.as_object_mut() {
             let items = t.entry("items").or_insert_with(|| json!([]));
@@ -179,7 +171,8 @@ async fn network(api: &Api, s: &Settings, cluster: &str, doc: &mut Value) -> Res
             }
         }
     }
-    Ok(used.and_then(|v| v.as_str().map(str::to_string)).or_else(|| Some("global/networks/default".into())))
+    let named = node_configs(doc).into_iter().find_map(|(_, c)| c.get("networkInterfaces").and_then(|n| n[0]["network"].as_str()).map(str::to_string));
+    Ok(subnet.and_then(|sub| sub["network"].as_str().map(str::to_string)).or(named).unwrap_or_else(|| "global/networks/default".into()))
 }
 
 async fn default_subnet(api: &Api, s: &Settings) -> Result<Option<Value>, ProviderError> {

@@ -82,9 +82,8 @@ pub fn classify(op: &str, e: &Error, credentials_source: &str) -> ProviderError 
     let http = e.http_status_code();
     let reasons = reasons(e);
     let message = e.status().map(|s| s.message.clone()).unwrap_or_else(|| e.to_string());
-    let by_reason = reasons.iter().find_map(|r| class_of_code(r));
-    let class = match (http, e.status().map(|s| s.code)) {
-        _ if by_reason.is_some() => by_reason.unwrap_or(ErrorClass::Other),
+    // Compute's errors carry no `status`: the reason decides, then the HTTP code.
+    let class = reasons.iter().find_map(|r| class_of_code(r)).unwrap_or_else(|| match (http, e.status().map(|s| s.code)) {
         (Some(429), _) | (_, Some(Code::ResourceExhausted)) => ErrorClass::Throttled,
         (Some(401 | 403), _) | (_, Some(Code::Unauthenticated | Code::PermissionDenied)) => ErrorClass::Auth,
         (Some(400 | 404 | 409 | 412), _) | (_, Some(Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::FailedPrecondition)) => {
@@ -93,7 +92,7 @@ pub fn classify(op: &str, e: &Error, credentials_source: &str) -> ProviderError 
         (Some(500..=599), _) | (_, Some(Code::Unavailable | Code::Internal | Code::Aborted | Code::DeadlineExceeded)) => ErrorClass::Transient,
         (None, _) if e.is_timeout() || e.is_io() || e.is_connect() || e.is_transport() => ErrorClass::Transient,
         _ => ErrorClass::Other,
-    };
+    });
     let code = http.map(|h| format!(" (HTTP {h}{})", if reasons.is_empty() { String::new() } else { format!(" {}", reasons.join(",")) })).unwrap_or_default();
     let mut text = format!("{op}: {message}{code}");
     if class == ErrorClass::Auth {

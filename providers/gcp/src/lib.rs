@@ -44,7 +44,6 @@ use crate::settings::Settings;
 pub struct GcpProvider {
     settings: Settings,
     cluster_name: String,
-    ctx: ProviderContext,
     api: OnceCell<Api>,
     /// The zone of each instance seen (instance names are unique per zone only).
     zones: Mutex<HashMap<String, String>>,
@@ -55,7 +54,7 @@ impl GcpProvider {
     /// Nothing is called until the first request (credentials load then).
     pub fn new(provider_config: &Value, ctx: ProviderContext) -> Result<Self, ProviderError> {
         let settings = Settings::from_config(provider_config)?;
-        Ok(Self { settings, cluster_name: ctx.cluster_name.clone(), ctx, api: OnceCell::new(), zones: Mutex::default() })
+        Ok(Self { settings, cluster_name: ctx.cluster_name, api: OnceCell::new(), zones: Mutex::default() })
     }
 
     /// The settings it runs with.
@@ -224,7 +223,7 @@ impl NodeProvider for GcpProvider {
     }
 
     async fn bootstrap(&self, config: Value) -> Result<Value, ProviderError> {
-        bootstrap::bootstrap(self.api().await?, &self.settings, &self.cluster_name, &self.ctx, config).await
+        bootstrap::bootstrap(self.api().await?, &self.settings, &self.cluster_name, config).await
     }
 }
 
