@@ -21,6 +21,7 @@ use crate::config::ClusterConfig;
 use crate::instance::manager::InstanceManager;
 use crate::instance::store::{InstanceStorage, StoreError};
 use crate::instance::{Instance, InstanceStatus};
+use crate::metrics::AutoscalerMetrics;
 use crate::reconciler::{self, Context};
 use crate::reporter::Reporter;
 use crate::scheduler;
@@ -50,6 +51,7 @@ pub struct Autoscaler {
     tick: Duration,
     state_version: u64,
     config_updates: Option<mpsc::UnboundedReceiver<Reconfigure>>,
+    metrics: Option<Arc<AutoscalerMetrics>>,
 }
 
 /// A new cluster config for a running autoscaler (its file changed: `ray up
@@ -85,7 +87,14 @@ impl Autoscaler {
             tick: Duration::from_millis(1000),
             state_version: 0,
             config_updates: None,
+            metrics: None,
         }
+    }
+
+    /// Records rounds, launches and failures into `metrics` (served at `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<AutoscalerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Sets the longest sleep between rounds when nothing changes.
@@ -182,6 +191,9 @@ impl Autoscaler {
         loop {
             if let Err(e) = self.round().await {
                 tracing::warn!(error = %e, "autoscaler round failed; retrying");
+                if let Some(m) = &self.metrics {
+                    m.round_failed();
+                }
             }
             tokio::select! {
                 _ = wake.notified() => {}
@@ -201,6 +213,7 @@ impl Autoscaler {
         while let Some(r) = self.config_updates.as_mut().and_then(|u| u.try_recv().ok()) {
             self.reconfigure(r);
         }
+        let started = self.clock.instant();
         let state = self.cluster.resource_state(self.state_version).await?;
         self.state_version = state.cluster_resource_state_version;
         let cloud = match self.provider.list().await {
@@ -243,6 +256,10 @@ impl Autoscaler {
         if let Err(e) = sent {
             tracing::warn!(error = %e, "cannot report the autoscaling state");
         }
+        if let Some(m) = &self.metrics {
+            let took = self.clock.instant().saturating_duration_since(started);
+            m.round(took, self.manager.instances(), self.backoff.recent_failures(), &self.config);
+        }
         Ok(())
     }
 
@@ -260,7 +277,10 @@ impl Autoscaler {
     async fn apply(&mut self, o: Outcome) {
         self.actuator.finished(&o);
         match o {
-            Outcome::Launched { node_type, result: Ok(created), .. } => {
+            Outcome::Launched { node_type, result: Ok(created), started_ms, .. } => {
+                if let Some(m) = &self.metrics {
+                    m.launched(created.len(), Duration::from_millis(self.clock.now_ms().saturating_sub(started_ms)));
+                }
                 self.backoff.succeeded(&node_type);
                 for c in created {
                     let Some(iid) = c.tags.get(TAG_INSTANCE_ID) else { continue };
@@ -273,6 +293,9 @@ impl Autoscaler {
             }
             Outcome::Launched { node_type, instance_ids, result: Err(e), started_ms, .. } => {
                 let n = instance_ids.len();
+                if let Some(m) = &self.metrics {
+                    m.launch_failed(n);
+                }
                 let failure = LaunchFailure { kind: LAUNCH_FAILED, instance: None, node_type: &node_type, count: n, error: &e, started_ms, failed_ms: self.clock.now_ms() };
                 let reason = self.backoff.failed(&failure, self.clock.instant());
                 tracing::warn!(node_type = %node_type, count = n, class = %e.class, "Failed to launch {n} node(s) of type {node_type}: {reason}");
@@ -305,10 +328,16 @@ impl Autoscaler {
                 }
             }
             Outcome::SetUp { instance_id, result: Ok(()), .. } => {
+                if let Some(m) = &self.metrics {
+                    m.set_up(true);
+                }
                 let now = self.clock.now_ms();
                 let _ = self.manager.update(&instance_id, "Ray is set up on it; waiting for its raylet to register", |x| x.setup_done_ms = Some(now)).await;
             }
             Outcome::SetUp { instance_id, node_type, address, result: Err(why), started_ms } => {
+                if let Some(m) = &self.metrics {
+                    m.set_up(false);
+                }
                 let error = ray_providers::ProviderError::new(ray_providers::ErrorClass::Other, why.clone());
                 let failure = LaunchFailure {
                     kind: UPDATE_FAILED,
@@ -334,8 +363,13 @@ impl Autoscaler {
                 }
             }
             Outcome::Terminated { instance_id, result } => {
-                if let Err(e) = result {
-                    tracing::warn!(instance = %instance_id, error = %e, "terminate failed; will retry");
+                match result {
+                    Err(e) => tracing::warn!(instance = %instance_id, error = %e, "terminate failed; will retry"),
+                    Ok(_) => {
+                        if let Some(m) = &self.metrics {
+                            m.stopped();
+                        }
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod instance;
+pub mod metrics;
 pub mod reconciler;
 pub mod reporter;
 pub mod scheduler;

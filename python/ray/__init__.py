@@ -124,6 +124,7 @@ def init(
         raise TypeError("ray.init: `resources` must be a dict, got {!r}.".format(resources))
     from ray.runtime_env.runtime_env import validate as _validate_env
 
+    runtime_env = _with_job_runtime_env(runtime_env)
     # Checked before anything starts: a bad runtime_env leaves nothing behind.
     _validate_env(runtime_env, "ray.init(runtime_env=...)")
     from ray import _raylet
@@ -188,6 +189,26 @@ def init(
     if log_to_driver:
         _worker.start_printer(conn)
     return RayContext(_address_info(conn))
+
+
+def _with_job_runtime_env(runtime_env):
+    """The runtime_env of a submitted job's driver: the job's (the dashboard
+    hands it over in RAY_JOB_CONFIG_JSON_ENV_VAR, as Ray's does) under
+    ray.init's own, whose fields win (env_vars are merged)."""
+    text = _os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "").strip()
+    if not text:
+        return runtime_env
+    import json as _json
+
+    try:
+        job_env = (_json.loads(text) or {}).get("runtime_env") or {}
+    except (ValueError, AttributeError) as e:
+        raise ValueError("RAY_JOB_CONFIG_JSON_ENV_VAR does not hold a JSON object: {}".format(e)) from None
+    if not job_env:
+        return runtime_env
+    from ray._private.runtime_env_packaging import merge
+
+    return merge(job_env, runtime_env)
 
 
 def _address_info(conn):

@@ -442,6 +442,32 @@ impl CoreWorker {
         let v = py.detach(move || rt.block_on(core.gcs().kv_get(&namespace, &key))).map_err(|s| to_py(CoreError::Rpc(s.message().to_string())))?;
         Ok(v.map(|b| PyBytes::new(py, &b)))
     }
+
+    /// Writes a KV key; returns whether the key is new.
+    fn kv_put(&self, py: Python<'_>, namespace: String, key: Vec<u8>, value: Vec<u8>, overwrite: bool) -> PyResult<bool> {
+        let core = self.core.clone();
+        let rt = crate::runtime::get()?;
+        let req = ray_proto::rpc::KvPutRequest { namespace, key, value, overwrite };
+        let r = py.detach(move || rt.block_on(core.gcs().kv.clone().put(req))).map_err(|s| to_py(CoreError::Rpc(s.message().to_string())))?;
+        Ok(r.into_inner().added)
+    }
+
+    /// Deletes a KV key (or every key under it as a prefix); returns how many went.
+    fn kv_del(&self, py: Python<'_>, namespace: String, key: Vec<u8>, by_prefix: bool) -> PyResult<u64> {
+        let core = self.core.clone();
+        let rt = crate::runtime::get()?;
+        let req = ray_proto::rpc::KvDelRequest { namespace, key, del_by_prefix: by_prefix };
+        let r = py.detach(move || rt.block_on(core.gcs().kv.clone().del(req))).map_err(|s| to_py(CoreError::Rpc(s.message().to_string())))?;
+        Ok(r.into_inner().deleted_num)
+    }
+
+    /// KV keys under a prefix.
+    fn kv_keys<'py>(&self, py: Python<'py>, namespace: String, prefix: Vec<u8>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let core = self.core.clone();
+        let rt = crate::runtime::get()?;
+        let keys = py.detach(move || rt.block_on(core.gcs().kv_keys(&namespace, &prefix))).map_err(|s| to_py(CoreError::Rpc(s.message().to_string())))?;
+        Ok(keys.iter().map(|k| PyBytes::new(py, k)).collect())
+    }
 }
 
 /// Byte slices moved into a closure that runs without the GIL; the PyBuffer

@@ -2,7 +2,10 @@
 //!   1. wall time of `ray start --head` until the GCS answers, and until the command returns;
 //!   2. summed RSS of the idle head's processes;
 //!   3. GCS CPU use while 2,000 simulated raylets each report once a second (and are
-//!      health-checked), with token auth on and with it off.
+//!      health-checked), with token auth on and with it off;
+//!   4. GCS restart: kill -9 of the GCS under that load, until the restarted GCS
+//!      (started again by its supervisor, tables read back from the redb file)
+//!      answers, and until every simulated raylet has reported to it again.
 //!
 //! Run: `cargo bench -p ray-tests --bench head` (after `pip install .`; uses `.venv/bin/ray`
 //! or `$RAY_BIN`). Set `BENCH_NODES` / `BENCH_SECONDS` to change the load.
@@ -175,6 +178,112 @@ fn gcs_cpu(auth: bool, nodes: usize, secs: u64) {
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
+/// One simulated raylet that keeps reporting across GCS restarts: each new
+/// stream starts with a report at once, as a real raylet's does.
+async fn reconnecting_raylet(client: GcsClient, node_id: String) {
+    let total: std::collections::HashMap<String, f64> = [("CPU".to_string(), 8.0)].into();
+    let mut seq = 0u64;
+    loop {
+        let (node, total2) = (node_id.clone(), total.clone());
+        let first = seq;
+        let reports = tokio_stream::iter(0..1)
+            .chain(IntervalStream::new(tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1))).map(|_| 0))
+            .map({
+                let mut i = 0u64;
+                move |_| {
+                    i += 1;
+                    ResourceReport {
+                        node_id: node.clone(),
+                        resources_total: total2.clone(),
+                        resources_available: total2.clone(),
+                        seq: first + i,
+                        idle_duration_ms: 1000,
+                        ..Default::default()
+                    }
+                }
+            });
+        let _ = client.resources.clone().report_resources(reports).await;
+        seq += 1_000_000;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn gcs_restart(nodes: usize) {
+    let env = RayEnv::new();
+    let gcs = env.start_head(&["--num-cpus", "1"]);
+    let gcs_pid = env.live_processes().into_iter().find(|p| p.name == "gcs_server").unwrap().pid;
+    let security = security_for(&env, true);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let health_port = listener.local_addr().unwrap().port();
+        tokio::spawn(security.server_builder().unwrap().add_service(health).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+        let mut tasks = Vec::new();
+        for _ in 0..nodes {
+            let client = GcsClient::lazy(&gcs, &security, Duration::from_secs(30)).unwrap();
+            let node_id = ray_common::NodeId::random().to_string();
+            let info = NodeInfo {
+                node_id: node_id.clone(),
+                node_manager_address: "127.0.0.1".into(),
+                node_manager_port: u32::from(health_port),
+                resources_total: [("CPU".to_string(), 8.0)].into(),
+                ..Default::default()
+            };
+            tasks.push(tokio::spawn(async move {
+                let mut tries = 0;
+                while client.nodes.clone().register_node(RegisterNodeRequest { node: Some(info.clone()) }).await.is_err() {
+                    tries += 1;
+                    assert!(tries < 20, "registration keeps failing");
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                reconnecting_raylet(client, node_id).await;
+            }));
+        }
+        let probe = GcsClient::lazy(&gcs, &security, Duration::from_secs(30)).unwrap();
+        let reporting = |usage: Vec<ray_proto::rpc::NodeResources>| usage.iter().filter(|n| n.idle_duration_ms == 1000).count();
+        loop {
+            let usage = probe.resources.clone().get_all_resource_usage(ray_proto::rpc::GetAllResourceUsageRequest {}).await.unwrap().into_inner().nodes;
+            if reporting(usage) >= nodes {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let t0 = Instant::now();
+        assert!(ray_common::process::signal(gcs_pid, libc::SIGKILL));
+        let mut answered = None;
+        loop {
+            let call = tokio::time::timeout(
+                Duration::from_millis(500),
+                probe.resources.clone().get_all_resource_usage(ray_proto::rpc::GetAllResourceUsageRequest {}),
+            )
+            .await;
+            if let Ok(Ok(r)) = call {
+                answered.get_or_insert(t0.elapsed());
+                let usage = r.into_inner().nodes;
+                if usage.len() >= nodes && reporting(usage) >= nodes {
+                    break;
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "the raylets did not all report to the restarted GCS");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let all = t0.elapsed();
+        let new_pid = env.live_processes().into_iter().find(|p| p.name == "gcs_server").map(|p| p.pid);
+        println!(
+            "GCS restart with {nodes} simulated raylets: kill -9 to the restarted GCS answering {:.0} ms (its {nodes} nodes restored, alive); \
+             to every raylet reporting to it again {:.0} ms (pid {gcs_pid} -> {new_pid:?})",
+            answered.unwrap_or_default().as_secs_f64() * 1e3,
+            all.as_secs_f64() * 1e3
+        );
+        for t in tasks {
+            t.abort();
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; nothing to list.
@@ -182,8 +291,13 @@ fn main() {
     let nodes = std::env::var("BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let secs = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     println!("ray executable: {}", ray_bin().display());
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("gcs_restart") {
+        gcs_restart(nodes);
+        return;
+    }
     start_time();
     idle_rss();
     gcs_cpu(true, nodes, secs);
     gcs_cpu(false, nodes, secs);
+    gcs_restart(nodes);
 }

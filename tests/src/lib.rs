@@ -78,6 +78,8 @@ impl RayEnv {
             ("RAY_health_check_period_ms".to_string(), "200".to_string()),
             ("RAY_health_check_timeout_ms".to_string(), "1000".to_string()),
             ("RAY_health_check_failure_threshold".to_string(), "3".to_string()),
+            // The autoscaler's /metrics on a free port (Ray's default, 44217, is one per machine).
+            ("AUTOSCALER_METRIC_PORT".to_string(), "0".to_string()),
         ];
         Self { tmp, home, vars }
     }

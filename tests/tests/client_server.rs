@@ -41,8 +41,9 @@ fn ray_start_runs_the_ray_client_server_and_ray_stop_stops_it() {
     assert_eq!(hello["auth"], "token", "{hello}");
     assert!(!hello.to_string().contains(&env.token()));
 
+    let running = env.live_processes().len();
     let out = env.ray_ok(&["stop"]);
-    assert!(out.contains("Stopped all 3 Ray processes."), "{out}");
+    assert!(out.contains(&format!("Stopped all {running} Ray processes.")), "{out}");
     assert!(!ray_common::process::is_same_process_alive(server.pid, server.start_ticks), "the server survived ray stop");
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens any more");
 }
@@ -59,5 +60,7 @@ fn a_taken_port_is_a_warning_and_the_head_starts_without_it() {
     assert!(err.contains("Ray Client server was not started") && err.contains(&port.to_string()), "{err}");
     let names: Vec<String> = env.live_processes().into_iter().map(|p| p.name).collect();
     assert!(!names.contains(&"ray_client_server".to_string()), "{names:?}");
-    assert_eq!(names.len(), 2, "{names:?}");
+    for running in ["gcs_server", "raylet", "dashboard"] {
+        assert!(names.contains(&running.to_string()), "the head runs without it: {names:?}");
+    }
 }

@@ -57,14 +57,47 @@ fn killed_raylet_is_marked_dead_within_the_health_check_window() {
 }
 
 #[test]
+fn a_killed_gcs_comes_back_on_the_port_it_took_and_keeps_its_nodes() {
+    let env = RayEnv::new();
+    // `--port 0`: the GCS picks its port; the restarted one must take the same.
+    let addr = env.start_head(&["--num-cpus", "1"]);
+    env.start_worker(&["--num-cpus", "2"]);
+    let gcs = env.live_processes().into_iter().find(|p| p.name == "gcs_server").expect("gcs_server");
+    let before: Vec<String> = env.node_table().into_iter().map(|n| n.node_id).collect();
+    assert_eq!(before.len(), 2);
+    assert!(ray_common::process::signal(gcs.pid, libc::SIGKILL));
+    let mut status = String::new();
+    let back = wait_until(Duration::from_secs(20), || {
+        let out = env.ray(&["status", "--address", &addr]);
+        status = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success() && status.contains(" 0.0/3.0 CPU\n")
+    });
+    assert!(back, "the restarted GCS does not answer at {addr}:\n{status}");
+    let again = env.live_processes().into_iter().find(|p| p.name == "gcs_server").expect("a new gcs_server");
+    assert_ne!(again.pid, gcs.pid, "the GCS was not restarted");
+    assert_eq!(env.gcs_address(), addr, "the recorded address moved");
+    let nodes = env.node_table();
+    assert_eq!(nodes.len(), 2, "the same two nodes, no new registrations: {nodes:?}");
+    for n in nodes {
+        assert!(before.contains(&n.node_id), "{n:?}");
+        assert_ne!(n.state, ray_proto::rpc::NodeState::Dead as i32, "a node was marked dead: {n:?}");
+    }
+    let out = env.ray_ok(&["stop"]);
+    assert!(out.contains("Stopped all"), "{out}");
+    assert!(env.live_processes().is_empty(), "ray stop left the restarted GCS or its supervisor behind");
+}
+
+#[test]
 fn ray_stop_leaves_no_process_behind() {
     let env = RayEnv::new();
     env.start_head(&["--num-cpus", "1"]);
     env.start_worker(&["--num-cpus", "1"]);
     let pids: Vec<_> = env.live_processes();
-    assert_eq!(pids.len(), 3, "{pids:?}");
+    let names: Vec<&str> = pids.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.iter().filter(|n| **n == "raylet").count(), 2, "{pids:?}");
+    assert!(names.contains(&"gcs_server") && names.contains(&"dashboard"), "{pids:?}");
     let out = env.ray_ok(&["stop"]);
-    assert!(out.contains("Stopped all 3 Ray processes."), "{out}");
+    assert!(out.contains(&format!("Stopped all {} Ray processes.", pids.len())), "{out}");
     for p in &pids {
         assert!(!ray_common::process::is_same_process_alive(p.pid, p.start_ticks), "{} (pid {}) survived", p.name, p.pid);
     }
@@ -145,6 +178,7 @@ fn occupied_port_is_refused_naming_the_flag() {
 fn second_head_on_a_running_port_is_refused_naming_the_cluster() {
     let env = RayEnv::new();
     let addr = env.start_head(&["--num-cpus", "1"]);
+    let running = env.live_processes().len();
     let port = addr.rsplit_once(':').unwrap().1;
     let session = std::fs::read_link(env.root().join("session_latest")).unwrap();
     let out = env.ray(&["start", "--head", "--port", port, "--node-ip-address", "127.0.0.1"]);
@@ -152,7 +186,7 @@ fn second_head_on_a_running_port_is_refused_naming_the_cluster() {
     assert!(!out.status.success());
     assert!(err.contains("already running"), "{err}");
     assert!(err.contains(session.to_str().unwrap()), "must name the running session: {err}");
-    assert_eq!(env.live_processes().len(), 2, "the running cluster must be untouched");
+    assert_eq!(env.live_processes().len(), running, "the running cluster must be untouched");
 }
 
 #[test]

@@ -32,7 +32,7 @@ use ray_common::ResourceSet;
 
 pub use local::LOCAL_NODE_TYPE;
 pub use prepare::{LEGACY_HEAD_TYPE, LEGACY_WORKER_TYPE};
-pub use reader::{ConfigError, ConfigErrors, ConfigWarning};
+pub use reader::{ConfigError, ConfigErrors, ConfigWarning, to_json};
 pub use schema::{AUTH_KEYS, LEGACY_TOP_LEVEL_KEYS, NODE_TYPE_KEYS, PROVIDER_TYPES, TOP_LEVEL_KEYS};
 
 /// Keys of `docker`.

@@ -176,8 +176,25 @@ def choose_raylet(gcs, node_ip):
             "or connect from a node of the cluster.".format(node_ip)
         )
     mine.sort(key=lambda n: not n[7])
+    # A node the GCS still lists may have just gone (a head restarted after a
+    # crash is listed twice until the old one fails its health checks): take
+    # the first whose raylet answers.
+    for n in mine:
+        if _answers(n[2], n[3]):
+            mine = [n]
+            break
     node_id, _, addr, port = mine[0][:4]
     return node_id, "{}:{}".format(addr, port)
+
+
+def _answers(host, port):
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def global_connection():

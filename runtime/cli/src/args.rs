@@ -34,6 +34,10 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Follow the autoscaler's log (monitor.log) of the cluster on this machine.
     Monitor(MonitorCmdArgs),
+    /// Submit jobs to the cluster's dashboard and follow them (Ray's Jobs CLI).
+    Job(crate::job_cmd::JobArgs),
+    /// Prometheus for the cluster on this machine (`ray metrics launch-prometheus`).
+    Metrics(crate::prometheus::MetricsArgs),
     /// Print the cluster token, or create one with --generate.
     #[command(name = "get-auth-token")]
     GetAuthToken(GetAuthTokenArgs),

@@ -28,6 +28,33 @@ pub struct GcsArgs {
     /// Exit when this process exits.
     #[arg(long = "watch-pid")]
     watch_pid: Option<u32>,
+    /// Keep the tables in this redb file, so a restarted GCS finds them
+    /// (`RAY_REDIS_ADDRESS`, when set, wins: the tables go to Redis).
+    #[arg(long = "storage-path")]
+    storage_path: Option<PathBuf>,
+    /// Port of the GCS's Prometheus `/metrics` (0 or absent: a free port).
+    #[arg(long = "metrics-export-port")]
+    metrics_export_port: Option<u16>,
+    /// The temp root: the head writes the Prometheus service discovery file there.
+    #[arg(long = "temp-root")]
+    temp_root: Option<PathBuf>,
+}
+
+/// Where the GCS keeps its tables: Redis when `RAY_REDIS_ADDRESS` is set (Ray's
+/// GCS fault tolerance), else the redb file given, else memory.
+fn gcs_storage(path: Option<PathBuf>) -> ray_gcs::Storage {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(address) = env("RAY_REDIS_ADDRESS") {
+        return ray_gcs::Storage::Redis {
+            address,
+            password: env("RAY_REDIS_PASSWORD"),
+            namespace: env("RAY_external_storage_namespace").unwrap_or_else(|| "default".into()),
+        };
+    }
+    match path {
+        Some(p) => ray_gcs::Storage::File(p),
+        None => ray_gcs::Storage::Memory,
+    }
 }
 
 /// Flags of the raylet daemon.
@@ -69,6 +96,9 @@ pub struct RayletArgs {
     /// argv (JSON list) that starts a worker when a job gives none.
     #[arg(long = "worker-command")]
     worker_command: Option<String>,
+    /// Port of the node's Prometheus `/metrics` (0: a free port).
+    #[arg(long = "metrics-export-port", default_value_t = 0)]
+    metrics_export_port: u16,
     /// Exit when this process exits.
     #[arg(long = "watch-pid")]
     watch_pid: Option<u32>,
@@ -169,6 +199,7 @@ pub fn gcs_main(args: GcsArgs) -> i32 {
         Err(code) => return code,
     };
     run_daemon(args.watch_pid, |shutdown| async move {
+        let (metrics_security, discovery) = (security.clone(), crate::metrics_serve::discovery_files(args.temp_root, &args.session_name));
         let opts = ray_gcs::GcsOptions {
             bind: args.bind,
             port: args.port,
@@ -176,6 +207,7 @@ pub fn gcs_main(args: GcsArgs) -> i32 {
             ready_file: args.ready_file,
             config,
             security,
+            storage: gcs_storage(args.storage_path),
         };
         let shutdown_wait = shutdown.clone();
         let running = match ray_gcs::start(opts, shutdown).await {
@@ -185,6 +217,8 @@ pub fn gcs_main(args: GcsArgs) -> i32 {
                 return 1;
             }
         };
+        let metrics_port = args.metrics_export_port.unwrap_or(0);
+        crate::metrics_serve::start_gcs(running.gcs.clone(), args.bind, metrics_port, discovery, &metrics_security, shutdown_wait.clone()).await;
         // Stop serving at once on shutdown; connections still open get half a second.
         let mut done = running.done;
         let result = tokio::select! {
@@ -255,6 +289,14 @@ pub fn raylet_main(args: RayletArgs) -> i32 {
         None => default_worker_command(),
     };
     run_daemon(args.watch_pid, |shutdown| async move {
+        let metrics = match ray_http::bind(args.node_ip_address, args.metrics_export_port).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("--metrics-export-port: {e}");
+                return 1;
+            }
+        };
+        let (metrics_security, metrics_shutdown) = (security.clone(), shutdown.clone());
         let opts = ray_raylet::RayletOptions {
             node_id,
             gcs_address: args.gcs_address,
@@ -268,6 +310,7 @@ pub fn raylet_main(args: RayletArgs) -> i32 {
             node_type_name: args.node_type,
             ready_file: args.ready_file,
             worker_command,
+            metrics_export_port: metrics.local_addr().map(|a| a.port()).unwrap_or(0),
             config,
             security,
         };
@@ -278,6 +321,8 @@ pub fn raylet_main(args: RayletArgs) -> i32 {
                 return 1;
             }
         };
+        let collector = ray_raylet::metrics::Collector::new(running.raylet.clone(), args.node_ip_address.to_string());
+        crate::metrics_serve::spawn(metrics, std::sync::Arc::new(move || collector.render()), &metrics_security, metrics_shutdown, "raylet");
         match running.wait().await {
             ray_raylet::ExitReason::Requested => {
                 tracing::info!("raylet stopped");
@@ -305,6 +350,10 @@ pub struct MonitorArgs {
     temp_root: PathBuf,
     #[arg(long = "ready-file")]
     ready_file: Option<PathBuf>,
+    /// Port of the autoscaler's Prometheus `/metrics` (Ray's AUTOSCALER_METRIC_PORT;
+    /// 0: a free port). A port that is taken leaves the autoscaler without one.
+    #[arg(long = "metrics-export-port", default_value_t = crate::metrics_serve::AUTOSCALER_METRIC_PORT)]
+    metrics_export_port: u16,
 }
 
 /// The environment the autoscaler hands to nodes it starts: the cluster token by
@@ -370,6 +419,14 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
             upscaling_speed = cluster.upscaling_speed,
             "Monitor: Started"
         );
+        // The endpoint goes on the head's address, as Ray's (the GCS's host).
+        let metrics = std::sync::Arc::new(ray_autoscaler::metrics::AutoscalerMetrics::new(args.session_name.clone()));
+        match args.gcs_address.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).parse::<IpAddr>()) {
+            Some(Ok(ip)) => {
+                crate::metrics_serve::start_monitor(metrics.clone(), &gcs, ip, args.metrics_export_port, &security, shutdown.clone()).await
+            }
+            _ => tracing::warn!(gcs = %args.gcs_address, "no /metrics endpoint: the GCS address has no IP to serve on"),
+        }
         if let Some(path) = &args.ready_file {
             let tmp = path.with_extension("tmp");
             if let Err(e) = std::fs::write(&tmp, "{}").and_then(|_| std::fs::rename(&tmp, path)) {
@@ -400,6 +457,7 @@ pub fn monitor_main(args: MonitorArgs) -> i32 {
         ray_autoscaler::Autoscaler::new(cluster, gcs_cluster, provider, storage)
             .with_setup(setup)
             .with_config_updates(rx)
+            .with_metrics(metrics)
             .run(shutdown)
             .await;
         0
@@ -480,6 +538,7 @@ mod tests {
         c.node_type = Some("small".into());
         c.ready_file = Some("/tmp/r.json".into());
         c.watch_pid = Some(42);
+        c.metrics_export_port = Some(8080);
         let a = RayletArgs::try_parse_from(std::iter::once("raylet".to_string()).chain(c.args())).expect("parses");
         assert_eq!(a.node_id, id.to_string());
         assert_eq!(a.gcs_address, "10.0.0.1:6379");
@@ -493,5 +552,6 @@ mod tests {
         assert_eq!((a.session_dir.as_str(), a.instance_id.as_str(), a.node_type.as_str()), ("/tmp/ray/session_x", "fake-1", "small"));
         assert_eq!(a.ready_file, Some(PathBuf::from("/tmp/r.json")));
         assert_eq!(a.watch_pid, Some(42));
+        assert_eq!(a.metrics_export_port, 8080);
     }
 }

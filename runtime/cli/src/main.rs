@@ -6,11 +6,19 @@ mod address;
 mod args;
 mod auth_cmd;
 mod daemons;
+mod dashboard_daemon;
+mod gcs_supervisor;
+mod job_client;
+mod job_cmd;
+mod job_package;
 mod launch;
+mod metrics_serve;
+mod prometheus;
 mod monitor;
 mod spawn;
 mod start_env;
 mod start;
+mod start_dashboard;
 mod state_cmd;
 mod status;
 mod stop;
@@ -24,8 +32,10 @@ fn main() {
         .unwrap_or_default();
     let code = match argv0.as_str() {
         "gcs_server" => daemons::gcs_main(daemons::GcsArgs::parse()),
+        "gcs_supervisor" => gcs_supervisor::main(gcs_supervisor::SupervisorArgs::parse()),
         "raylet" => daemons::raylet_main(daemons::RayletArgs::parse()),
         "monitor" => daemons::monitor_main(daemons::MonitorArgs::parse()),
+        "dashboard" => dashboard_daemon::main(dashboard_daemon::DashboardArgs::parse()),
         _ => cli_main(),
     };
     std::process::exit(code);
@@ -44,11 +54,13 @@ fn cli_main() -> i32 {
         args::Command::List(a) => state_cmd::list(a).map(|_| None),
         args::Command::Summary(a) => state_cmd::summary(a).map(|_| None),
         args::Command::Monitor(a) => monitor::run(a).map(|_| None),
+        args::Command::Metrics(a) => prometheus::run(a).map(|_| None),
         args::Command::GetAuthToken(a) => auth_cmd::run(a).map(|_| None),
         args::Command::Up(a) => launch::up(a).map(|_| None),
         args::Command::Down(a) => launch::down(a).map(|_| None),
         args::Command::Exec(a) => code(launch::exec(a)),
         args::Command::Submit(a) => code(launch::submit(a)),
+        args::Command::Job(a) => code(job_cmd::run(a)),
         args::Command::Attach(a) => code(launch::attach(a)),
         args::Command::GetHeadIp(a) => launch::head_ip(a).map(|_| None),
         args::Command::GetWorkerIps(a) => launch::worker_ips(a).map(|_| None),

@@ -80,6 +80,7 @@ fn raylet_command(a: &StartArgs, r: &Resolved, node_id: NodeId, gcs: &str, ip: I
     c.labels = a.labels.clone().unwrap_or_default();
     c.head = head;
     c.watch_pid = a.watch_pid;
+    c.metrics_export_port = a.metrics_export_port;
     c.ready_file = Some(ready);
     c
 }
@@ -138,6 +139,7 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
         Some(p) => Some((std::path::absolute(p)?, load_autoscaling_config(p)?)),
         None => None,
     };
+    crate::start_dashboard::check_flags(&a)?;
     let (security, created) = Security::from_env_or_create_token()?;
     if let Some(path) = created {
         eprintln!("Generated a new cluster token and saved it to {} (mode 0600).", path.display());
@@ -156,8 +158,12 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
     if a.init_local_info.is_none() {
         println!("Local node IP: {ip}");
     }
+    if let Err(e) = crate::prometheus::write_config(&session) {
+        eprintln!("warning: cannot write the Prometheus config of this session: {e:#}");
+    }
     let mut started = Started(Vec::new());
     let mut raylet_info = (String::new(), String::new());
+    let mut dashboard_url: Option<String> = None;
     let result = (|| -> Result<String> {
         let ready = launcher.ready_file("gcs");
         let args = vec![
@@ -169,12 +175,35 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
             session.name().to_string(),
             "--ready-file".into(),
             ready.display().to_string(),
+            // Its /metrics on a free port, listed in the service discovery
+            // file it writes under the temp root.
+            "--metrics-export-port".into(),
+            "0".into(),
+            "--temp-root".into(),
+            session.root().display().to_string(),
         ];
         let mut args = args;
         if let Some(pid) = a.watch_pid {
             args.extend(["--watch-pid".into(), pid.to_string()]);
         }
-        let gcs = launcher.spawn("gcs_server", "gcs_server", "out", &args)?;
+        // `ray start --head`: the tables live in a redb file in the session (or
+        // in Redis with RAY_REDIS_ADDRESS), and a supervisor starts the GCS
+        // again when it dies. A private `ray.init()` cluster lives and dies with
+        // its driver, as Ray's does: memory only, no supervisor.
+        let gcs = if a.init_local_info.is_some() {
+            launcher.spawn("gcs_server", "gcs_server", "out", &args)?
+        } else {
+            args.extend(["--storage-path".into(), session.dir().join("gcs").join("tables.redb").display().to_string()]);
+            let mut sup = vec![
+                "--temp-root".to_string(),
+                session.root().display().to_string(),
+                "--session-name".into(),
+                session.name().to_string(),
+                "--".into(),
+            ];
+            sup.extend(args);
+            launcher.spawn("gcs_supervisor", "gcs_server", "out", &sup)?
+        };
         note_started(&a, &gcs);
         started.0.push(gcs);
         let info = started.0.last_mut().map(|g| g.wait_ready(&ready, READY_TIMEOUT)).transpose()?.unwrap_or_default();
@@ -216,11 +245,20 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
                 session.root().display().to_string(),
                 "--ready-file".into(),
                 ready.display().to_string(),
+                "--metrics-export-port".into(),
+                crate::prometheus::autoscaler_metric_port()?.to_string(),
             ];
             let monitor = launcher.spawn("monitor", "monitor", "log", &args)?;
             note_started(&a, &monitor);
             started.0.push(monitor);
             started.0.last_mut().map(|m| m.wait_ready(&ready, READY_TIMEOUT)).transpose()?;
+        }
+        // The dashboard (Jobs API and page); a private `ray.init()` cluster has none.
+        if crate::start_dashboard::wanted(&a) {
+            let (dashboard, url) = crate::start_dashboard::start(&launcher, &a, ip, &gcs_addr)?;
+            note_started(&a, &dashboard);
+            started.0.push(dashboard);
+            dashboard_url = Some(url);
         }
         Ok(gcs_addr)
     })();
@@ -254,12 +292,20 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
         println!("Overwriting previous Ray address ({old}). `ray.init(address=\"auto\")` on this node will now connect to the new instance at {gcs_addr}.");
     }
     session::write_current_cluster(&root, &gcs_addr)?;
+    match &dashboard_url {
+        Some(url) => crate::start_dashboard::record(&root, url)?,
+        None => crate::start_dashboard::clear(&root),
+    }
 
     println!();
     println!("--------------------");
     println!("Ray runtime started.");
     println!("--------------------");
     println!();
+    if let Some(url) = &dashboard_url {
+        println!("View the Ray dashboard at {url}");
+        println!();
+    }
     println!("Next steps");
     println!("  To add another node to this Ray cluster, run");
     println!("    ray start --address='{gcs_addr}'");
@@ -279,6 +325,11 @@ fn start_head(a: StartArgs, r: &Resolved) -> Result<()> {
     println!("  To view the status of the cluster, use");
     println!("    ray status");
     println!();
+    if let Some(url) = &dashboard_url {
+        println!("  To submit a job, use");
+        println!("    ray job submit --address {url} --working-dir . -- python script.py");
+        println!();
+    }
     if autoscaling.is_some() && !a.no_monitor {
         println!("  To follow the autoscaler, use");
         println!("    ray monitor");

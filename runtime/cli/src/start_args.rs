@@ -125,13 +125,13 @@ pub struct StartFlags {
     /// Custom resources as a JSON object, e.g. '{"A": 1}'.
     #[arg(long, value_parser = parse_resources_flag)]
     pub resources: Option<BTreeMap<String, f64>>,
-    /// Start the dashboard (head only; there is no dashboard yet; ignored).
+    /// Start the dashboard: the Jobs API and the page (head only; default true).
     #[arg(long = "include-dashboard", value_name = "BOOL", value_parser = parse_click_bool)]
     pub include_dashboard: Option<bool>,
-    /// Address the dashboard binds to (no dashboard yet; ignored).
+    /// Address the dashboard listens on (default 127.0.0.1; 0.0.0.0 opens it to every network).
     #[arg(long = "dashboard-host")]
     pub dashboard_host: Option<String>,
-    /// Port of the dashboard (no dashboard yet; ignored).
+    /// Port of the dashboard (default 8265, or a free one when 8265 is taken).
     #[arg(long = "dashboard-port", value_parser = parse_port)]
     pub dashboard_port: Option<u16>,
     /// HTTP port of the dashboard agent (no dashboard agent yet; ignored).
@@ -172,7 +172,7 @@ pub struct StartFlags {
     #[arg(long = "enable-object-reconstruction", hide = true, action = ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_value = "false", default_missing_value = "true", value_parser = parse_click_bool)]
     pub enable_object_reconstruction: bool,
-    /// Port of a Prometheus metrics endpoint (none yet; ignored).
+    /// Port of this node's Prometheus endpoint (`/metrics` of the raylet; default: a free port).
     #[arg(long = "metrics-export-port", value_parser = parse_port)]
     pub metrics_export_port: Option<u16>,
     /// With --autoscaling-config: check the config and tag the head with its node type, but

@@ -10,7 +10,7 @@ use ray_common::config::RayConfig;
 
 use crate::args::{Ignored, StartFlags, read_labels_file};
 
-const NO_DASHBOARD: &str = "no dashboard yet";
+const NO_DASHBOARD: &str = "no dashboard agent or gRPC port: the dashboard serves HTTP only";
 const NO_REDIS: &str = "no Redis: the GCS keeps the cluster's state itself";
 const NO_SOCKETS: &str = "daemons talk gRPC over TCP, not Unix sockets";
 
@@ -122,7 +122,7 @@ fn check_isolation(a: &StartFlags) -> Result<()> {
 fn ignored_flags(a: &StartFlags) -> Vec<Ignored> {
     let worker_ports = "workers listen on any free port";
     let isolation = "no cgroup resource isolation yet";
-    let given: [(&str, bool, &'static str); 33] = [
+    let given: &[(&str, bool, &'static str)] = &[
         ("--node-name", a.node_name.is_some(), "nodes are named by their IP address"),
         ("--redis-username", a.redis_username.is_some(), NO_REDIS),
         ("--redis-password", a.redis_password.is_some(), NO_REDIS),
@@ -133,20 +133,18 @@ fn ignored_flags(a: &StartFlags) -> Vec<Ignored> {
         ("--max-worker-port", a.max_worker_port.is_some(), worker_ports),
         ("--worker-port-list", a.worker_port_list.is_some(), worker_ports),
         ("--ray-client-server-port", !a.head && a.ray_client_server_port.is_some(), "only a head node runs the Ray Client server"),
-        ("--include-dashboard", a.include_dashboard.is_some(), NO_DASHBOARD),
-        ("--dashboard-host", a.dashboard_host.is_some(), NO_DASHBOARD),
-        ("--dashboard-port", a.dashboard_port.is_some(), NO_DASHBOARD),
+        ("--dashboard-host", !a.head && a.dashboard_host.is_some(), "only a head node runs the dashboard"),
+        ("--dashboard-port", !a.head && a.dashboard_port.is_some(), "only a head node runs the dashboard"),
         ("--dashboard-grpc-port", a.dashboard_grpc_port.is_some(), NO_DASHBOARD),
         ("--dashboard-agent-listen-port", a.dashboard_agent_listen_port.is_some(), NO_DASHBOARD),
         ("--dashboard-agent-grpc-port", a.dashboard_agent_grpc_port.is_some(), NO_DASHBOARD),
-        ("--proxy-server-url", a.proxy_server_url.is_some(), NO_DASHBOARD),
+        ("--proxy-server-url", a.proxy_server_url.is_some(), "the dashboard is served directly, not behind a proxy"),
         ("--runtime-env-agent-port", a.runtime_env_agent_port.is_some(), "no runtime-env agent yet"),
         ("--plasma-directory", a.plasma_directory.is_some(), "the object store's file is always in /dev/shm"),
         ("--object-spilling-directory", a.object_spilling_directory.is_some(), "objects do not spill yet"),
         ("--no-redirect-output", a.no_redirect_output, "daemons always log to the session's logs folder"),
         ("--storage", a.storage.is_some(), "no cluster storage (Ray removed it too)"),
         ("--enable-object-reconstruction", a.enable_object_reconstruction, "lineage reconstruction is always on"),
-        ("--metrics-export-port", a.metrics_export_port.is_some(), "no metrics endpoint yet"),
         ("--tracing-startup-hook", a.tracing_startup_hook.is_some(), "no tracing hooks yet"),
         ("--ray-debugger-external", a.ray_debugger_external, "no Ray debugger yet"),
         ("--include-log-monitor", a.include_log_monitor.is_some(), "no log monitor: workers' output goes straight to the driver"),

@@ -40,10 +40,10 @@ fn stop_all(live: &[ProcessRecord], force: bool, grace: Duration, verbose: bool)
     // The autoscaler and the Ray Client server first (so nothing new starts while nodes go), then raylets,
     // then anything else, the GCS last.
     let bucket = |r: &ProcessRecord| match r.name.as_str() {
-        // The Ray Client server first too: its clients' drivers end while the cluster still runs.
-        "monitor" | "ray_client_server" => 0,
+        // The Ray Client server and the dashboard first too: their drivers (clients' sessions, jobs) end while the cluster still runs.
+        "monitor" | "ray_client_server" | "dashboard" => 0,
         "raylet" => 1,
-        "gcs_server" => 3,
+        "gcs_server" | "gcs_supervisor" => 3,
         _ => 2,
     };
     let per_bucket = grace / 4;
@@ -110,6 +110,7 @@ pub fn run(a: crate::args::StopArgs) -> Result<()> {
         }
     }
     session::clear_current_cluster(&root);
+    crate::start_dashboard::clear(&root);
     // Shared-memory store files of raylets that died without cleaning up.
     ray_object_store::remove_stale_files(&ray_object_store::default_dir());
     if total == 0 {

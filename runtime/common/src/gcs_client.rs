@@ -10,30 +10,34 @@ use ray_proto::rpc::node_resource_gcs_service_client::NodeResourceGcsServiceClie
 use ray_proto::rpc::placement_group_info_gcs_service_client::PlacementGroupInfoGcsServiceClient;
 use ray_proto::rpc::{GetClusterInfoReply, GetClusterInfoRequest, KvGetRequest, KvPutRequest, KvDelRequest, KvKeysRequest, KvMultiGetRequest};
 
+use crate::gcs_reconnect::Reconnecting;
 use crate::rpc::{Channel, ConnectError, MAX_MESSAGE_BYTES, Security, explain_status};
+
+/// The channel every GCS client uses: it waits out a GCS restart.
+pub type GcsChannel = Reconnecting;
 
 /// Typed clients of the GCS sharing one connection.
 #[derive(Clone)]
 pub struct GcsClient {
     addr: String,
     /// Node table.
-    pub nodes: NodeInfoGcsServiceClient<Channel>,
+    pub nodes: NodeInfoGcsServiceClient<GcsChannel>,
     /// Resource reports and usage.
-    pub resources: NodeResourceGcsServiceClient<Channel>,
+    pub resources: NodeResourceGcsServiceClient<GcsChannel>,
     /// Internal KV.
-    pub kv: InternalKvGcsServiceClient<Channel>,
+    pub kv: InternalKvGcsServiceClient<GcsChannel>,
     /// Autoscaler state.
-    pub autoscaler: AutoscalerStateServiceClient<Channel>,
+    pub autoscaler: AutoscalerStateServiceClient<GcsChannel>,
     /// Change stream.
-    pub subscriber: GcsSubscriberServiceClient<Channel>,
+    pub subscriber: GcsSubscriberServiceClient<GcsChannel>,
     /// Placement groups.
-    pub placement_groups: PlacementGroupInfoGcsServiceClient<Channel>,
+    pub placement_groups: PlacementGroupInfoGcsServiceClient<GcsChannel>,
     /// Task events.
-    pub tasks: ray_proto::rpc::task_info_gcs_service_client::TaskInfoGcsServiceClient<Channel>,
+    pub tasks: ray_proto::rpc::task_info_gcs_service_client::TaskInfoGcsServiceClient<GcsChannel>,
     /// Jobs.
-    pub jobs: ray_proto::rpc::job_info_gcs_service_client::JobInfoGcsServiceClient<Channel>,
+    pub jobs: ray_proto::rpc::job_info_gcs_service_client::JobInfoGcsServiceClient<GcsChannel>,
     /// Actors.
-    pub actors: ray_proto::rpc::actor_info_gcs_service_client::ActorInfoGcsServiceClient<Channel>,
+    pub actors: ray_proto::rpc::actor_info_gcs_service_client::ActorInfoGcsServiceClient<GcsChannel>,
 }
 
 /// A GCS that cannot be used.
@@ -66,6 +70,10 @@ impl GcsClient {
     }
 
     fn from_channel(addr: &str, ch: Channel) -> Self {
+        let patience = crate::config::RayConfig::from_env()
+            .map(|c| c.gcs_rpc_server_reconnect_timeout_s)
+            .unwrap_or(60);
+        let ch = Reconnecting::new(ch, addr, Duration::from_secs(patience));
         Self {
             addr: addr.to_string(),
             nodes: NodeInfoGcsServiceClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),

@@ -5,8 +5,10 @@
 pub mod auth;
 pub mod config;
 pub mod gcs_client;
+pub mod gcs_reconnect;
 pub mod ids;
 pub mod logging;
+pub mod metrics;
 pub mod process;
 pub mod raylet_command;
 pub mod resources;

@@ -46,6 +46,8 @@ pub struct RayletCommand {
     pub ready_file: Option<PathBuf>,
     /// Exit when this process exits.
     pub watch_pid: Option<u32>,
+    /// Port of the node's Prometheus `/metrics`; `None` (or 0): a free port.
+    pub metrics_export_port: Option<u16>,
 }
 
 impl RayletCommand {
@@ -69,6 +71,7 @@ impl RayletCommand {
             node_type: None,
             ready_file: None,
             watch_pid: None,
+            metrics_export_port: None,
         }
     }
 
@@ -134,6 +137,9 @@ impl RayletCommand {
         }
         if let Some(pid) = self.watch_pid {
             v.push(format!("--watch-pid={pid}"));
+        }
+        if let Some(port) = self.metrics_export_port {
+            v.push(format!("--metrics-export-port={port}"));
         }
         v
     }

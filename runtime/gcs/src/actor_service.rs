@@ -71,6 +71,7 @@ impl ActorInfoGcsService for GcsService {
         if existing.is_none() {
             tracing::info!(actor = %id, class = %class, name = %name, "actor registered");
         }
+        self.gcs.persist().await;
         Ok(Response::new(RegisterActorReply { existing }))
     }
 
@@ -83,6 +84,7 @@ impl ActorInfoGcsService for GcsService {
             .update(&u)
             .ok_or_else(|| Status::not_found(format!("actor {} is not registered", ray_common::ids::truncate(&u.actor_id, 64))))?;
         tracing::info!(actor = %u.actor_id, state = %state, cause = %u.death_cause, "actor state");
+        self.gcs.persist().await;
         Ok(Response::new(UpdateActorReply { state, no_restart }))
     }
 
@@ -108,6 +110,7 @@ impl ActorInfoGcsService for GcsService {
         for id in &ended {
             tracing::info!(actor = %id, worker = %worker, "actor died with a worker");
         }
+        self.gcs.persist().await;
         Ok(Response::new(ReportWorkerDeathReply { actors_ended: ended.len() as u32 }))
     }
 
@@ -127,6 +130,7 @@ impl ActorInfoGcsService for GcsService {
         };
         tracing::info!(actor = %r.actor_id, no_restart = r.no_restart, "ray.kill");
         self.stop_worker(&addr).await;
+        self.gcs.persist().await;
         Ok(Response::new(KillActorReply {}))
     }
 }

@@ -46,6 +46,8 @@ pub struct Actors {
     dead_order: Vec<String>,
     /// Workers known to have exited (owners that will report nothing more).
     dead_owners: std::collections::HashSet<String>,
+    /// Actors changed (or dropped) since they were last written to storage.
+    pub(crate) dirty: std::collections::HashSet<String>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -80,6 +82,7 @@ impl Actors {
         }
         a.start_time_ms = now_ms();
         a.address.clear();
+        self.dirty.insert(a.actor_id.clone());
         self.by_id.insert(a.actor_id.clone(), a);
         Ok(None)
     }
@@ -91,6 +94,7 @@ impl Actors {
         if a.state == DEAD {
             return Some((a.state.clone(), a.no_restart));
         }
+        self.dirty.insert(u.actor_id.clone());
         if !u.state.is_empty() {
             a.state = u.state.clone();
         }
@@ -126,6 +130,7 @@ impl Actors {
         a.state = DEAD.into();
         a.no_restart = true;
         a.address.clear();
+        self.dirty.insert(id.to_string());
         if a.death_cause.is_empty() {
             a.death_cause = cause.to_string();
         }
@@ -146,6 +151,7 @@ impl Actors {
         if self.dead_order.len() > MAX_DEAD_ACTORS {
             let old = self.dead_order.remove(0);
             self.by_id.remove(&old);
+            self.dirty.insert(old);
         }
     }
 
@@ -215,6 +221,22 @@ impl Actors {
             self.kill(id, cause);
         }
         ended.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Rebuilds the table from stored records (a restarted GCS): names of
+    /// actors that are not DEAD, and the dead in the order they died.
+    pub fn restore(&mut self, actors: Vec<ActorTableData>) {
+        let mut dead: Vec<(u64, String)> = Vec::new();
+        for a in actors {
+            if a.state == DEAD {
+                dead.push((a.end_time_ms, a.actor_id.clone()));
+            } else if !a.name.is_empty() {
+                self.names.insert((a.namespace.clone(), a.name.clone()), a.actor_id.clone());
+            }
+            self.by_id.insert(a.actor_id.clone(), a);
+        }
+        dead.sort();
+        self.dead_order = dead.into_iter().map(|(_, id)| id).collect();
     }
 
     /// One actor by id.

@@ -6,7 +6,12 @@
 //! placement groups (table in `placement_groups.rs`, reservation on the raylets
 //! in `pg_scheduler.rs`), and streams every change to subscribers.
 
+pub mod durable_store;
 pub mod health;
+pub mod metrics;
+pub mod prom_discovery;
+pub mod redb_backend;
+pub mod redis_backend;
 pub mod pg_scheduler;
 mod pg_service;
 pub mod placement_groups;
@@ -50,6 +55,26 @@ pub struct GcsOptions {
     pub config: RayConfig,
     /// Token and TLS.
     pub security: Security,
+    /// Where the tables are kept.
+    pub storage: Storage,
+}
+
+/// Where the GCS keeps its tables.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// In this process only: a restarted GCS starts empty.
+    Memory,
+    /// An embedded redb file on the head: a restarted GCS finds everything.
+    File(PathBuf),
+    /// Redis (`RAY_REDIS_ADDRESS`): the tables outlive the whole head.
+    Redis {
+        /// `host:port` or `redis://[:password@]host:port`.
+        address: String,
+        /// `RAY_REDIS_PASSWORD`, when the address carries none.
+        password: Option<String>,
+        /// `RAY_external_storage_namespace` (`default`).
+        namespace: String,
+    },
 }
 
 /// Why the GCS could not run.
@@ -67,6 +92,9 @@ pub enum GcsError {
     /// The ready file could not be written.
     #[error("cannot write the ready file {0:?}: {1}")]
     ReadyFile(PathBuf, std::io::Error),
+    /// The tables could not be opened or read.
+    #[error("GCS storage: {0}")]
+    Storage(String),
 }
 
 /// State shared by every service of one GCS.
@@ -84,6 +112,12 @@ pub struct Gcs {
     /// Bundles to give back whose raylet could not be reached yet:
     /// (group, node, bundle indices). Retried every round while the node lives.
     pub pending_cancels: Mutex<Vec<(String, String, Vec<u32>)>>,
+    /// Whether the tables outlive the process (then changes are written out).
+    durable: bool,
+    /// Serialises flushes, so storage sees changes in the order they were made.
+    persist_lock: tokio::sync::Mutex<()>,
+    /// Wakes the background flush.
+    persist_wake: tokio::sync::Notify,
 }
 
 impl Gcs {
@@ -93,6 +127,7 @@ impl Gcs {
         config: RayConfig,
         security: Security,
         store: Arc<dyn StoreClient>,
+        durable: bool,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
@@ -107,7 +142,42 @@ impl Gcs {
             started_ms: now_ms(),
             placement_wake: tokio::sync::Notify::new(),
             pending_cancels: Mutex::new(Vec::new()),
+            durable,
+            persist_lock: tokio::sync::Mutex::new(()),
+            persist_wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Writes every change made so far to storage (a no-op in memory). Called
+    /// before replying to calls whose effect must survive a restart, and in
+    /// the background after every change.
+    pub async fn persist(&self) {
+        if !self.durable {
+            return;
+        }
+        let _order = self.persist_lock.lock().await;
+        let ops = self.state().take_dirty();
+        if ops.is_empty() {
+            return;
+        }
+        let n = ops.len();
+        if let Err(e) = self.store.write_batch(ops).await {
+            tracing::error!(records = n, error = %e, "cannot write the cluster tables; a restarted GCS would miss these changes");
+        }
+    }
+
+    async fn persist_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.persist_wake.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = self.shutdown.cancelled() => {
+                    self.persist().await;
+                    return;
+                }
+            }
+            self.persist().await;
+        }
     }
 
     /// Locks the cluster state. Never held across an await.
@@ -121,6 +191,9 @@ impl Gcs {
             let mut st = self.state();
             let (r, change) = f(&mut st);
             let event = change.map(|(channel, node)| ChangeEvent { channel: channel as i32, version: st.version(), node });
+            if self.durable && st.has_dirty() {
+                self.persist_wake.notify_one();
+            }
             (r, event)
         };
         if let Some(e) = event {
@@ -189,13 +262,38 @@ pub async fn start(opts: GcsOptions, shutdown: CancellationToken) -> Result<Runn
         let lo: IpAddr = if opts.bind.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
         Some(rpc::bind(SocketAddr::new(lo, addr.port())).await.map_err(GcsError::Bind)?)
     };
-    let gcs = Gcs::new(
-        opts.session_name.clone(),
-        opts.config.clone(),
-        opts.security.clone(),
-        Arc::new(InMemoryStore::new()),
-        shutdown.clone(),
-    );
+    let (store, durable): (Arc<dyn StoreClient>, bool) = match &opts.storage {
+        Storage::Memory => (Arc::new(InMemoryStore::new()), false),
+        Storage::File(path) => {
+            let backend = redb_backend::RedbBackend::open(path).map_err(|e| GcsError::Storage(e.to_string()))?;
+            (durable_store::DurableStore::open(Arc::new(backend)).await.map_err(|e| GcsError::Storage(e.to_string()))?, true)
+        }
+        Storage::Redis { address, password, namespace } => {
+            let backend = redis_backend::RedisBackend::connect(address, password.as_deref(), namespace)
+                .await
+                .map_err(|e| GcsError::Storage(e.to_string()))?;
+            (durable_store::DurableStore::open(Arc::new(backend)).await.map_err(|e| GcsError::Storage(e.to_string()))?, true)
+        }
+    };
+    let mut tables = durable_store::Tables::new();
+    if durable {
+        for t in [state::persist::NODES, state::persist::JOBS, state::persist::ACTORS, state::persist::PLACEMENT_GROUPS, state::persist::META] {
+            let rows = store.get_all(t).await.map_err(|e| GcsError::Storage(e.to_string()))?;
+            tables.insert(t.to_string(), rows.into_iter().collect());
+        }
+    }
+    let gcs = Gcs::new(opts.session_name.clone(), opts.config.clone(), opts.security.clone(), store, durable, shutdown.clone());
+    let restored = gcs.state().restore(&tables);
+    if restored != state::persist::Restored::default() {
+        tracing::info!(
+            alive_nodes = restored.alive_nodes.len(),
+            dead_nodes = restored.dead_nodes,
+            jobs = restored.jobs,
+            actors = restored.actors,
+            placement_groups = restored.placement_groups,
+            "restored the cluster tables; nodes that were alive are health-checked again"
+        );
+    }
     let router = services::router(&gcs, &opts.security).map_err(|e| GcsError::Tls(rpc::error_chain(&e)))?;
     let incoming = rpc::bounded_incoming(listener, opts.config.max_connections);
     let incoming = match loopback {
@@ -210,7 +308,13 @@ pub async fn start(opts: GcsOptions, shutdown: CancellationToken) -> Result<Runn
             .map_err(|e| GcsError::ReadyFile(path.clone(), e))?;
     }
     tracing::info!(%addr, session = %opts.session_name, auth = opts.security.auth.token.is_some(), tls = opts.security.tls.is_some(), "GCS listening");
+    for (node_id, addr) in restored.alive_nodes {
+        health::watch(&gcs, node_id, addr);
+    }
     tokio::spawn(pg_scheduler::run(gcs.clone()));
+    if durable {
+        tokio::spawn(gcs.clone().persist_loop());
+    }
     let stop = shutdown.clone();
     let g = gcs.clone();
     let done = tokio::spawn(async move {

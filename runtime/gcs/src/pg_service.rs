@@ -27,6 +27,7 @@ impl PlacementGroupInfoGcsService for GcsService {
         .map_err(Status::invalid_argument)?;
         tracing::info!(group = %id, %strategy, bundles = n, "placement group created; reserving its bundles");
         self.gcs.placement_wake.notify_one();
+        self.gcs.persist().await;
         Ok(Response::new(CreatePlacementGroupReply {}))
     }
 
@@ -48,6 +49,7 @@ impl PlacementGroupInfoGcsService for GcsService {
         let mut conns = HashMap::new();
         crate::pg_scheduler::cancel_on(&self.gcs, &mut conns, &id, &nodes).await;
         self.gcs.placement_wake.notify_one();
+        self.gcs.persist().await;
         Ok(Response::new(RemovePlacementGroupReply {}))
     }
 

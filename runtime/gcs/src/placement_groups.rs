@@ -166,6 +166,8 @@ pub struct PlacementGroups {
     groups: BTreeMap<u64, PlacementGroupInfo>,
     by_id: HashMap<String, u64>,
     next: u64,
+    /// Groups changed since they were last written to storage.
+    pub(crate) dirty: HashSet<String>,
 }
 
 impl PlacementGroups {
@@ -197,6 +199,7 @@ impl PlacementGroups {
         g.create_time_ms = now_ms;
         self.next += 1;
         self.by_id.insert(g.placement_group_id.clone(), self.next);
+        self.dirty.insert(g.placement_group_id.clone());
         self.groups.insert(self.next, g);
         Ok(())
     }
@@ -206,9 +209,26 @@ impl PlacementGroups {
         self.by_id.get(id).and_then(|k| self.groups.get(k))
     }
 
+    /// A group to change: it is written to storage at the next flush.
     fn get_mut(&mut self, id: &str) -> Option<&mut PlacementGroupInfo> {
         let k = self.by_id.get(id)?;
+        self.dirty.insert(id.to_string());
         self.groups.get_mut(k)
+    }
+
+    /// Rebuilds the table from stored records (a restarted GCS), in creation
+    /// order. A reservation that was under way when the GCS stopped is
+    /// forgotten: its group waits to be placed again.
+    pub fn restore(&mut self, mut groups: Vec<PlacementGroupInfo>) {
+        groups.sort_by(|a, b| (a.create_time_ms, &a.placement_group_id).cmp(&(b.create_time_ms, &b.placement_group_id)));
+        for mut g in groups {
+            if g.state == PENDING {
+                g.bundle_node_ids = vec![String::new(); g.bundles.len()];
+            }
+            self.next += 1;
+            self.by_id.insert(g.placement_group_id.clone(), self.next);
+            self.groups.insert(self.next, g);
+        }
     }
 
     /// A live (not removed) group by name.
@@ -297,6 +317,7 @@ impl PlacementGroups {
                 changed.push(g.placement_group_id.clone());
             }
         }
+        self.dirty.extend(changed.iter().cloned());
         changed
     }
 

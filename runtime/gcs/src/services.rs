@@ -72,7 +72,7 @@ fn store_err(e: crate::storage::StoreError) -> Status {
     Status::internal(e.to_string())
 }
 
-fn kv_table(ns: &str) -> String {
+pub(crate) fn kv_table(ns: &str) -> String {
     format!("kv:{ns}")
 }
 
@@ -94,6 +94,7 @@ impl NodeInfoGcsService for GcsService {
         );
         crate::health::watch(&self.gcs, info.node_id.clone(), addr);
         let session_name = self.gcs.state().session_name().to_string();
+        self.gcs.persist().await;
         Ok(Response::new(RegisterNodeReply { session_name }))
     }
 
@@ -107,6 +108,7 @@ impl NodeInfoGcsService for GcsService {
             Err(e) => (Err(e), None),
         })
         .map_err(to_status)?;
+        self.gcs.persist().await;
         Ok(Response::new(UnregisterNodeReply {}))
     }
 
@@ -243,6 +245,7 @@ impl AutoscalerStateService for GcsService {
         }
         tracing::info!(constraint = ?c.resource_requests, "request_resources constraint set");
         self.gcs.change(|st| ((), Some(st.set_constraint(c))));
+        self.gcs.persist().await;
         Ok(Response::new(RequestClusterResourceConstraintReply {}))
     }
 
@@ -292,6 +295,7 @@ impl AutoscalerStateService for GcsService {
         } else {
             tracing::info!(node_id = %r.node_id, why = %reply.rejection_reason_message, "drain rejected by raylet");
         }
+        self.gcs.persist().await;
         Ok(Response::new(DrainNodeReply {
             is_accepted: reply.is_accepted,
             rejection_reason_message: reply.rejection_reason_message,
@@ -306,6 +310,7 @@ impl JobInfoGcsService for GcsService {
         let pid = job.driver_pid;
         let job_id = self.gcs.state().add_job(job);
         tracing::info!(job_id = %job_id, driver_pid = pid, "job started");
+        self.gcs.persist().await;
         Ok(Response::new(AddJobReply { job_id }))
     }
 
@@ -314,6 +319,7 @@ impl JobInfoGcsService for GcsService {
         self.gcs.state().finish_job(&id);
         tracing::info!(job_id = %id, "job finished");
         self.end_actors_of_job(&id).await;
+        self.gcs.persist().await;
         Ok(Response::new(MarkJobFinishedReply {}))
     }
 

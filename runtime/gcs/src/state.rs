@@ -16,6 +16,8 @@ use ray_proto::rpc::{
     ResourceDemand, ResourceReport,
 };
 
+pub(crate) mod persist;
+
 /// Dead nodes kept for `ray status` and `ray.nodes()` (Ray keeps 1000).
 pub const MAX_DEAD_NODES: usize = 1000;
 
@@ -91,6 +93,8 @@ pub struct ClusterState {
     placement_groups: crate::placement_groups::PlacementGroups,
     actors: crate::actors::Actors,
     tasks: crate::tasks::Tasks,
+    /// Records changed since they were last written to storage (`persist.rs`).
+    pub(crate) dirty: persist::Dirty,
 }
 
 impl ClusterState {
@@ -150,6 +154,7 @@ impl ClusterState {
         job.start_time_ms = now_ms();
         let id = job.job_id.clone();
         self.jobs.push(job);
+        self.dirty.jobs.insert(id.clone());
         id
     }
 
@@ -158,6 +163,7 @@ impl ClusterState {
         if let Some(j) = self.jobs.iter_mut().find(|j| j.job_id == job_id) {
             j.is_dead = true;
             j.end_time_ms = now_ms();
+            self.dirty.jobs.insert(job_id.to_string());
         }
     }
 
@@ -217,6 +223,7 @@ impl ClusterState {
             version: v,
         };
         self.nodes.insert(info.node_id.clone(), entry);
+        self.dirty.nodes.insert(info.node_id.clone());
         Ok((Channel::Nodes, Some(info)))
     }
 
@@ -240,9 +247,11 @@ impl ClusterState {
             e.version = v;
         }
         self.dead_order.push_back(node_id.to_string());
+        self.dirty.nodes.insert(node_id.to_string());
         while self.dead_order.len() > MAX_DEAD_NODES {
             if let Some(old) = self.dead_order.pop_front() {
                 self.nodes.remove(&old);
+                self.dirty.nodes.insert(old);
             }
         }
         Ok(Some((Channel::Nodes, Some(info))))
@@ -258,6 +267,7 @@ impl ClusterState {
         }
         e.info.state = TableState::Draining as i32;
         let info = e.info.clone();
+        self.dirty.nodes.insert(node_id.to_string());
         let v = self.bump();
         if let Some(e) = self.nodes.get_mut(node_id) {
             e.version = v;
@@ -307,6 +317,7 @@ impl ClusterState {
     pub fn set_constraint(&mut self, c: ClusterResourceConstraint) -> Change {
         let empty = c.resource_requests.iter().all(|r| r.count == 0);
         self.constraint = if empty { None } else { Some(c) };
+        self.dirty.meta = true;
         self.bump();
         (Channel::Constraints, None)
     }

@@ -1,11 +1,13 @@
-//! The storage seam behind the GCS tables. In memory today; an embedded on-disk
-//! store (so a restarted GCS loses nothing) and Redis (high availability) implement
-//! the same trait later.
+//! The storage seam behind the GCS tables: [`InMemoryStore`] (nothing survives
+//! the process), and [`crate::durable_store::DurableStore`], memory in front of
+//! the embedded redb file on the head or Redis, so a restarted GCS loses nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+
+pub use crate::durable_store::StoreOp;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,20 @@ pub trait StoreClient: Send + Sync + 'static {
     async fn keys(&self, table: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Every entry of a table.
     async fn get_all(&self, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Applies several writes, in order (all or nothing where the store can).
+    async fn write_batch(&self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
+        for op in ops {
+            match op.value {
+                Some(v) => {
+                    self.put(&op.table, &op.key, v, true).await?;
+                }
+                None => {
+                    self.delete(&op.table, &op.key, false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One table: keys to values, in key order.
@@ -43,6 +59,28 @@ impl InMemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store holding `tables`.
+    pub fn from_tables(tables: crate::durable_store::Tables) -> Self {
+        Self { tables: Mutex::new(tables) }
+    }
+
+    /// Applies writes at once (the memory in front of a durable store).
+    pub fn apply(&self, ops: &[StoreOp]) {
+        self.with(|t| {
+            for op in ops {
+                let table = t.entry(op.table.clone()).or_default();
+                match &op.value {
+                    Some(v) => {
+                        table.insert(op.key.clone(), v.clone());
+                    }
+                    None => {
+                        table.remove(&op.key);
+                    }
+                }
+            }
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, BTreeMap<Vec<u8>, Vec<u8>>>) -> R) -> R {

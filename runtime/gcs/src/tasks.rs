@@ -41,6 +41,11 @@ impl Tasks {
         }
     }
 
+    /// Every task kept, in no order (for counts).
+    pub fn iter(&self) -> impl Iterator<Item = &TaskEvent> {
+        self.rows.values()
+    }
+
     /// Tasks (of `job` when not empty), oldest first, at most `limit` newest (0: all).
     pub fn list(&self, job: &str, limit: usize) -> (Vec<TaskEvent>, u64) {
         let mut v: Vec<TaskEvent> =

@@ -18,12 +18,15 @@
 //! - `bundles.rs`: placement group bundles reserved here (prepare, commit, cancel).
 //! - `spill.rs`: writing objects to disk when the store is full, and back.
 //! - `detect.rs`: what this machine has.
+//! - `metrics.rs` (with `host_stats.rs`): the node's `/metrics` text.
 
 mod bundles;
 pub mod detect;
+mod host_stats;
 mod leases;
 mod local_resources;
 mod loops;
+pub mod metrics;
 mod owner_sweep;
 mod service;
 mod spawner;
@@ -79,6 +82,9 @@ pub struct RayletOptions {
     pub ready_file: Option<PathBuf>,
     /// argv that starts a Python worker when a job gave none.
     pub worker_command: Vec<String>,
+    /// Port of this node's `/metrics` (served by the caller; recorded in the
+    /// node table so the head's service discovery lists it); 0 for none.
+    pub metrics_export_port: u16,
     /// Tunables.
     pub config: RayConfig,
     /// Token and TLS.
@@ -245,6 +251,7 @@ pub async fn start(opts: RayletOptions, shutdown: CancellationToken) -> Result<R
         session_dir: opts.session_dir.clone(),
         instance_id: opts.instance_id.clone(),
         node_type_name: opts.node_type_name.clone(),
+        metrics_export_port: u32::from(opts.metrics_export_port),
         ..Default::default()
     };
     if let Err(s) = gcs.nodes.clone().register_node(RegisterNodeRequest { node: Some(info) }).await {

@@ -478,6 +478,11 @@ impl NodeState {
         }
     }
 
+    /// What `/metrics` reports: the node's stats and its workers by status.
+    pub fn metrics(&self) -> (GetNodeStatsReply, crate::worker_pool::WorkerCounts) {
+        (self.stats(), self.leasing.pool().counts())
+    }
+
     /// The next report to the GCS (numbered).
     pub fn report(&mut self) -> ResourceReport {
         self.report_seq += 1;

@@ -45,6 +45,19 @@ pub struct Worker {
     pub blocked: bool,
 }
 
+/// How many workers do what.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerCounts {
+    /// Started, not yet registered.
+    pub starting: usize,
+    /// Registered and free.
+    pub idle: usize,
+    /// Leased to a task owner (a granted lease each).
+    pub leased: usize,
+    /// Blocked in `ray.get`, their CPU lent out.
+    pub blocked: usize,
+}
+
 /// Settings of the pool.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -92,6 +105,20 @@ impl WorkerPool {
     /// Number of worker processes (starting, idle or leased).
     pub fn len(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Workers by what they are doing (for `/metrics`).
+    pub fn counts(&self) -> WorkerCounts {
+        let mut c = WorkerCounts::default();
+        for w in self.workers.values() {
+            match w.status {
+                WorkerStatus::Starting => c.starting += 1,
+                WorkerStatus::Idle(_) => c.idle += 1,
+                WorkerStatus::Leased(_) => c.leased += 1,
+            }
+            c.blocked += usize::from(w.blocked);
+        }
+        c
     }
 
     /// A worker by id.
