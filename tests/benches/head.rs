@@ -209,7 +209,12 @@ async fn reconnecting_raylet(client: GcsClient, node_id: String) {
 }
 
 fn gcs_restart(nodes: usize) {
-    let env = RayEnv::new();
+    let mut env = RayEnv::new();
+    // Ray's default health-check settings: the test ones (1 s timeouts) mark
+    // thousands of simulated raylets behind one health server dead.
+    for k in ["RAY_health_check_initial_delay_ms", "RAY_health_check_period_ms", "RAY_health_check_timeout_ms", "RAY_health_check_failure_threshold"] {
+        env.unset(k);
+    }
     let gcs = env.start_head(&["--num-cpus", "1"]);
     let gcs_pid = env.live_processes().into_iter().find(|p| p.name == "gcs_server").unwrap().pid;
     let security = security_for(&env, true);
@@ -242,11 +247,13 @@ fn gcs_restart(nodes: usize) {
         }
         let probe = GcsClient::lazy(&gcs, &security, Duration::from_secs(30)).unwrap();
         let reporting = |usage: Vec<ray_proto::rpc::NodeResources>| usage.iter().filter(|n| n.idle_duration_ms == 1000).count();
+        let registering = Instant::now();
         loop {
             let usage = probe.resources.clone().get_all_resource_usage(ray_proto::rpc::GetAllResourceUsageRequest {}).await.unwrap().into_inner().nodes;
             if reporting(usage) >= nodes {
                 break;
             }
+            assert!(registering.elapsed() < Duration::from_secs(120), "the {nodes} simulated raylets did not all register and report");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
