@@ -410,7 +410,12 @@ impl ClusterState {
                 if shape.is_empty() || shape.iter().any(|(k, _)| k.contains("_group_")) {
                     continue;
                 }
-                let n = d.num_ready_requests_queued.saturating_add(d.backlog_size);
+                // A request that is ready (its node has the resources free and is
+                // starting a worker for it) needs no new capacity: counting it
+                // would count twice a request that another raylet's report,
+                // older by a few ms, still lists from before it spilled here,
+                // and launch a node for it.
+                let n = d.backlog_size;
                 let inf = d.num_infeasible_requests_queued;
                 let total = n.saturating_add(inf);
                 if total > 0 {
@@ -550,6 +555,28 @@ mod tests {
         let st = s.cluster_resource_state();
         assert!(st.pending_resource_requests.is_empty());
         assert_eq!(st.node_states[0].status, NodeStatus::Dead as i32);
+    }
+
+    #[test]
+    fn ready_requests_are_not_demand_for_new_nodes() {
+        let mut s = ClusterState::new("s".into());
+        let n = node(1.0);
+        s.register(n.clone()).unwrap();
+        s.apply_report(ResourceReport {
+            node_id: n.node_id.clone(),
+            seq: 1,
+            demand: vec![ResourceDemand {
+                shape: [("CPU".to_string(), 1.0)].into(),
+                num_ready_requests_queued: 1,
+                backlog_size: 2,
+                num_infeasible_requests_queued: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        let st = s.cluster_resource_state();
+        assert_eq!(st.pending_resource_requests[0].count, 3, "backlog and infeasible, not the ready one");
     }
 
     #[test]

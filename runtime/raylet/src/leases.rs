@@ -320,7 +320,7 @@ impl Leasing {
             let c = d.entry(p.shape.clone()).or_default();
             if !p.shape.is_subset_of(res.total()) {
                 c.infeasible += 1;
-            } else if p.shape.is_subset_of(res.available()) {
+            } else if p.shape.is_subset_of(res.available()) && res.drain_state().is_none() {
                 c.ready += 1;
             } else {
                 c.backlog += 1;

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Local, TimeZone};
 use ray_common::ResourceSet;
 use ray_common::resources::python_float;
+use ray_proto::rpc::DeathReason;
 use ray_proto::rpc::autoscaler::{AutoscalingState, GetClusterStatusReply, NodeState, NodeStatus, ResourceRequestByCount};
 
 /// Formats bytes as Ray does for memory: `0B`, `953.67MiB`, `16.36GiB`.
@@ -134,10 +135,15 @@ pub fn format_status(reply: &GetClusterStatusReply, now: DateTime<Local>, verbos
         let who = if f.instance_id.is_empty() { String::new() } else { format!("instance_id: {}, ", f.instance_id) };
         failures.push(format!(" {}: {kind} ({who}latest_attempt: {}) - {}", f.ray_node_type_name, hms(f.failed_ts_ms), f.reason));
     }
+    // An idle node the autoscaler retired did what it was asked: that is not a
+    // failure (`-v` lists such scale-downs on their own).
+    let mut retired = Vec::new();
     for n in state.node_states.iter().filter(|n| n.status == NodeStatus::Dead as i32) {
         let why = n.death_info.as_ref().map(|d| d.reason_message.as_str()).unwrap_or("");
         let id = if n.instance_id.is_empty() { format!("ip: {}", n.node_ip_address) } else { format!("instance_id: {}", n.instance_id) };
-        if why.is_empty() {
+        if n.death_info.as_ref().is_some_and(|d| d.reason == DeathReason::AutoscalerDrainIdle as i32) {
+            retired.push(format!(" {}: {id} - {why}", node_type(n)));
+        } else if why.is_empty() {
             failures.push(format!(" {}: NodeTerminated ({id})", node_type(n)));
         } else {
             failures.push(format!(" {}: NodeTerminated ({id}) - {why}", node_type(n)));
@@ -149,6 +155,13 @@ pub fn format_status(reply: &GetClusterStatusReply, now: DateTime<Local>, verbos
     }
     for l in failures {
         let _ = writeln!(s, "{l}");
+    }
+    if verbose && !retired.is_empty() {
+        retired.truncate(20);
+        let _ = writeln!(s, "Recent idle scale-downs:");
+        for l in retired {
+            let _ = writeln!(s, "{l}");
+        }
     }
 
     let _ = writeln!(s);
@@ -315,6 +328,13 @@ mod tests {
                     node("aa", NodeStatus::Running, &[("CPU", 2.0), ("memory", 2.0 * (1u64 << 30) as f64), ("node:127.0.0.1", 1.0)], &[("CPU", 1.0), ("memory", 2.0 * (1u64 << 30) as f64)]),
                     node("bb", NodeStatus::Idle, &[("CPU", 4.0), ("GPU", 1.0)], &[("CPU", 4.0), ("GPU", 1.0)]),
                     node("cc", NodeStatus::Dead, &[], &[]),
+                    NodeState {
+                        death_info: Some(ray_proto::rpc::NodeDeathInfo {
+                            reason: DeathReason::AutoscalerDrainIdle as i32,
+                            reason_message: "idle for 61 s".into(),
+                        }),
+                        ..node("dd", NodeStatus::Dead, &[], &[])
+                    },
                 ],
                 pending_resource_requests: vec![ResourceRequestByCount {
                     request: Some(ResourceRequest { resources_bundle: [("CPU".to_string(), 1.0)].into() }),
@@ -335,6 +355,10 @@ mod tests {
         assert!(out.contains(" 1.0/6.0 CPU\n 0.0/1.0 GPU\n 0B/2.00GiB memory\n"), "{out}");
         assert!(!out.contains("node:127.0.0.1"), "{out}");
         assert!(out.contains(" node_cc: NodeTerminated (ip: 127.0.0.1)"), "{out}");
+        assert!(!out.contains("node_dd"), "an idle scale-down is not a failure:\n{out}");
+        let verbose = format_status(&reply, Local::now(), true);
+        assert!(verbose.contains("Recent idle scale-downs:\n node_dd: ip: 127.0.0.1 - idle for 61 s\n"), "{verbose}");
+        assert!(!verbose.contains("node_dd: NodeTerminated"), "{verbose}");
         assert!(out.contains("From request_resources:\n {'CPU': 1.0}: 8 from request_resources()"), "{out}");
         assert!(out.contains("Pending Demands:\n {'CPU': 1.0}: 3+ pending tasks/actors"), "{out}");
     }
