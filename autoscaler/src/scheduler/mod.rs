@@ -24,6 +24,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+pub mod bound;
+mod lp;
+mod place;
+
 use ray_common::ResourceSet;
 use ray_common::resources::{GPU, MEMORY, OBJECT_STORE_MEMORY, RESOURCE_UNIT_SCALING};
 
@@ -531,98 +535,7 @@ pub fn decide(input: &Input) -> Decision {
     }
 
     // 3. Placement groups, then tasks and actors, against available capacity.
-    let mut used = vec![false; n_nodes];
-    let mut pool: Vec<Slot> = input
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| !n.draining)
-        .map(|(i, n)| Slot { avail: p.space.vec(if n.pending { &n.total } else { &n.available }), count: 1, node: Some(i) })
-        .collect();
-    for ((name, _), n) in p.decision.launch.clone() {
-        if let Some(t) = input.types.iter().position(|t| t.name == name) {
-            pool.push(Slot { avail: p.type_vecs[t].clone(), count: u64::from(n), node: None });
-        }
-    }
-    let mut flat: Vec<(Vector, u64, ResourceSet, LaunchReason)> = Vec::new();
-    for g in &input.gangs {
-        match g.strategy {
-            PlacementStrategy::StrictSpread => {
-                let shapes: Vec<Vector> = g.bundles.iter().map(|b| p.space.vec(b)).collect();
-                if shapes.iter().any(|s| !p.feasible(s)) {
-                    p.decision.infeasible_gangs.push(g.clone());
-                    continue;
-                }
-                // One bundle per distinct node: existing nodes first, then new ones.
-                let mut taken = vec![false; pool.len()];
-                let mut unplaced = Vec::new();
-                for s in &shapes {
-                    match (0..pool.len()).find(|&i| !taken[i] && pool[i].count == 1 && fits(&pool[i].avail, s) > 0) {
-                        Some(i) => {
-                            taken[i] = true;
-                            sub_times(&mut pool[i].avail, s, 1);
-                            if let Some(n) = pool[i].node {
-                                used[n] = true;
-                            }
-                        }
-                        None => unplaced.push(s.clone()),
-                    }
-                }
-                let mut stuck = false;
-                for s in unplaced {
-                    let mut own = Vec::new();
-                    if p.launch_for(&mut own, &s, 1, LaunchReason::PlacementGroup) > 0 {
-                        stuck = true;
-                    }
-                    // Each new node holds one bundle of this group; others may use the rest.
-                    pool.extend(own);
-                }
-                if stuck {
-                    p.decision.capped.extend(g.bundles.iter().map(|b| Demand { shape: b.clone(), count: 1 }));
-                }
-            }
-            PlacementStrategy::StrictPack => {
-                let mut sum = ResourceSet::new();
-                for b in &g.bundles {
-                    sum.add(b);
-                }
-                let v = p.space.vec(&sum);
-                if !p.feasible(&v) {
-                    p.decision.infeasible_gangs.push(g.clone());
-                    continue;
-                }
-                flat.push((v, 1, sum, LaunchReason::PlacementGroup));
-            }
-            PlacementStrategy::Pack | PlacementStrategy::Spread => {
-                let shapes: Vec<Vector> = g.bundles.iter().map(|b| p.space.vec(b)).collect();
-                if shapes.iter().any(|s| !p.feasible(s)) {
-                    p.decision.infeasible_gangs.push(g.clone());
-                    continue;
-                }
-                for (v, b) in shapes.into_iter().zip(&g.bundles) {
-                    flat.push((v, 1, b.clone(), LaunchReason::PlacementGroup));
-                }
-            }
-        }
-    }
-    for d in input.demands.iter().filter(|d| d.count > 0 && !d.shape.is_empty()) {
-        flat.push((p.space.vec(&d.shape), d.count, d.shape.clone(), LaunchReason::Demand));
-    }
-    flat.sort_by_key(|g| std::cmp::Reverse(order_key(&g.0)));
-    for (shape, count, set, reason) in flat {
-        let left = pack(&mut pool, &shape, count, &mut used);
-        if left == 0 {
-            continue;
-        }
-        if !p.feasible(&shape) {
-            p.decision.infeasible.push(Demand { shape: set, count: left });
-            continue;
-        }
-        let left = p.launch_for(&mut pool, &shape, left, reason);
-        if left > 0 {
-            p.decision.capped.push(Demand { shape: set, count: left });
-        }
-    }
+    let used = place::place(&mut p);
 
     // Pace demand-driven launches: per type at most max(5, speed x running) in flight.
     let pending_by_type = |name: &str| input.nodes.iter().filter(|n| n.pending && n.node_type == name).count() as u64;

@@ -1,0 +1,121 @@
+//! Step 3 of `decide`: placement groups, then tasks and actors, on free
+//! capacity and on new nodes. The most constrained shapes go first (those the
+//! fewest node types can hold), so the nodes only they can use are opened first
+//! and the spare room on them goes to work that fits anywhere; then the largest
+//! first. Each shape fills the spare room of chosen nodes before it takes new
+//! nodes of the cheapest type per bundle.
+
+use ray_common::ResourceSet;
+
+use super::{Demand, LaunchReason, Planner, PlacementStrategy, Slot, Vector, fits, order_key, pack, sub_times};
+
+/// The pool before step 3: existing nodes' free capacity (pending ones in
+/// full) and the nodes steps 1 and 2 launch.
+fn base_pool(p: &Planner) -> Vec<Slot> {
+    let mut pool: Vec<Slot> = p
+        .input
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.draining)
+        .map(|(i, n)| Slot { avail: p.space.vec(if n.pending { &n.total } else { &n.available }), count: 1, node: Some(i), })
+        .collect();
+    for ((name, _), n) in &p.decision.launch {
+        if let Some(t) = p.input.types.iter().position(|t| &t.name == name) {
+            pool.push(Slot { avail: p.type_vecs[t].clone(), count: u64::from(*n), node: None, });
+        }
+    }
+    pool
+}
+
+/// Places step 3's demand; returns which existing nodes received work.
+pub(super) fn place(p: &mut Planner) -> Vec<bool> {
+    let mut used = vec![false; p.input.nodes.len()];
+    let mut pool = base_pool(p);
+    let mut flat: Vec<(Vector, u64, ResourceSet, LaunchReason)> = Vec::new();
+    for g in &p.input.gangs {
+        match g.strategy {
+            PlacementStrategy::StrictSpread => {
+                let shapes: Vec<Vector> = g.bundles.iter().map(|b| p.space.vec(b)).collect();
+                if shapes.iter().any(|s| !p.feasible(s)) {
+                    p.decision.infeasible_gangs.push(g.clone());
+                    continue;
+                }
+                // One bundle per distinct node: existing nodes first, then new ones.
+                let mut taken = vec![false; pool.len()];
+                let mut unplaced = Vec::new();
+                for s in &shapes {
+                    match (0..pool.len()).find(|&i| !taken[i] && pool[i].count == 1 && fits(&pool[i].avail, s) > 0) {
+                        Some(i) => {
+                            taken[i] = true;
+                            sub_times(&mut pool[i].avail, s, 1);
+                            if let Some(n) = pool[i].node {
+                                used[n] = true;
+                            }
+                        }
+                        None => unplaced.push(s.clone()),
+                    }
+                }
+                let mut stuck = false;
+                for s in unplaced {
+                    let mut own = Vec::new();
+                    if p.launch_for(&mut own, &s, 1, LaunchReason::PlacementGroup) > 0 {
+                        stuck = true;
+                    }
+                    // Each new node holds one bundle of this group; others may use the rest.
+                    pool.extend(own);
+                }
+                if stuck {
+                    p.decision.capped.extend(g.bundles.iter().map(|b| Demand { shape: b.clone(), count: 1 }));
+                }
+            }
+            PlacementStrategy::StrictPack => {
+                let mut sum = ResourceSet::new();
+                for b in &g.bundles {
+                    sum.add(b);
+                }
+                let v = p.space.vec(&sum);
+                if !p.feasible(&v) {
+                    p.decision.infeasible_gangs.push(g.clone());
+                    continue;
+                }
+                flat.push((v, 1, sum, LaunchReason::PlacementGroup));
+            }
+            PlacementStrategy::Pack | PlacementStrategy::Spread => {
+                let shapes: Vec<Vector> = g.bundles.iter().map(|b| p.space.vec(b)).collect();
+                if shapes.iter().any(|s| !p.feasible(s)) {
+                    p.decision.infeasible_gangs.push(g.clone());
+                    continue;
+                }
+                for (v, b) in shapes.into_iter().zip(&g.bundles) {
+                    flat.push((v, 1, b.clone(), LaunchReason::PlacementGroup));
+                }
+            }
+        }
+    }
+    for d in p.input.demands.iter().filter(|d| d.count > 0 && !d.shape.is_empty()) {
+        flat.push((p.space.vec(&d.shape), d.count, d.shape.clone(), LaunchReason::Demand));
+    }
+    // The most constrained shapes first (those fewest node types can hold), so
+    // the nodes only they can use are opened first and the spare room on them
+    // goes to work that fits anywhere; then the largest first.
+    let holders = |v: &Vector| {
+        p.type_vecs.iter().zip(&p.input.types).filter(|(t, ty)| !ty.is_head && ty.max_workers > 0 && fits(t, v) > 0).count()
+    };
+    flat.sort_by_cached_key(|g| (holders(&g.0), std::cmp::Reverse(order_key(&g.0))));
+    for (shape, count, set, reason) in flat {
+        let left = pack(&mut pool, &shape, count, &mut used);
+        if left == 0 {
+            continue;
+        }
+        if !p.feasible(&shape) {
+            p.decision.infeasible.push(Demand { shape: set, count: left });
+            continue;
+        }
+        let left = p.launch_for(&mut pool, &shape, left, reason);
+        if left > 0 {
+            p.decision.capped.push(Demand { shape: set, count: left });
+        }
+    }
+    used
+}
