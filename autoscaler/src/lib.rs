@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod instance;
 pub mod metrics;
+pub mod plan;
 pub mod reconciler;
 pub mod reporter;
 pub mod scheduler;

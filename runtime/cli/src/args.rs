@@ -38,6 +38,9 @@ pub enum Command {
     Job(crate::job_cmd::JobArgs),
     /// Prometheus for the cluster on this machine (`ray metrics launch-prometheus`).
     Metrics(crate::prometheus::MetricsArgs),
+    /// What the autoscaler would launch for a demand, its hourly cost and the
+    /// lower bound no plan can beat, and what stays unplaced and why.
+    Plan(crate::plan_cmd::PlanArgs),
     /// Print the cluster token, or create one with --generate.
     #[command(name = "get-auth-token")]
     GetAuthToken(GetAuthTokenArgs),

@@ -13,6 +13,7 @@ mod job_cmd;
 mod job_package;
 mod launch;
 mod metrics_serve;
+mod plan_cmd;
 mod prometheus;
 mod monitor;
 mod spawn;
@@ -55,6 +56,7 @@ fn cli_main() -> i32 {
         args::Command::Summary(a) => state_cmd::summary(a).map(|_| None),
         args::Command::Monitor(a) => monitor::run(a).map(|_| None),
         args::Command::Metrics(a) => prometheus::run(a).map(|_| None),
+        args::Command::Plan(a) => plan_cmd::run(a).map(|_| None),
         args::Command::GetAuthToken(a) => auth_cmd::run(a).map(|_| None),
         args::Command::Up(a) => launch::up(a).map(|_| None),
         args::Command::Down(a) => launch::down(a).map(|_| None),
