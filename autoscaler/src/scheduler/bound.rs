@@ -168,17 +168,55 @@ fn bits_iter(b: &Bits) -> impl Iterator<Item = usize> + '_ {
 
 /// Solves the rows described in the module's documentation.
 fn solve(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)], spreads: &[Vec<Vector>]) -> Option<f64> {
-    match lp::solve(&program(vars, global, fixed, items, spreads)) {
+    match lp::solve(&program(vars, global, fixed, items, spreads).0) {
         Outcome::Bound(b) => Some(b),
         Outcome::Infeasible => None,
     }
 }
 
-/// Builds the rows described in the module's documentation.
-fn program(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)], spreads: &[Vec<Vector>]) -> Program {
+/// What a row of the program stands for, to price bundles by its dual.
+enum Tag {
+    /// Resource `r` of the bundles only the types in the class can hold.
+    Class(Vec<usize>, usize),
+    /// How many of one shape nodes hold.
+    Shape(Vector),
+    /// Anything else (spread, caps).
+    Other,
+}
+
+/// What each shape of `items` is worth at the optimum of the program: the
+/// dual prices of the rows it counts in (a bundle's share of the cheapest
+/// capacity for the whole demand). `None` when the program is infeasible.
+pub(super) fn bundle_values(type_vecs: &[Vector], costs: &[f64], room: &[u64], global: u64, items: &[(Vector, u64)]) -> Option<Vec<f64>> {
+    let index: Vec<usize> = (0..type_vecs.len()).filter(|&t| room[t] > 0).collect();
+    let vars: Vec<Var> = index.iter().map(|&t| Var { cap: type_vecs[t].clone(), cost: costs[t], room: room[t] }).collect();
+    let (program, tags) = program(&vars, global, &[], items, &[]);
+    let solution = lp::solve_full(&program)?;
+    let holders = |v: &Vector| (0..vars.len()).filter(|&t| fits(&vars[t].cap, v) > 0).collect::<Vec<_>>();
+    Some(
+        items
+            .iter()
+            .map(|(v, _)| {
+                let mine = holders(v);
+                tags.iter()
+                    .zip(&solution.duals)
+                    .map(|(tag, y)| match tag {
+                        Tag::Class(class, r) if mine.iter().all(|t| class.contains(t)) => y * v[*r].max(0) as f64,
+                        Tag::Shape(s) if s == v => *y,
+                        _ => 0.0,
+                    })
+                    .sum()
+            })
+            .collect(),
+    )
+}
+
+/// Builds the rows described in the module's documentation, and what each is.
+fn program(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)], spreads: &[Vec<Vector>]) -> (Program, Vec<Tag>) {
     if items.is_empty() && spreads.is_empty() {
-        return Program { cost: vars.iter().map(|v| v.cost).collect(), rows: Vec::new() };
+        return (Program { cost: vars.iter().map(|v| v.cost).collect(), rows: Vec::new() }, Vec::new());
     }
+    let mut tags: Vec<Tag> = Vec::new();
     let dims = items.first().map(|(v, _)| v.len()).or(vars.first().map(|v| v.cap.len())).unwrap_or(0);
     // Merge equal shapes; per shape: the types that can hold it, the fixed
     // nodes that can, and how many those fixed nodes hold at most.
@@ -223,6 +261,7 @@ fn program(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)],
             if need - free > 0.0 {
                 let coeffs = (0..vars.len()).map(|t| if class.contains(&t) { vars[t].cap[r].max(0) as f64 } else { 0.0 }).collect();
                 rows.push((coeffs, need - free));
+                tags.push(Tag::Class(class.clone(), r));
             }
         }
     }
@@ -232,6 +271,7 @@ fn program(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)],
         if need > 0 {
             let coeffs = (0..vars.len()).map(|t| if s.types.contains(&t) { fits(&vars[t].cap, &s.v) as f64 } else { 0.0 }).collect();
             rows.push((coeffs, need as f64));
+            tags.push(Tag::Shape(s.v.clone()));
         }
     }
     // STRICT_SPREAD: a node per bundle. Groups over the same types keep the
@@ -257,15 +297,18 @@ fn program(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)],
     }
     for (types, need) in spread_rows {
         rows.push(((0..vars.len()).map(|t| if types.contains(&t) { 1.0 } else { 0.0 }).collect(), need));
+        tags.push(Tag::Other);
     }
     // Caps.
     for (t, v) in vars.iter().enumerate() {
         let mut coeffs = vec![0.0; vars.len()];
         coeffs[t] = -1.0;
         rows.push((coeffs, -(v.room as f64)));
+        tags.push(Tag::Other);
     }
     rows.push((vec![-1.0; vars.len()], -(global as f64)));
-    Program { cost: vars.iter().map(|v| v.cost).collect(), rows }
+    tags.push(Tag::Other);
+    (Program { cost: vars.iter().map(|v| v.cost).collect(), rows }, tags)
 }
 
 #[cfg(test)]

@@ -32,20 +32,31 @@ const MAX_PIVOTS: usize = 5_000;
 
 /// Solves the program by the dual simplex method.
 pub fn solve(p: &Program) -> Outcome {
-    match solve_with_point(p) {
-        Some((v, _)) => Outcome::Bound(v),
+    match solve_full(p) {
+        Some(s) => Outcome::Bound(s.value),
         None => Outcome::Infeasible,
     }
 }
 
-/// As [`solve`], with the point reached (optimal unless the pivot cap was hit,
-/// when it may break some rows). `None` when infeasible.
-pub fn solve_with_point(p: &Program) -> Option<(f64, Vec<f64>)> {
+/// The value, and the dual price of each row: what one more unit of the
+/// row's right-hand side would add to the optimum (0 for rows that do not
+/// bind). Optimal unless the pivot cap was reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Solution {
+    /// The objective (a lower bound on the optimum).
+    pub value: f64,
+    /// One per row of the program.
+    pub duals: Vec<f64>,
+}
+
+/// As [`solve`], with the row prices. `None` when infeasible.
+pub fn solve_full(p: &Program) -> Option<Solution> {
     let n = p.cost.len();
     // Rows every `x >= 0` satisfies are dropped; a row with no coefficient
     // that asks something makes the program infeasible.
     let mut rows: Vec<(Vec<f64>, f64)> = Vec::new();
-    for (a, b) in &p.rows {
+    let mut origin: Vec<(usize, f64)> = Vec::new();
+    for (k, (a, b)) in p.rows.iter().enumerate() {
         if *b <= EPS && a.iter().all(|v| *v >= 0.0) {
             continue;
         }
@@ -58,10 +69,11 @@ pub fn solve_with_point(p: &Program) -> Option<(f64, Vec<f64>)> {
         }
         // Scale each row so its largest coefficient is 1.
         rows.push((a.iter().map(|v| v / scale).collect(), b / scale));
+        origin.push((k, scale));
     }
     let m = rows.len();
     if m == 0 {
-        return Some((0.0, vec![0.0; n]));
+        return Some(Solution { value: 0.0, duals: vec![0.0; p.rows.len()] });
     }
     let width = n + m;
     // Row i: s_i - sum_j a_ij x_j = -b_i, the slack s_i basic.
@@ -80,21 +92,18 @@ pub fn solve_with_point(p: &Program) -> Option<(f64, Vec<f64>)> {
     let mut rhs: Vec<f64> = rows.iter().map(|(_, b)| -b).collect();
     let mut basis: Vec<usize> = (n..width).collect();
     let mut reduced: Vec<f64> = (0..width).map(|j| if j < n { p.cost[j].max(0.0) } else { 0.0 }).collect();
-    let value = |basis: &[usize], rhs: &[f64]| -> (f64, Vec<f64>) {
-        let mut x = vec![0.0; n];
-        let mut v = 0.0;
-        for (&j, &r) in basis.iter().zip(rhs) {
-            if j < n {
-                x[j] = r.max(0.0);
-                v += p.cost[j] * r;
-            }
+    let value = |basis: &[usize], rhs: &[f64], reduced: &[f64]| -> Solution {
+        let v: f64 = basis.iter().zip(rhs).filter(|(j, _)| **j < n).map(|(&j, &r)| p.cost[j] * r).sum();
+        let mut duals = vec![0.0; p.rows.len()];
+        for (i, (k, scale)) in origin.iter().enumerate() {
+            duals[*k] = reduced[n + i].max(0.0) / scale;
         }
-        (v.max(0.0), x)
+        Solution { value: v.max(0.0), duals }
     };
     for _ in 0..MAX_PIVOTS {
         // Leaving row: the most negative basic value.
         let Some((r, _)) = rhs.iter().enumerate().filter(|(_, v)| **v < -EPS).min_by(|a, b| a.1.total_cmp(b.1)) else {
-            return Some(value(&basis, &rhs));
+            return Some(value(&basis, &rhs, &reduced));
         };
         // Entering column: the smallest ratio keeps the reduced costs >= 0.
         let mut enter: Option<(usize, f64)> = None;
@@ -135,7 +144,7 @@ pub fn solve_with_point(p: &Program) -> Option<(f64, Vec<f64>)> {
         basis[r] = e;
     }
     // Still dual feasible: the value so far bounds the optimum from below.
-    Some(value(&basis, &rhs))
+    Some(value(&basis, &rhs, &reduced))
 }
 
 #[cfg(test)]
@@ -175,6 +184,17 @@ mod tests {
             rows: vec![(vec![4.0, 4.0], 16.0), (vec![-1.0, 0.0], -2.0)],
         };
         assert!((bound(&p) - (2.0 + 2.0 * 3.0)).abs() < 1e-9, "{}", bound(&p));
+    }
+
+    #[test]
+    fn duals_price_the_binding_rows() {
+        // Need 8 CPU and 8 GPU: type 0 {CPU 4} costs 1, type 1 {CPU 1, GPU 2} costs 3.
+        // Both types are used, so CPU is worth 1/4 and GPU (3 - 1/4) / 2.
+        let p = Program { cost: vec![1.0, 3.0], rows: vec![(vec![4.0, 1.0], 8.0), (vec![0.0, 2.0], 8.0)] };
+        let s = solve_full(&p).unwrap();
+        assert!((s.duals[0] - 0.25).abs() < 1e-9 && (s.duals[1] - 1.375).abs() < 1e-9, "{s:?}");
+        // Strong duality: prices times needs is the optimum.
+        assert!((s.duals[0] * 8.0 + s.duals[1] * 8.0 - s.value).abs() < 1e-9, "{s:?}");
     }
 
     #[test]

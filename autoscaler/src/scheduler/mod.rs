@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 
 pub mod bound;
 mod lp;
+mod patterns;
 mod place;
 
 use ray_common::ResourceSet;
@@ -220,6 +221,7 @@ impl Decision {
 }
 
 /// Dense resource vectors over one decision's resource names.
+#[derive(Clone)]
 struct Space {
     index: HashMap<String, usize>,
 }
@@ -349,6 +351,7 @@ fn order_key(v: &[i64]) -> (usize, i64) {
     (v.iter().filter(|x| **x > 0).count(), v.iter().sum())
 }
 
+#[derive(Clone)]
 struct Planner<'a> {
     input: &'a Input,
     space: Space,
@@ -453,9 +456,32 @@ impl<'a> Planner<'a> {
     }
 
     /// Puts `count` of `shape` on new nodes; returns how many found no room.
-    fn launch_for(&mut self, pool: &mut Vec<Slot>, shape: &[i64], mut count: u64, reason: LaunchReason) -> u64 {
+    fn launch_for(&mut self, pool: &mut Vec<Slot>, shape: &[i64], count: u64, reason: LaunchReason) -> u64 {
+        self.launch_with(pool, shape, count, reason, false)
+    }
+
+    /// The type with the lowest price per slot for `shape` among types with
+    /// room (the first-fit-decreasing baseline's choice).
+    fn choose_per_slot(&self, shape: &[i64]) -> Option<(usize, u64)> {
+        let mut best: Option<(usize, u64, f64)> = None;
+        for (i, v) in self.type_vecs.iter().enumerate() {
+            let k = fits(v, shape);
+            if k == 0 || self.room(i) == 0 {
+                continue;
+            }
+            let per_slot = self.type_cost[i] / k as f64;
+            if best.is_none_or(|(_, _, b)| per_slot < b) {
+                best = Some((i, k, per_slot));
+            }
+        }
+        best.map(|(i, k, _)| (i, k))
+    }
+
+    /// [`Self::launch_for`], choosing types by price per slot when `per_slot`.
+    fn launch_with(&mut self, pool: &mut Vec<Slot>, shape: &[i64], mut count: u64, reason: LaunchReason, per_slot: bool) -> u64 {
         while count > 0 {
-            let Some((t, per)) = self.choose(shape, count) else { break };
+            let choice = if per_slot { self.choose_per_slot(shape) } else { self.choose(shape, count) };
+            let Some((t, per)) = choice else { break };
             let nodes = count.div_ceil(per).min(self.room(t));
             self.add(t, nodes, reason);
             let placed = (nodes * per).min(count);

@@ -103,19 +103,64 @@ pub(super) fn place(p: &mut Planner) -> Vec<bool> {
         p.type_vecs.iter().zip(&p.input.types).filter(|(t, ty)| !ty.is_head && ty.max_workers > 0 && fits(t, v) > 0).count()
     };
     flat.sort_by_cached_key(|g| (holders(&g.0), std::cmp::Reverse(order_key(&g.0))));
+    // Existing capacity (and the nodes steps 1 and 2 and STRICT_SPREAD groups
+    // open) first.
+    let mut left: Vec<(Vector, u64, ResourceSet, LaunchReason)> = Vec::new();
     for (shape, count, set, reason) in flat {
-        let left = pack(&mut pool, &shape, count, &mut used);
-        if left == 0 {
+        let n = pack(&mut pool, &shape, count, &mut used);
+        if n == 0 {
             continue;
         }
         if !p.feasible(&shape) {
-            p.decision.infeasible.push(Demand { shape: set, count: left });
+            p.decision.infeasible.push(Demand { shape: set, count: n });
             continue;
         }
-        let left = p.launch_for(&mut pool, &shape, left, reason);
-        if left > 0 {
-            p.decision.capped.push(Demand { shape: set, count: left });
+        left.push((shape, n, set, reason));
+    }
+    // Then new nodes: shape by shape, by first-fit-decreasing (largest first,
+    // the type with the lowest price per slot), or by patterns; the cheapest
+    // plan that places as much wins, so it is never worse than any of them.
+    // Beyond MAX_SHAPES distinct shapes the alternatives would cost more time
+    // than one decision may take (10 ms at 100k bundles x 1,000 nodes); the
+    // shape-by-shape plan stands alone.
+    let patterned = super::patterns::plan(p, &left);
+    let ffd = (left.len() <= super::patterns::MAX_SHAPES).then(|| {
+        let mut q = p.clone();
+        let mut pool = pool.clone();
+        let mut order: Vec<&(Vector, u64, ResourceSet, LaunchReason)> = left.iter().collect();
+        order.sort_by_key(|l| std::cmp::Reverse(order_key(&l.0)));
+        let mut scratch = vec![false; used.len()];
+        for (shape, count, set, reason) in order {
+            let n = pack(&mut pool, shape, *count, &mut scratch);
+            let n = q.launch_with(&mut pool, shape, n, *reason, true);
+            if n > 0 {
+                q.decision.capped.push(Demand { shape: set.clone(), count: n });
+            }
+        }
+        q
+    });
+    for (shape, count, set, reason) in left {
+        // The spare room of nodes opened for the shapes before this one first.
+        let n = pack(&mut pool, &shape, count, &mut used);
+        let n = p.launch_for(&mut pool, &shape, n, reason);
+        if n > 0 {
+            p.decision.capped.push(Demand { shape: set, count: n });
+        }
+    }
+    let capped = |p: &Planner| p.decision.capped.iter().map(|d| d.count).sum::<u64>();
+    for q in patterned.into_iter().chain(ffd) {
+        if capped(&q) <= capped(p) && cost(&q) < cost(p) - 1e-9 {
+            *p = q;
         }
     }
     used
+}
+
+/// What the planned launches cost per hour (at the scheduler's type costs).
+pub(super) fn cost(p: &Planner) -> f64 {
+    p.decision
+        .launch
+        .iter()
+        .filter_map(|((name, _), n)| p.input.types.iter().position(|t| &t.name == name).map(|t| p.type_cost[t] * f64::from(*n)))
+        .sum()
 }

@@ -324,3 +324,70 @@ proptest! {
         }
     }
 }
+
+/// The baseline: bundle by bundle, largest first, into the first open node
+/// with room, else onto a new node of the type with the lowest price per slot
+/// for it. `None` when some bundle finds no type with room.
+fn first_fit_decreasing_cost(i: &Input) -> Option<f64> {
+    let space = Space::new(i);
+    let costs = bound::type_costs(i);
+    let types: Vec<(usize, Vector)> =
+        i.types.iter().enumerate().filter(|(_, t)| !t.is_head).map(|(k, t)| (k, space.vec(&t.resources))).collect();
+    let mut bundles: Vec<Vector> = i.demands.iter().flat_map(|d| std::iter::repeat_n(space.vec(&d.shape), d.count as usize)).collect();
+    bundles.sort_by_key(|b| std::cmp::Reverse(order_key(b)));
+    let mut open: Vec<Vector> = Vec::new();
+    let mut per_type = vec![0u32; i.types.len()];
+    let mut cost = 0.0;
+    for b in bundles {
+        if let Some(n) = open.iter_mut().find(|n| fits(n, &b) > 0) {
+            sub_times(n, &b, 1);
+            continue;
+        }
+        let (k, v) = types
+            .iter()
+            .filter(|(k, v)| per_type[*k] < i.types[*k].max_workers && fits(v, &b) > 0)
+            .min_by(|(a, va), (c, vc)| (costs[*a] / fits(va, &b) as f64).total_cmp(&(costs[*c] / fits(vc, &b) as f64)))?;
+        per_type[*k] += 1;
+        cost += costs[*k];
+        let mut n = v.clone();
+        sub_times(&mut n, &b, 1);
+        open.push(n);
+    }
+    Some(cost)
+}
+
+proptest! {
+    /// Never costlier than first-fit-decreasing by price per slot on the same
+    /// demand, and never over a max_workers cap.
+    #[test]
+    fn never_costlier_than_first_fit_decreasing(
+        shapes in proptest::collection::vec((1u32..9, 0u32..3, 0u32..40, 1u64..40), 1..5),
+        prices in proptest::collection::vec(0.05f64..4.0, 4),
+        caps in proptest::collection::vec(1u32..40, 4),
+    ) {
+        let gib = (1u64 << 30) as f64;
+        let types = vec![
+            NodeTypeSpec { price: Some(prices[0]), ..ty("c4", &[("CPU", 4.0), ("memory", 16.0 * gib)], 0, caps[0]) },
+            NodeTypeSpec { price: Some(prices[1]), ..ty("c16", &[("CPU", 16.0), ("memory", 64.0 * gib)], 0, caps[1]) },
+            NodeTypeSpec { price: Some(prices[2]), ..ty("m8", &[("CPU", 8.0), ("memory", 64.0 * gib)], 0, caps[2]) },
+            NodeTypeSpec { price: Some(prices[3]), ..ty("g8", &[("CPU", 8.0), ("GPU", 2.0), ("memory", 32.0 * gib)], 0, caps[3]) },
+        ];
+        let mut i = base(std::iter::once(head()).chain(types).collect(), 1000);
+        i.upscaling_speed = 1e9;
+        i.demands = shapes.iter().map(|(c, g, m, n)| {
+            let mut s = vec![("CPU", f64::from(*c)), ("memory", f64::from(*m) * gib)];
+            if *g > 0 { s.push(("GPU", f64::from(*g) * 0.5)); }
+            demand(&s, *n)
+        }).collect();
+        let d = decide(&i);
+        for (t, n) in d.launch_by_type() {
+            let ty = i.types.iter().find(|x| x.name == t).unwrap();
+            prop_assert!(n <= ty.max_workers, "{t}: {n} over its cap {}", ty.max_workers);
+        }
+        if let Some(ffd) = first_fit_decreasing_cost(&i) {
+            prop_assert!(d.capped.is_empty() && d.infeasible.is_empty(), "FFD placed everything, decide left {:?} {:?}", d.capped, d.infeasible);
+            let ours = bound::costing(&i, &d).plan_per_hour;
+            prop_assert!(ours <= ffd + 1e-9, "ours {ours} > first-fit-decreasing {ffd}: {:?}", d.launch);
+        }
+    }
+}
