@@ -250,6 +250,8 @@ impl Autoscaler {
                     cloud: cloud.as_deref(),
                     backoff: &self.backoff,
                     prices: &self.config.node_types.iter().filter_map(|t| Some((t.name.clone(), t.price?))).collect(),
+                    input: &input,
+                    now: self.clock.instant(),
                 },
             )
             .await;

@@ -246,6 +246,11 @@ pub fn format_status(reply: &GetClusterStatusReply, now: DateTime<Local>, verbos
         }
     }
     if verbose {
+        for l in plan_lines(&auto) {
+            let _ = writeln!(s, "{l}");
+        }
+    }
+    if verbose {
         for n in active.iter().chain(idle.iter()) {
             let _ = writeln!(s);
             let _ = writeln!(s, "Node: {} ({})", n.instance_id, node_type(n));
@@ -260,6 +265,33 @@ pub fn format_status(reply: &GetClusterStatusReply, now: DateTime<Local>, verbos
         }
     }
     s.trim().to_string()
+}
+
+/// Why each pending shape waits, and what the nodes being added cost beside
+/// the least any plan for the same demand could cost (`ray status -v`).
+fn plan_lines(auto: &AutoscalingState) -> Vec<String> {
+    let mut out = Vec::new();
+    if !auto.pending_demand_reasons.is_empty() {
+        out.push(String::new());
+        out.push("Pending demand, and why it waits:".into());
+        for r in &auto.pending_demand_reasons {
+            let shape: BTreeMap<&String, &f64> = r.resources_bundle.iter().collect();
+            let items: Vec<String> = shape.iter().map(|(k, v)| format!("'{k}': {}", python_float(**v))).collect();
+            out.push(format!(" {{{}}}: {} - {}", items.join(", "), r.count, r.reason));
+        }
+    }
+    if auto.plan_cost_per_hour > 0.0 {
+        let unit = |v: f64| {
+            if auto.node_type_hourly_price.is_empty() { format!("{v:.2} cost units/h (no prices in the config)") } else { format!("${v:.2}/h") }
+        };
+        let bound = match auto.plan_lower_bound_per_hour {
+            Some(b) => format!("; no plan that places the same demand can cost less than {}", unit(b)),
+            None => "; no lower bound while some demand is capped".into(),
+        };
+        out.push(String::new());
+        out.push(format!("Nodes being added cost {}{bound}", unit(auto.plan_cost_per_hour)));
+    }
+    out
 }
 
 /// What the cluster costs per hour at the node types' prices: the running nodes,
@@ -380,6 +412,32 @@ mod tests {
         let out = format_status(&reply, Local::now(), true);
         assert!(out.contains("Hourly cost:\n $0.27/h for 2 running node(s)\n $0.61/h with the 2 being launched"), "{out}");
         assert!(!format_status(&reply, Local::now(), false).contains("Hourly cost"), "only with -v");
+    }
+
+    #[test]
+    fn verbose_status_says_why_demand_waits_and_the_plan_beside_its_bound() {
+        let reply = GetClusterStatusReply {
+            autoscaling_state: Some(AutoscalingState {
+                node_type_hourly_price: [("cpu".to_string(), 0.17)].into(),
+                pending_demand_reasons: vec![
+                    PendingDemandReason { resources_bundle: [("CPU".to_string(), 1.0)].into(), count: 3, reason: "a launch is on its way".into() },
+                    PendingDemandReason {
+                        resources_bundle: [("GPU".to_string(), 1.0), ("CPU".to_string(), 2.0)].into(),
+                        count: 1,
+                        reason: "capped: max_workers is reached for gpu".into(),
+                    },
+                ],
+                plan_cost_per_hour: 0.34,
+                plan_lower_bound_per_hour: Some(0.3),
+                ..Default::default()
+            }),
+            cluster_resource_state: Some(ClusterResourceState::default()),
+        };
+        let out = format_status(&reply, Local::now(), true);
+        assert!(out.contains("Pending demand, and why it waits:\n {'CPU': 1.0}: 3 - a launch is on its way\n {'CPU': 2.0, 'GPU': 1.0}: 1 - capped: max_workers is reached for gpu"), "{out}");
+        assert!(out.contains("Nodes being added cost $0.34/h; no plan that places the same demand can cost less than $0.30/h"), "{out}");
+        let brief = format_status(&reply, Local::now(), false);
+        assert!(!brief.contains("why it waits") && !brief.contains("Nodes being added"), "only with -v: {brief}");
     }
 
     #[test]
