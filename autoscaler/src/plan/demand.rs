@@ -52,16 +52,16 @@ pub struct DemandError {
 
 const STRATEGIES: &str = "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD";
 
-struct Reader<'a> {
-    file: &'a str,
+pub(super) struct Reader<'a> {
+    pub(super) file: &'a str,
 }
 
 impl Reader<'_> {
-    fn fail<T>(&self, mark: Mark, path: &str, message: impl Into<String>) -> Result<T, DemandError> {
+    pub(super) fn fail<T>(&self, mark: Mark, path: &str, message: impl Into<String>) -> Result<T, DemandError> {
         Err(DemandError { file: self.file.into(), line: mark.line, column: mark.column, path: path.into(), message: message.into() })
     }
 
-    fn mapping<'n>(&self, n: &'n Node, path: &str, keys: &[&str]) -> Result<&'n yaml::Mapping, DemandError> {
+    pub(super) fn mapping<'n>(&self, n: &'n Node, path: &str, keys: &[&str]) -> Result<&'n yaml::Mapping, DemandError> {
         let Some(m) = n.as_mapping() else { return self.fail(n.mark, path, "expected a mapping") };
         for e in m.iter() {
             if !keys.contains(&e.key.as_str()) {
@@ -72,14 +72,14 @@ impl Reader<'_> {
         Ok(m)
     }
 
-    fn sequence<'n>(&self, n: &'n Node, path: &str) -> Result<&'n [Node], DemandError> {
+    pub(super) fn sequence<'n>(&self, n: &'n Node, path: &str) -> Result<&'n [Node], DemandError> {
         match &n.value {
             Value::Sequence(items) => Ok(items),
             _ => self.fail(n.mark, path, "expected a list"),
         }
     }
 
-    fn number(&self, n: &Node, path: &str) -> Result<f64, DemandError> {
+    pub(super) fn number(&self, n: &Node, path: &str) -> Result<f64, DemandError> {
         let v = match n.as_scalar().map(|s| &s.resolved) {
             Some(Resolved::Int(i)) => *i as f64,
             Some(Resolved::Float(f)) => *f,
@@ -91,7 +91,7 @@ impl Reader<'_> {
         Ok(v)
     }
 
-    fn count(&self, m: &yaml::Mapping, path: &str) -> Result<u64, DemandError> {
+    pub(super) fn count(&self, m: &yaml::Mapping, path: &str) -> Result<u64, DemandError> {
         let Some(e) = m.entry("count") else { return Ok(1) };
         let at = format!("{path}.count");
         match e.value.as_scalar().map(|s| &s.resolved) {
@@ -100,7 +100,7 @@ impl Reader<'_> {
         }
     }
 
-    fn resources(&self, n: &Node, path: &str) -> Result<ResourceSet, DemandError> {
+    pub(super) fn resources(&self, n: &Node, path: &str) -> Result<ResourceSet, DemandError> {
         let Some(m) = n.as_mapping() else {
             return self.fail(n.mark, path, "expected a mapping of resource names to amounts, e.g. {CPU: 1, GPU: 0.5}");
         };
@@ -119,22 +119,37 @@ impl Reader<'_> {
     }
 }
 
+/// The document's root node, or the fault that stops it being read.
+pub(super) fn root(r: &Reader<'_>, text: &str, expected: &str) -> Result<Node, DemandError> {
+    match yaml::parse(text) {
+        Ok(Some(root)) => Ok(root),
+        Ok(None) => r.fail(Mark::NONE, "", format!("the file is empty; expected {expected}")),
+        Err(faults) => {
+            let f = &faults[0];
+            r.fail(f.mark, &f.path, format!("not valid JSON or YAML: {}", f.message))
+        }
+    }
+}
+
 /// Reads a demand file's text (`file` names it in errors).
 pub fn parse(file: &str, text: &str) -> Result<DemandFile, DemandError> {
     let r = Reader { file };
-    let root = match yaml::parse(text) {
-        Ok(Some(root)) => root,
-        Ok(None) => return r.fail(Mark::NONE, "", "the file is empty; expected a mapping with `bundles` and/or `placement_groups`"),
-        Err(faults) => {
-            let f = &faults[0];
-            return r.fail(f.mark, &f.path, format!("not valid JSON or YAML: {}", f.message));
-        }
-    };
+    let root = root(&r, text, "a mapping with `bundles` and/or `placement_groups`")?;
     let top = r.mapping(&root, "", &["bundles", "placement_groups"])?;
+    let out = read(&r, top, "")?;
+    if out.bundles.is_empty() && out.placement_groups.is_empty() {
+        return r.fail(root.mark, "", "no demand: expected `bundles` and/or `placement_groups` with at least one entry");
+    }
+    Ok(out)
+}
+
+/// The `bundles` and `placement_groups` of a mapping (`prefix` leads the
+/// entries' paths in errors, e.g. `steps[2].`).
+pub(super) fn read(r: &Reader<'_>, top: &yaml::Mapping, prefix: &str) -> Result<DemandFile, DemandError> {
     let mut out = DemandFile::default();
     if let Some(list) = top.get("bundles") {
-        for (i, item) in r.sequence(list, "bundles")?.iter().enumerate() {
-            let path = format!("bundles[{i}]");
+        for (i, item) in r.sequence(list, &format!("{prefix}bundles"))?.iter().enumerate() {
+            let path = format!("{prefix}bundles[{i}]");
             let m = r.mapping(item, &path, &["resources", "count"])?;
             let Some(res) = m.get("resources") else { return r.fail(item.mark, &path, "missing `resources`") };
             let shape = r.resources(res, &format!("{path}.resources"))?;
@@ -142,8 +157,8 @@ pub fn parse(file: &str, text: &str) -> Result<DemandFile, DemandError> {
         }
     }
     if let Some(list) = top.get("placement_groups") {
-        for (i, item) in r.sequence(list, "placement_groups")?.iter().enumerate() {
-            let path = format!("placement_groups[{i}]");
+        for (i, item) in r.sequence(list, &format!("{prefix}placement_groups"))?.iter().enumerate() {
+            let path = format!("{prefix}placement_groups[{i}]");
             let m = r.mapping(item, &path, &["strategy", "bundles", "count", "name"])?;
             let strategy = match m.entry("strategy") {
                 None => PlacementStrategy::Pack,
@@ -169,9 +184,6 @@ pub fn parse(file: &str, text: &str) -> Result<DemandFile, DemandError> {
                 out.placement_groups.push(Gang { bundles: bundles.clone(), strategy });
             }
         }
-    }
-    if out.bundles.is_empty() && out.placement_groups.is_empty() {
-        return r.fail(root.mark, "", "no demand: expected `bundles` and/or `placement_groups` with at least one entry");
     }
     Ok(out)
 }

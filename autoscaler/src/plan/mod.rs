@@ -4,6 +4,7 @@
 //! the monitor runs, with the same node types, caps and prices.
 
 pub mod demand;
+pub mod replay;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -137,6 +138,32 @@ pub fn plan(config: &ClusterConfig, demand: &DemandFile) -> Plan {
         unplaced,
         bundles: demand.bundle_count(),
         decision_ms,
+    }
+}
+
+/// The pending demand of a running cluster (`ray plan --from-cluster`): its
+/// queued tasks and actors by shape, and its pending placement groups.
+/// `request_resources` constraints are not demand for new work and are left out.
+pub fn demand_from_state(state: &ray_proto::rpc::autoscaler::ClusterResourceState) -> DemandFile {
+    let shape = |r: &Option<ray_proto::rpc::autoscaler::ResourceRequest>| {
+        r.as_ref().map(|r| ResourceSet::from_f64_map_lossy(&r.resources_bundle)).unwrap_or_default()
+    };
+    DemandFile {
+        bundles: state
+            .pending_resource_requests
+            .iter()
+            .map(|r| Demand { shape: shape(&r.request), count: r.count })
+            .filter(|d| d.count > 0 && !d.shape.is_empty())
+            .collect(),
+        placement_groups: state
+            .pending_gang_resource_requests
+            .iter()
+            .map(|g| crate::scheduler::Gang {
+                bundles: g.requests.iter().map(|r| ResourceSet::from_f64_map_lossy(&r.resources_bundle)).collect(),
+                strategy: crate::scheduler::PlacementStrategy::parse(&g.strategy),
+            })
+            .filter(|g| !g.bundles.is_empty())
+            .collect(),
     }
 }
 

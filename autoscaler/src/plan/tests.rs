@@ -46,3 +46,26 @@ fn the_local_config_reports_unplaced_bundles_and_why() {
     assert!(text.contains("capped: max_workers is reached"), "{text}");
     assert!(text.contains("cost units/h"), "{text}");
 }
+
+#[test]
+fn a_running_clusters_demand_becomes_a_demand_file() {
+    use ray_proto::rpc::autoscaler::*;
+    let req = |pairs: &[(&str, f64)], count| ResourceRequestByCount {
+        request: Some(ResourceRequest { resources_bundle: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect() }),
+        count,
+    };
+    let state = ClusterResourceState {
+        pending_resource_requests: vec![req(&[("CPU", 1.0)], 7), req(&[], 3)],
+        pending_gang_resource_requests: vec![GangResourceRequest {
+            requests: vec![ResourceRequest { resources_bundle: [("CPU".to_string(), 2.0)].into() }; 2],
+            strategy: "STRICT_SPREAD".into(),
+            details: String::new(),
+        }],
+        ..Default::default()
+    };
+    let d = demand_from_state(&state);
+    assert_eq!(d.bundles.len(), 1, "empty shapes are dropped");
+    assert_eq!(d.bundles[0].count, 7);
+    assert_eq!(d.placement_groups[0].strategy, crate::scheduler::PlacementStrategy::StrictSpread);
+    assert_eq!(d.bundle_count(), 9);
+}
