@@ -106,6 +106,17 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+    // The cost and its lower bound, which the monitor computes every round
+    // beside the decision (`ray status -v`).
+    let mut g = c.benchmark_group("costing");
+    for (label, make) in [("grouped", grouped as fn(u64) -> Vec<Demand>), ("distinct", distinct as fn(u64) -> Vec<Demand>)] {
+        let inp = input(1000, make(100_000));
+        let d = decide(&inp);
+        g.bench_with_input(BenchmarkId::new(label, "100000_bundles/1000_nodes"), &(inp, d), |b, (inp, d)| {
+            b.iter(|| ray_autoscaler::scheduler::bound::costing(inp, d))
+        });
+    }
+    g.finish();
 }
 
 criterion_group! {

@@ -144,6 +144,10 @@ fn bound(input: &Input, decision: &Decision, costs: &[f64], min_launch: &[u64]) 
     Some(demand.max(constraint))
 }
 
+/// Above this many feasibility classes, or shapes, their rows are left out
+/// (see `program`).
+const MAX_ROWS_OF_A_KIND: usize = 64;
+
 /// A node type that may still be added.
 struct Var {
     cap: Vector,
@@ -236,17 +240,27 @@ fn program(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)],
         let fixed_bits = bits_with(fixed.len(), |n| fits(&fixed[n], v) > 0);
         (types, fixed_bits)
     };
+    let few_shapes = merged.len() <= MAX_ROWS_OF_A_KIND;
     let shapes: Vec<Shape> = merged
         .into_iter()
         .map(|(v, count)| {
             let (types, fixed_bits) = describe(&v);
-            let fixed_hold = bits_iter(&fixed_bits).map(|n| fits(&fixed[n], &v)).fold(0u64, u64::saturating_add);
+            // Only the per-shape rows use it, and they exist for few shapes.
+            let fixed_hold = if few_shapes { bits_iter(&fixed_bits).map(|n| fits(&fixed[n], &v)).fold(0u64, u64::saturating_add) } else { 0 };
             Shape { v, count, types, fixed: fixed_bits, fixed_hold }
         })
         .collect();
     let mut rows: Vec<(Vec<f64>, f64)> = Vec::new();
     // Feasibility classes.
-    let classes: HashSet<&Vec<usize>> = shapes.iter().filter(|s| !s.types.is_empty()).map(|s| &s.types).collect();
+    // The program stays small enough to solve every autoscaler round: with
+    // many classes, one class of every type (the plain aggregate rows); with
+    // many shapes, no per-shape rows. Both only drop rows, so the bound stays
+    // valid, just weaker.
+    let all_types: Vec<usize> = (0..vars.len()).collect();
+    let mut classes: HashSet<&Vec<usize>> = shapes.iter().filter(|s| !s.types.is_empty()).map(|s| &s.types).collect();
+    if classes.len() > MAX_ROWS_OF_A_KIND {
+        classes = HashSet::from([&all_types]);
+    }
     for class in classes {
         let members: Vec<&Shape> = shapes.iter().filter(|s| s.types.iter().all(|t| class.contains(t))).collect();
         let mut union = vec![0u64; fixed.len().div_ceil(64)];
@@ -266,7 +280,7 @@ fn program(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)],
         }
     }
     // Per shape: how many one node holds.
-    for s in &shapes {
+    for s in shapes.iter().filter(|_| few_shapes) {
         let need = s.count.saturating_sub(s.fixed_hold);
         if need > 0 {
             let coeffs = (0..vars.len()).map(|t| if s.types.contains(&t) { fits(&vars[t].cap, &s.v) as f64 } else { 0.0 }).collect();
