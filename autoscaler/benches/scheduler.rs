@@ -3,6 +3,8 @@
 //!
 //! "grouped": bundles as the GCS reports them, by shape with counts (5 shapes).
 //! "distinct": every bundle its own shape (up to 1,000 distinct shapes), a worst case.
+//! "mixed": 32 shapes of CPU and memory (4 CPU sizes x 8 memory sizes), the
+//! most the configuration LP takes on: its worst case.
 //!
 //! Run: `cargo bench -p ray-autoscaler --bench scheduler`.
 
@@ -78,6 +80,16 @@ fn distinct(bundles: u64) -> Vec<Demand> {
         .collect()
 }
 
+fn mixed(bundles: u64) -> Vec<Demand> {
+    let mut out = Vec::new();
+    for cpu in [0.5, 1.0, 2.0, 4.0] {
+        for mem in [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0] {
+            out.push(Demand { shape: rs(&[("CPU", cpu), ("memory", mem * GIB)]), count: (bundles / 32).max(1) });
+        }
+    }
+    out
+}
+
 fn input(existing: usize, demands: Vec<Demand>) -> Input {
     let types = types();
     Input {
@@ -92,7 +104,8 @@ fn input(existing: usize, demands: Vec<Demand>) -> Input {
 }
 
 fn bench(c: &mut Criterion) {
-    for (label, make) in [("grouped", grouped as fn(u64) -> Vec<Demand>), ("distinct", distinct as fn(u64) -> Vec<Demand>)] {
+    let kinds = [("grouped", grouped as fn(u64) -> Vec<Demand>), ("distinct", distinct as fn(u64) -> Vec<Demand>), ("mixed", mixed as fn(u64) -> Vec<Demand>)];
+    for (label, make) in kinds {
         let mut g = c.benchmark_group(format!("decide/{label}"));
         for bundles in [100u64, 10_000, 100_000] {
             for existing in [0usize, 100, 1000] {
@@ -109,12 +122,14 @@ fn bench(c: &mut Criterion) {
     // The cost and its lower bound, which the monitor computes every round
     // beside the decision (`ray status -v`).
     let mut g = c.benchmark_group("costing");
-    for (label, make) in [("grouped", grouped as fn(u64) -> Vec<Demand>), ("distinct", distinct as fn(u64) -> Vec<Demand>)] {
-        let inp = input(1000, make(100_000));
-        let d = decide(&inp);
-        g.bench_with_input(BenchmarkId::new(label, "100000_bundles/1000_nodes"), &(inp, d), |b, (inp, d)| {
-            b.iter(|| ray_autoscaler::scheduler::bound::costing(inp, d))
-        });
+    for (label, make) in kinds {
+        for existing in [0usize, 1000] {
+            let inp = input(existing, make(100_000));
+            let d = decide(&inp);
+            g.bench_with_input(BenchmarkId::new(label, format!("100000_bundles/{existing}_nodes")), &(inp, d), |b, (inp, d)| {
+                b.iter(|| ray_autoscaler::scheduler::bound::costing(inp, d))
+            });
+        }
     }
     g.finish();
 }

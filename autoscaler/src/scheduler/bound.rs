@@ -12,6 +12,11 @@
 //! - for each STRICT_SPREAD group: one node per bundle;
 //! - `max_workers`, per type and in all.
 //!
+//! The configuration LP (`configs/master.rs`: one column per way to fill one
+//! node) is tighter, since it knows bundles do not split across nodes; when it
+//! converges (up to 32 shapes, up to 16 distinct free capacities among the
+//! existing nodes) the larger of the two is the bound.
+//!
 //! `min_workers` launches are paid by every plan and counted as given. The
 //! `request_resources` constraint is bounded on its own against total capacity
 //! (as `decide` packs it) and the larger of the two bounds is taken. When the
@@ -21,6 +26,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::lp::{self, Outcome, Program};
+use super::configs::ConfigBin;
 use super::{Decision, Input, LaunchReason, PlacementStrategy, Space, Vector, capacity_cost, fits};
 
 /// The cost of a decision and the bound beside it, per hour.
@@ -129,6 +135,7 @@ fn bound(input: &Input, decision: &Decision, costs: &[f64], min_launch: &[u64]) 
         }
     }
     let demand = solve(&vars, global, &fixed, &items, &spreads)?;
+    let demand = demand.max(configuration_bound(&vars, global, &fixed, &items).unwrap_or(0.0));
 
     // The request_resources constraint, against total capacity as if idle.
     let fixed: Vec<Vector> = live.map(|n| space.vec(&n.total)).chain(min_nodes()).collect();
@@ -142,6 +149,28 @@ fn bound(input: &Input, decision: &Decision, costs: &[f64], min_launch: &[u64]) 
         .collect();
     let constraint = solve(&vars, global, &fixed, &items, &[])?;
     Some(demand.max(constraint))
+}
+
+/// Above this many distinct free capacities of existing nodes the
+/// configuration LP is not tried.
+const MAX_FIXED_KINDS: usize = 16;
+
+/// The configuration LP's bound (`configs/master.rs`): existing nodes' free
+/// capacity as bins that cost nothing, grouped by capacity; `None` when not
+/// tried or when it did not converge.
+fn configuration_bound(vars: &[Var], global: u64, fixed: &[Vector], items: &[(Vector, u64)]) -> Option<f64> {
+    let mut bins: Vec<ConfigBin> = Vec::new();
+    for f in fixed.iter().filter(|f| f.iter().any(|r| *r > 0)) {
+        match bins.iter_mut().find(|b| &b.cap == f) {
+            Some(b) => b.room += 1,
+            None => bins.push(ConfigBin { cap: f.clone(), cost: 0.0, room: 1, worker: false }),
+        }
+        if bins.len() > MAX_FIXED_KINDS {
+            return None;
+        }
+    }
+    bins.extend(vars.iter().map(|v| ConfigBin { cap: v.cap.clone(), cost: v.cost, room: v.room, worker: true }));
+    super::configs::lower_bound(&bins, global, items)
 }
 
 /// Above this many feasibility classes, or shapes, their rows are left out

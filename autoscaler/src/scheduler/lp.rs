@@ -47,6 +47,10 @@ pub struct Solution {
     pub value: f64,
     /// One per row of the program.
     pub duals: Vec<f64>,
+    /// The value of each variable at this basis (feasible only when optimal).
+    pub primal: Vec<f64>,
+    /// False when the pivot cap was reached first.
+    pub optimal: bool,
 }
 
 /// As [`solve`], with the row prices. `None` when infeasible.
@@ -73,7 +77,7 @@ pub fn solve_full(p: &Program) -> Option<Solution> {
     }
     let m = rows.len();
     if m == 0 {
-        return Some(Solution { value: 0.0, duals: vec![0.0; p.rows.len()] });
+        return Some(Solution { value: 0.0, duals: vec![0.0; p.rows.len()], primal: vec![0.0; n], optimal: true });
     }
     let width = n + m;
     // Row i: s_i - sum_j a_ij x_j = -b_i, the slack s_i basic.
@@ -92,18 +96,24 @@ pub fn solve_full(p: &Program) -> Option<Solution> {
     let mut rhs: Vec<f64> = rows.iter().map(|(_, b)| -b).collect();
     let mut basis: Vec<usize> = (n..width).collect();
     let mut reduced: Vec<f64> = (0..width).map(|j| if j < n { p.cost[j].max(0.0) } else { 0.0 }).collect();
-    let value = |basis: &[usize], rhs: &[f64], reduced: &[f64]| -> Solution {
+    let value = |basis: &[usize], rhs: &[f64], reduced: &[f64], optimal: bool| -> Solution {
         let v: f64 = basis.iter().zip(rhs).filter(|(j, _)| **j < n).map(|(&j, &r)| p.cost[j] * r).sum();
         let mut duals = vec![0.0; p.rows.len()];
         for (i, (k, scale)) in origin.iter().enumerate() {
             duals[*k] = reduced[n + i].max(0.0) / scale;
         }
-        Solution { value: v.max(0.0), duals }
+        let mut primal = vec![0.0; n];
+        for (&j, &r) in basis.iter().zip(rhs) {
+            if j < n {
+                primal[j] = r.max(0.0);
+            }
+        }
+        Solution { value: v.max(0.0), duals, primal, optimal }
     };
     for _ in 0..MAX_PIVOTS {
         // Leaving row: the most negative basic value.
         let Some((r, _)) = rhs.iter().enumerate().filter(|(_, v)| **v < -EPS).min_by(|a, b| a.1.total_cmp(b.1)) else {
-            return Some(value(&basis, &rhs, &reduced));
+            return Some(value(&basis, &rhs, &reduced, true));
         };
         // Entering column: the smallest ratio keeps the reduced costs >= 0.
         let mut enter: Option<(usize, f64)> = None;
@@ -116,7 +126,7 @@ pub fn solve_full(p: &Program) -> Option<Solution> {
                 }
             }
         }
-        let Some((e, _)) = enter else { return None };
+        let (e, _) = enter?;
         let pivot = t[r][e];
         for v in t[r].iter_mut() {
             *v /= pivot;
@@ -144,7 +154,7 @@ pub fn solve_full(p: &Program) -> Option<Solution> {
         basis[r] = e;
     }
     // Still dual feasible: the value so far bounds the optimum from below.
-    Some(value(&basis, &rhs, &reduced))
+    Some(value(&basis, &rhs, &reduced, false))
 }
 
 #[cfg(test)]
@@ -195,6 +205,8 @@ mod tests {
         assert!((s.duals[0] - 0.25).abs() < 1e-9 && (s.duals[1] - 1.375).abs() < 1e-9, "{s:?}");
         // Strong duality: prices times needs is the optimum.
         assert!((s.duals[0] * 8.0 + s.duals[1] * 8.0 - s.value).abs() < 1e-9, "{s:?}");
+        // The primal point: x1 = 4, x0 = 1.
+        assert!((s.primal[0] - 1.0).abs() < 1e-9 && (s.primal[1] - 4.0).abs() < 1e-9, "{s:?}");
     }
 
     #[test]

@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 pub mod bound;
+mod configs;
 mod lp;
 mod patterns;
 mod place;

@@ -3,11 +3,15 @@
 //! fewest node types can hold), so the nodes only they can use are opened first
 //! and the spare room on them goes to work that fits anywhere; then the largest
 //! first. Each shape fills the spare room of chosen nodes before it takes new
-//! nodes of the cheapest type per bundle.
+//! nodes of the cheapest type per bundle; three other plans (first-fit-
+//! decreasing, patterns, the configuration LP) are made beside it and the
+//! cheapest that places as much is kept.
+
+use std::collections::HashMap;
 
 use ray_common::ResourceSet;
 
-use super::{Demand, LaunchReason, Planner, PlacementStrategy, Slot, Vector, fits, order_key, pack, sub_times};
+use super::{Demand, LaunchReason, Planner, PlacementStrategy, Slot, Vector, fits, is_empty, order_key, pack, sub_times};
 
 /// The pool before step 3: existing nodes' free capacity (pending ones in
 /// full) and the nodes steps 1 and 2 launch.
@@ -29,10 +33,48 @@ fn base_pool(p: &Planner) -> Vec<Slot> {
 }
 
 /// Places step 3's demand; returns which existing nodes received work.
+///
+/// When STRICT_SPREAD groups need new nodes, a second plan is made in which
+/// their bundles join the configuration LP beside the other work (each then
+/// given its own node of the planned ones), and the cheaper plan that places
+/// as much is kept.
 pub(super) fn place(p: &mut Planner) -> Vec<bool> {
+    let mut joint = p.clone();
+    let nodes = p.input.nodes.len();
+    // Only a joint plan gives up (`None`).
+    let (used, spread_launched) = place_with(p, false).unwrap_or_else(|| (vec![false; nodes], false));
+    if spread_launched
+        && let Some((used_joint, _)) = place_with(&mut joint, true)
+        && capped(&joint) <= capped(p)
+        && cost(&joint) < cost(p) - 1e-9
+    {
+        *p = joint;
+        return used_joint;
+    }
+    used
+}
+
+fn capped(p: &Planner) -> u64 {
+    p.decision.capped.iter().map(|d| d.count).sum::<u64>()
+}
+
+/// One plan for step 3. `joint`: STRICT_SPREAD bundles that need new nodes
+/// are planned with the configuration LP together with the rest (when it
+/// cannot run, `None`). Returns the existing nodes that received work, and
+/// whether STRICT_SPREAD groups needed new nodes.
+fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
     let mut used = vec![false; p.input.nodes.len()];
+    let mut spread: Vec<super::configs::Spread> = Vec::new();
+    let mut spread_launched = false;
     let mut pool = base_pool(p);
     let mut flat: Vec<(Vector, u64, ResourceSet, LaunchReason)> = Vec::new();
+    // STRICT_SPREAD bundles of each shape in the groups not yet placed.
+    let mut later: HashMap<Vector, u64> = HashMap::new();
+    for g in p.input.gangs.iter().filter(|g| g.strategy == PlacementStrategy::StrictSpread) {
+        for b in &g.bundles {
+            *later.entry(p.space.vec(b)).or_default() += 1;
+        }
+    }
     for g in &p.input.gangs {
         match g.strategy {
             PlacementStrategy::StrictSpread => {
@@ -40,6 +82,11 @@ pub(super) fn place(p: &mut Planner) -> Vec<bool> {
                 if shapes.iter().any(|s| !p.feasible(s)) {
                     p.decision.infeasible_gangs.push(g.clone());
                     continue;
+                }
+                for s in &shapes {
+                    if let Some(n) = later.get_mut(s) {
+                        *n -= 1;
+                    }
                 }
                 // One bundle per distinct node: existing nodes first, then new ones.
                 let mut taken = vec![false; pool.len()];
@@ -56,14 +103,31 @@ pub(super) fn place(p: &mut Planner) -> Vec<bool> {
                         None => unplaced.push(s.clone()),
                     }
                 }
+                if unplaced.is_empty() {
+                    continue;
+                }
+                spread_launched = true;
+                if joint {
+                    spread.push(super::configs::Spread { gang: g, shapes: unplaced });
+                    continue;
+                }
                 let mut stuck = false;
                 for s in unplaced {
-                    let mut own = Vec::new();
-                    if p.launch_for(&mut own, &s, 1, LaunchReason::PlacementGroup) > 0 {
-                        stuck = true;
+                    // Each new node holds one bundle of this group; the groups
+                    // after it (and other work) may use the rest, so the type is
+                    // chosen by the price per bundle among that many.
+                    let share = 1 + later.get(&s).copied().unwrap_or(0);
+                    match p.choose(&s, share) {
+                        Some((t, _)) => {
+                            p.add(t, 1, LaunchReason::PlacementGroup);
+                            let mut avail = p.type_vecs[t].clone();
+                            sub_times(&mut avail, &s, 1);
+                            if !is_empty(&avail) {
+                                pool.push(Slot { avail, count: 1, node: None });
+                            }
+                        }
+                        None => stuck = true,
                     }
-                    // Each new node holds one bundle of this group; others may use the rest.
-                    pool.extend(own);
                 }
                 if stuck {
                     p.decision.capped.extend(g.bundles.iter().map(|b| Demand { shape: b.clone(), count: 1 }));
@@ -118,12 +182,17 @@ pub(super) fn place(p: &mut Planner) -> Vec<bool> {
         left.push((shape, n, set, reason));
     }
     // Then new nodes: shape by shape, by first-fit-decreasing (largest first,
-    // the type with the lowest price per slot), or by patterns; the cheapest
-    // plan that places as much wins, so it is never worse than any of them.
-    // Beyond MAX_SHAPES distinct shapes the alternatives would cost more time
-    // than one decision may take (10 ms at 100k bundles x 1,000 nodes); the
-    // shape-by-shape plan stands alone.
+    // the type with the lowest price per slot), by patterns, or by the
+    // configuration LP; the cheapest plan that places as much wins, so it is
+    // never worse than any of them. Beyond their MAX_SHAPES distinct shapes the
+    // alternatives would cost more time than one decision may take (10 ms at
+    // 100k bundles x 1,000 nodes); the shape-by-shape plan stands alone.
+    if joint {
+        *p = super::configs::plan(p, &left, &spread)?;
+        return Some((used, spread_launched));
+    }
     let patterned = super::patterns::plan(p, &left);
+    let configured = super::configs::plan(p, &left, &[]);
     let ffd = (left.len() <= super::patterns::MAX_SHAPES).then(|| {
         let mut q = p.clone();
         let mut pool = pool.clone();
@@ -147,13 +216,12 @@ pub(super) fn place(p: &mut Planner) -> Vec<bool> {
             p.decision.capped.push(Demand { shape: set, count: n });
         }
     }
-    let capped = |p: &Planner| p.decision.capped.iter().map(|d| d.count).sum::<u64>();
-    for q in patterned.into_iter().chain(ffd) {
+    for q in patterned.into_iter().chain(ffd).chain(configured) {
         if capped(&q) <= capped(p) && cost(&q) < cost(p) - 1e-9 {
             *p = q;
         }
     }
-    used
+    Some((used, spread_launched))
 }
 
 /// What the planned launches cost per hour (at the scheduler's type costs).

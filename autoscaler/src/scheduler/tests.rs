@@ -391,3 +391,108 @@ proptest! {
         }
     }
 }
+
+/// Whether the bundles (each with its STRICT_SPREAD group, if any) can be put
+/// on `nodes` (free capacity, type) with no two of a group on one node: a
+/// backtracking search, untouched nodes of a type tried once. `None` when the
+/// search gives up.
+fn placeable(nodes: &[(Vector, usize)], bundles: &[(Vector, Option<usize>)]) -> Option<bool> {
+    struct S<'a> {
+        full: Vec<Vector>,
+        types: Vec<usize>,
+        avail: Vec<Vector>,
+        groups: Vec<Vec<usize>>,
+        bundles: &'a [(Vector, Option<usize>)],
+        steps: u64,
+    }
+    impl S<'_> {
+        fn go(&mut self, k: usize) -> Option<bool> {
+            if k == self.bundles.len() {
+                return Some(true);
+            }
+            self.steps += 1;
+            if self.steps > 2_000_000 {
+                return None;
+            }
+            let (b, g) = &self.bundles[k];
+            let mut tried_empty: Vec<usize> = Vec::new();
+            for n in 0..self.avail.len() {
+                if fits(&self.avail[n], b) == 0 || g.is_some_and(|g| self.groups[n].contains(&g)) {
+                    continue;
+                }
+                if self.avail[n] == self.full[n] {
+                    if tried_empty.contains(&self.types[n]) {
+                        continue;
+                    }
+                    tried_empty.push(self.types[n]);
+                }
+                sub_times(&mut self.avail[n], b, 1);
+                self.groups[n].extend(*g);
+                let r = self.go(k + 1);
+                if let Some(g) = g {
+                    self.groups[n].retain(|x| x != g);
+                }
+                for (a, x) in self.avail[n].iter_mut().zip(b) {
+                    *a += x;
+                }
+                if r != Some(false) {
+                    return r;
+                }
+            }
+            Some(false)
+        }
+    }
+    let mut s = S {
+        full: nodes.iter().map(|n| n.0.clone()).collect(),
+        types: nodes.iter().map(|n| n.1).collect(),
+        avail: nodes.iter().map(|n| n.0.clone()).collect(),
+        groups: vec![Vec::new(); nodes.len()],
+        bundles,
+        steps: 0,
+    };
+    s.go(0)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// With STRICT_SPREAD groups beside tasks (planned jointly by the
+    /// configuration LP when that is cheaper), the nodes bought can really
+    /// hold every bundle with each group's bundles on distinct nodes.
+    #[test]
+    fn plans_with_strict_spread_groups_can_be_placed(
+        types in proptest::collection::vec((2u32..9, 1u32..5, 0.05f64..2.0), 1..3),
+        groups in proptest::collection::vec(proptest::collection::vec((1u32..4, 0u32..3), 1..4), 1..4),
+        tasks in proptest::collection::vec((1u32..4, 0u32..5, 1u64..5), 0..3),
+    ) {
+        let gib = (1u64 << 30) as f64;
+        let mut all = vec![head(), NodeTypeSpec { price: Some(2.5), ..ty("big", &[("CPU", 8.0), ("memory", 32.0 * gib)], 0, 100) }];
+        for (k, (cpu, mem, price)) in types.iter().enumerate() {
+            all.push(NodeTypeSpec { price: Some(*price), ..ty(&format!("t{k}"), &[("CPU", f64::from(*cpu)), ("memory", f64::from(*mem * 4) * gib)], 0, 100) });
+        }
+        let mut i = base(all, 1000);
+        i.upscaling_speed = 1e9;
+        let shape = |c: u32, m: u32| rs(&[("CPU", f64::from(c)), ("memory", f64::from(m * 2) * gib)]);
+        i.gangs = groups.iter().map(|g| Gang { bundles: g.iter().map(|(c, m)| shape(*c, *m)).collect(), strategy: PlacementStrategy::StrictSpread }).collect();
+        i.demands = tasks.iter().map(|(c, m, n)| Demand { shape: shape(*c, *m), count: *n }).collect();
+        let d = decide(&i);
+        prop_assert!(d.capped.is_empty() && d.infeasible.is_empty() && d.infeasible_gangs.is_empty(), "{d:?}");
+        let space = Space::new(&i);
+        let mut nodes = Vec::new();
+        for (t, n) in d.launch_by_type() {
+            let k = i.types.iter().position(|x| x.name == t).unwrap();
+            nodes.extend(std::iter::repeat_n((space.vec(&i.types[k].resources), k), n as usize));
+        }
+        let mut bundles: Vec<(Vector, Option<usize>)> = Vec::new();
+        let mut order: Vec<usize> = (0..i.gangs.len()).collect();
+        order.sort_by_key(|g| std::cmp::Reverse(i.gangs[*g].bundles.len()));
+        for g in order {
+            bundles.extend(i.gangs[g].bundles.iter().map(|b| (space.vec(b), Some(g))));
+        }
+        let mut rest: Vec<Vector> = i.demands.iter().flat_map(|x| std::iter::repeat_n(space.vec(&x.shape), x.count as usize)).collect();
+        rest.sort_by_key(|b| std::cmp::Reverse(order_key(b)));
+        bundles.extend(rest.into_iter().map(|b| (b, None)));
+        let ok = placeable(&nodes, &bundles);
+        prop_assert!(ok.is_some(), "the check gave up: {:?}", d.launch);
+        prop_assert!(ok == Some(true), "the plan {:?} cannot hold the bundles", d.launch);
+    }
+}
