@@ -339,7 +339,7 @@ fn pack(pool: &mut Vec<Slot>, shape: &[i64], mut count: u64, used: &mut [bool]) 
             continue;
         }
         if is_empty(&pool[i].avail) {
-            pool.swap_remove(i);
+            pool.remove(i); // keeps the opening order: first fit is in that order
         } else {
             i += 1;
         }

@@ -184,20 +184,26 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
     // Then new nodes: shape by shape, by first-fit-decreasing (largest first,
     // the type with the lowest price per slot), by patterns, or by the
     // configuration LP; the cheapest plan that places as much wins, so it is
-    // never worse than any of them. Beyond their MAX_SHAPES distinct shapes the
-    // alternatives would cost more time than one decision may take (10 ms at
-    // 100k bundles x 1,000 nodes); the shape-by-shape plan stands alone.
+    // never worse than any of them. Beyond their MAX_SHAPES distinct shapes
+    // patterns and the LP would cost more time than one decision may take
+    // (10 ms at 100k bundles x 1,000 nodes); the other two always run.
     if joint {
         *p = super::configs::plan(p, &left, &spread)?;
         return Some((used, spread_launched));
     }
+    // No shape left fits what is in the pool now: each was packed into every
+    // slot with room before it was left, and slots only shrink. So the new
+    // nodes' plans start from an empty pool.
+    pool.clear();
     let patterned = super::patterns::plan(p, &left);
     let configured = super::configs::plan(p, &left, &[]);
-    let ffd = (left.len() <= super::patterns::MAX_SHAPES).then(|| {
+    let ffd = {
         let mut q = p.clone();
-        let mut pool = pool.clone();
+        let mut pool = Vec::new();
         let mut order: Vec<&(Vector, u64, ResourceSet, LaunchReason)> = left.iter().collect();
-        order.sort_by_key(|l| std::cmp::Reverse(order_key(&l.0)));
+        // Largest first; equal keys by the shape itself, so the order does not
+        // depend on how the demand was listed.
+        order.sort_by(|a, b| (order_key(&b.0), &b.0).cmp(&(order_key(&a.0), &a.0)));
         let mut scratch = vec![false; used.len()];
         for (shape, count, set, reason) in order {
             let n = pack(&mut pool, shape, *count, &mut scratch);
@@ -207,7 +213,7 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
             }
         }
         q
-    });
+    };
     for (shape, count, set, reason) in left {
         // The spare room of nodes opened for the shapes before this one first.
         let n = pack(&mut pool, &shape, count, &mut used);
@@ -216,7 +222,7 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
             p.decision.capped.push(Demand { shape: set, count: n });
         }
     }
-    for q in patterned.into_iter().chain(ffd).chain(configured) {
+    for q in patterned.into_iter().chain(Some(ffd)).chain(configured) {
         if capped(&q) <= capped(p) && cost(&q) < cost(p) - 1e-9 {
             *p = q;
         }

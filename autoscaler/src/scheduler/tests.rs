@@ -326,15 +326,17 @@ proptest! {
 }
 
 /// The baseline: bundle by bundle, largest first, into the first open node
-/// with room, else onto a new node of the type with the lowest price per slot
-/// for it. `None` when some bundle finds no type with room.
+/// with room (in the order they were opened), else onto a new node of the type
+/// with the lowest price per slot for it. `None` when some bundle finds no
+/// type with room.
 fn first_fit_decreasing_cost(i: &Input) -> Option<f64> {
     let space = Space::new(i);
     let costs = bound::type_costs(i);
     let types: Vec<(usize, Vector)> =
         i.types.iter().enumerate().filter(|(_, t)| !t.is_head).map(|(k, t)| (k, space.vec(&t.resources))).collect();
     let mut bundles: Vec<Vector> = i.demands.iter().flat_map(|d| std::iter::repeat_n(space.vec(&d.shape), d.count as usize)).collect();
-    bundles.sort_by_key(|b| std::cmp::Reverse(order_key(b)));
+    // Largest first, equal keys by the shape (any fixed order would do).
+    bundles.sort_by(|a, b| (order_key(b), b).cmp(&(order_key(a), a)));
     let mut open: Vec<Vector> = Vec::new();
     let mut per_type = vec![0u32; i.types.len()];
     let mut cost = 0.0;
@@ -361,10 +363,30 @@ proptest! {
     /// demand, and never over a max_workers cap.
     #[test]
     fn never_costlier_than_first_fit_decreasing(
-        shapes in proptest::collection::vec((1u32..9, 0u32..3, 0u32..40, 1u64..40), 1..5),
+        shapes in proptest::collection::vec((1u32..9, 0u32..3, 0u32..33, 1u64..40), 1..5),
         prices in proptest::collection::vec(0.05f64..4.0, 4),
         caps in proptest::collection::vec(1u32..40, 4),
     ) {
+        check_against_first_fit_decreasing(&shapes, &prices, &caps)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// The same with more distinct shapes than patterns and the configuration
+    /// LP take (64 and 32): first-fit-decreasing still runs.
+    #[test]
+    fn never_costlier_than_first_fit_decreasing_with_many_shapes(
+        shapes in proptest::collection::vec((1u32..9, 0u32..3, 0u32..33, 1u64..6), 65..80),
+        prices in proptest::collection::vec(0.05f64..4.0, 4),
+        caps in proptest::collection::vec(200u32..400, 4),
+    ) {
+        check_against_first_fit_decreasing(&shapes, &prices, &caps)?;
+    }
+}
+
+fn check_against_first_fit_decreasing(shapes: &[(u32, u32, u32, u64)], prices: &[f64], caps: &[u32]) -> Result<(), TestCaseError> {
+    {
         let gib = (1u64 << 30) as f64;
         let types = vec![
             NodeTypeSpec { price: Some(prices[0]), ..ty("c4", &[("CPU", 4.0), ("memory", 16.0 * gib)], 0, caps[0]) },
@@ -384,12 +406,14 @@ proptest! {
             let ty = i.types.iter().find(|x| x.name == t).unwrap();
             prop_assert!(n <= ty.max_workers, "{t}: {n} over its cap {}", ty.max_workers);
         }
+        // Every shape fits g8 (8 CPU, 2 GPU, 32 GiB), so only a cap stops FFD.
         if let Some(ffd) = first_fit_decreasing_cost(&i) {
             prop_assert!(d.capped.is_empty() && d.infeasible.is_empty(), "FFD placed everything, decide left {:?} {:?}", d.capped, d.infeasible);
             let ours = bound::costing(&i, &d).plan_per_hour;
             prop_assert!(ours <= ffd + 1e-9, "ours {ours} > first-fit-decreasing {ffd}: {:?}", d.launch);
         }
     }
+    Ok(())
 }
 
 /// Whether the bundles (each with its STRICT_SPREAD group, if any) can be put
