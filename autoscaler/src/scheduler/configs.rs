@@ -17,8 +17,9 @@
 //! below one node, opening the largest; the last few bundles go shape by shape
 //! into the spare room of the nodes opened here, then onto new nodes.
 //!
-//! The work is bounded (shapes, LP solves, knapsack nodes), so one decision
-//! stays within its time budget at 100k bundles.
+//! The work is bounded (shapes, LP solves and their pivots, knapsack nodes,
+//! each count the knapsack tries being a node), so one decision stays within
+//! its time budget at 100k bundles.
 //!
 //! STRICT_SPREAD groups' bundles can join as items too (`Spread`), at most one
 //! per group per node: after rounding, each group's bundles are given distinct
@@ -87,7 +88,7 @@ pub(super) fn plan<'a>(p: &Planner<'a>, left: &[Left], spread: &[Spread]) -> Opt
     }
     let left = &items[..];
     let mut q = p.clone();
-    let types: Vec<usize> = (0..q.input.types.len()).filter(|&t| q.room(t) > 0 && q.type_cost[t] > 0.0).collect();
+    let types: Vec<usize> = (0..q.input.types.len()).filter(|&t| q.room(t) > 0).collect();
     let holds = |i: usize| types.iter().any(|&t| fits(&q.type_vecs[t], &left[i].0) > 0);
     let unholdable: Vec<bool> = (0..left.len()).map(|i| !holds(i)).collect();
     let mut remaining: Vec<u64> = left.iter().zip(&unholdable).map(|(l, u)| if *u { 0 } else { l.1 }).collect();
@@ -227,13 +228,15 @@ fn open(
             break;
         }
         let mut room = q.type_vecs[t].clone();
-        let mut demand = false;
+        // A node that holds a placement group's bundle is launched for it (not
+        // paced by upscaling_speed), as in the shape-by-shape plan.
+        let mut group = false;
         for (i, c) in take.iter().enumerate().filter(|(_, c)| **c > 0) {
             sub_times(&mut room, &left[i].0, *c);
             remaining[i] -= c * copies;
-            demand |= left[i].3 == LaunchReason::Demand;
+            group |= left[i].3 == LaunchReason::PlacementGroup;
         }
-        q.add(t, copies, if demand { LaunchReason::Demand } else { LaunchReason::PlacementGroup });
+        q.add(t, copies, if group { LaunchReason::PlacementGroup } else { LaunchReason::Demand });
         if room.iter().any(|r| *r > 0) {
             pool.push(Slot { avail: room, count: copies, node: None });
         }

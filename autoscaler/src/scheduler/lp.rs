@@ -55,6 +55,11 @@ pub struct Solution {
 
 /// As [`solve`], with the row prices. `None` when infeasible.
 pub fn solve_full(p: &Program) -> Option<Solution> {
+    solve_within(p, MAX_PIVOTS)
+}
+
+/// As [`solve_full`], stopping after `max_pivots` pivots (then not `optimal`).
+pub fn solve_within(p: &Program, max_pivots: usize) -> Option<Solution> {
     let n = p.cost.len();
     // Rows every `x >= 0` satisfies are dropped; a row with no coefficient
     // that asks something makes the program infeasible.
@@ -110,7 +115,7 @@ pub fn solve_full(p: &Program) -> Option<Solution> {
         }
         Solution { value: v.max(0.0), duals, primal, optimal }
     };
-    for _ in 0..MAX_PIVOTS {
+    for _ in 0..max_pivots {
         // Leaving row: the most negative basic value.
         let Some((r, _)) = rhs.iter().enumerate().filter(|(_, v)| **v < -EPS).min_by(|a, b| a.1.total_cmp(b.1)) else {
             return Some(value(&basis, &rhs, &reduced, true));

@@ -141,7 +141,7 @@ pub struct Input {
 }
 
 /// Why a launch is wanted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LaunchReason {
     /// Below `min_workers`.
     MinWorkers,

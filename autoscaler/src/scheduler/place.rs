@@ -32,24 +32,38 @@ fn base_pool(p: &Planner) -> Vec<Slot> {
     pool
 }
 
+/// How STRICT_SPREAD bundles that need new nodes get them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spreading {
+    /// A node each, of the cheapest type per bundle among as many as the later
+    /// groups' bundles of the shape could share it.
+    Shared,
+    /// A node each, of the cheapest type for the bundle alone.
+    Alone,
+    /// With the configuration LP, beside the other work.
+    Joint,
+}
+
 /// Places step 3's demand; returns which existing nodes received work.
 ///
-/// When STRICT_SPREAD groups need new nodes, a second plan is made in which
-/// their bundles join the configuration LP beside the other work (each then
-/// given its own node of the planned ones), and the cheaper plan that places
-/// as much is kept.
+/// When STRICT_SPREAD groups need new nodes, they are planned three ways
+/// (`Spreading`) and the cheapest plan that places as much is kept.
 pub(super) fn place(p: &mut Planner) -> Vec<bool> {
-    let mut joint = p.clone();
+    let start = p.clone();
     let nodes = p.input.nodes.len();
     // Only a joint plan gives up (`None`).
-    let (used, spread_launched) = place_with(p, false).unwrap_or_else(|| (vec![false; nodes], false));
-    if spread_launched
-        && let Some((used_joint, _)) = place_with(&mut joint, true)
-        && capped(&joint) <= capped(p)
-        && cost(&joint) < cost(p) - 1e-9
-    {
-        *p = joint;
-        return used_joint;
+    let (mut used, spread_launched) = place_with(p, Spreading::Shared).unwrap_or_else(|| (vec![false; nodes], false));
+    if spread_launched {
+        for how in [Spreading::Alone, Spreading::Joint] {
+            let mut q = start.clone();
+            if let Some((used_q, _)) = place_with(&mut q, how)
+                && capped(&q) <= capped(p)
+                && cost(&q) < cost(p) - 1e-9
+            {
+                *p = q;
+                used = used_q;
+            }
+        }
     }
     used
 }
@@ -58,21 +72,32 @@ fn capped(p: &Planner) -> u64 {
     p.decision.capped.iter().map(|d| d.count).sum::<u64>()
 }
 
-/// One plan for step 3. `joint`: STRICT_SPREAD bundles that need new nodes
-/// are planned with the configuration LP together with the rest (when it
-/// cannot run, `None`). Returns the existing nodes that received work, and
-/// whether STRICT_SPREAD groups needed new nodes.
-fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
+/// One plan for step 3, STRICT_SPREAD bundles that need new nodes placed as
+/// `how` says (`None` when the configuration LP cannot take them). Returns the
+/// existing nodes that received work, and whether STRICT_SPREAD groups needed
+/// new nodes.
+fn place_with(p: &mut Planner, how: Spreading) -> Option<(Vec<bool>, bool)> {
     let mut used = vec![false; p.input.nodes.len()];
     let mut spread: Vec<super::configs::Spread> = Vec::new();
     let mut spread_launched = false;
     let mut pool = base_pool(p);
     let mut flat: Vec<(Vector, u64, ResourceSet, LaunchReason)> = Vec::new();
-    // STRICT_SPREAD bundles of each shape in the groups not yet placed.
+    // For each shape, the feasible STRICT_SPREAD groups not yet placed that
+    // have a bundle of it (each could share a node with one).
     let mut later: HashMap<Vector, u64> = HashMap::new();
+    let space = p.space.clone();
+    let distinct = |g: &super::Gang| {
+        let mut shapes: Vec<Vector> = g.bundles.iter().map(|b| space.vec(b)).collect();
+        shapes.sort();
+        shapes.dedup();
+        shapes
+    };
     for g in p.input.gangs.iter().filter(|g| g.strategy == PlacementStrategy::StrictSpread) {
-        for b in &g.bundles {
-            *later.entry(p.space.vec(b)).or_default() += 1;
+        let shapes = distinct(g);
+        if shapes.iter().all(|s| p.feasible(s)) {
+            for s in shapes {
+                *later.entry(s).or_default() += 1;
+            }
         }
     }
     for g in &p.input.gangs {
@@ -83,9 +108,9 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
                     p.decision.infeasible_gangs.push(g.clone());
                     continue;
                 }
-                for s in &shapes {
-                    if let Some(n) = later.get_mut(s) {
-                        *n -= 1;
+                for s in distinct(g) {
+                    if let Some(n) = later.get_mut(&s) {
+                        *n = n.saturating_sub(1);
                     }
                 }
                 // One bundle per distinct node: existing nodes first, then new ones.
@@ -107,7 +132,7 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
                     continue;
                 }
                 spread_launched = true;
-                if joint {
+                if how == Spreading::Joint {
                     spread.push(super::configs::Spread { gang: g, shapes: unplaced });
                     continue;
                 }
@@ -116,7 +141,7 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
                     // Each new node holds one bundle of this group; the groups
                     // after it (and other work) may use the rest, so the type is
                     // chosen by the price per bundle among that many.
-                    let share = 1 + later.get(&s).copied().unwrap_or(0);
+                    let share = if how == Spreading::Shared { 1 + later.get(&s).copied().unwrap_or(0) } else { 1 };
                     match p.choose(&s, share) {
                         Some((t, _)) => {
                             p.add(t, 1, LaunchReason::PlacementGroup);
@@ -170,6 +195,7 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
     // Existing capacity (and the nodes steps 1 and 2 and STRICT_SPREAD groups
     // open) first.
     let mut left: Vec<(Vector, u64, ResourceSet, LaunchReason)> = Vec::new();
+    let mut merged: HashMap<(Vector, LaunchReason), usize> = HashMap::new();
     for (shape, count, set, reason) in flat {
         let n = pack(&mut pool, &shape, count, &mut used);
         if n == 0 {
@@ -179,7 +205,15 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
             p.decision.infeasible.push(Demand { shape: set, count: n });
             continue;
         }
-        left.push((shape, n, set, reason));
+        // One entry per shape and reason (placement groups' bundles come one
+        // by one), so the limits on shapes below count distinct shapes.
+        match merged.get(&(shape.clone(), reason)) {
+            Some(&k) => left[k].1 += n,
+            None => {
+                merged.insert((shape.clone(), reason), left.len());
+                left.push((shape, n, set, reason));
+            }
+        }
     }
     // Then new nodes: shape by shape, by first-fit-decreasing (largest first,
     // the type with the lowest price per slot), by patterns, or by the
@@ -187,7 +221,7 @@ fn place_with(p: &mut Planner, joint: bool) -> Option<(Vec<bool>, bool)> {
     // never worse than any of them. Beyond their MAX_SHAPES distinct shapes
     // patterns and the LP would cost more time than one decision may take
     // (10 ms at 100k bundles x 1,000 nodes); the other two always run.
-    if joint {
+    if how == Spreading::Joint {
         *p = super::configs::plan(p, &left, &spread)?;
         return Some((used, spread_launched));
     }

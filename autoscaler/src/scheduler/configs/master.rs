@@ -31,6 +31,10 @@ pub(super) struct Column {
     pub counts: Vec<u64>,
 }
 
+/// Pivots per LP solve; past it the solve is not optimal (and the bound not
+/// converged), and the plan rounds what it has.
+const MAX_PIVOTS: usize = 500;
+
 /// The work one plan or bound may spend.
 pub(super) struct Budget {
     pub solves: usize,
@@ -102,7 +106,7 @@ impl Master<'_> {
                 rows.push((columns.iter().map(|c| if self.bins[c.bin].worker { -1.0 } else { 0.0 }).collect(), -(self.global as f64)));
             }
             let program = lp::Program { cost: columns.iter().map(|c| self.bins[c.bin].cost).collect(), rows };
-            let solution = lp::solve_full(&program)?;
+            let solution = lp::solve_within(&program, MAX_PIVOTS)?;
             out = Some(Solved { x: solution.primal.clone(), value: solution.value, converged: false });
             if round + 1 >= rounds {
                 break;
@@ -223,6 +227,18 @@ impl Search<'_> {
         let i = self.items[k];
         let shape = &self.shapes[i];
         let most = fits(room, shape).min(self.most[i]);
+        if k + 1 == self.items.len() {
+            // The last shape: as many as fit is worth the most.
+            let value = value + most as f64 * self.price[i];
+            if value > self.best + 1e-12 {
+                self.counts[i] = most;
+                self.best = value;
+                self.best_counts.clone_from(&self.counts);
+                self.counts[i] = 0;
+            }
+            return;
+        }
+        // Each count tried below takes a node, so `limit` bounds the work.
         for a in (0..=most).rev() {
             sub_times(room, shape, a);
             self.counts[i] = a;
