@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use ray_autoscaler::scheduler::{Demand, Input, NodeTypeSpec, NodeView, decide};
+use ray_autoscaler::scheduler::{Demand, Gang, Input, NodeTypeSpec, NodeView, PlacementStrategy, decide};
 use ray_common::{FixedPoint, ResourceSet};
 
 fn rs(pairs: &[(&str, f64)]) -> ResourceSet {
@@ -119,6 +119,15 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+    // The mixed demand with 100 STRICT_SPREAD groups of 3 bundles beside it:
+    // step 3 is planned three ways.
+    let mut g = c.benchmark_group("decide/mixed+spread");
+    for existing in [0usize, 1000] {
+        let mut inp = input(existing, mixed(100_000));
+        inp.gangs = (0..100).map(|_| Gang { bundles: vec![rs(&[("CPU", 2.0)]); 3], strategy: PlacementStrategy::StrictSpread }).collect();
+        g.bench_with_input(BenchmarkId::new("100000_bundles", format!("{existing}_nodes")), &inp, |b, inp| b.iter(|| decide(inp)));
+    }
+    g.finish();
     // The cost and its lower bound, which the monitor computes every round
     // beside the decision (`ray status -v`).
     let mut g = c.benchmark_group("costing");

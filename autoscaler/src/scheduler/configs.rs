@@ -39,10 +39,24 @@ pub(super) use master::{Bin as ConfigBin, lower_bound};
 
 /// Above this many shapes the LP is not tried.
 pub(super) const MAX_SHAPES: usize = 32;
-/// LP solves per decision, column generation and rounding together.
+/// LP solves per plan, column generation and rounding together.
 const MAX_SOLVES: usize = 30;
-/// Knapsack branch-and-bound nodes per decision, all pricing together.
+/// Knapsack branch-and-bound nodes per plan, all pricing together.
 const MAX_KNAPSACK_NODES: usize = 20_000;
+
+/// What all the configuration-LP plans of one decision may spend together
+/// (step 3 may be planned up to three times when STRICT_SPREAD groups need
+/// new nodes): half as much again as one plan.
+pub(super) fn decision_budget() -> Work {
+    Work { solves: MAX_SOLVES * 3 / 2, knapsack_nodes: MAX_KNAPSACK_NODES * 3 / 2 }
+}
+
+/// Work left for the rest of a decision.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Work {
+    solves: usize,
+    knapsack_nodes: usize,
+}
 /// Column generation rounds in the first solve (later ones reuse its columns).
 const FIRST_ROUNDS: usize = 30;
 const LATER_ROUNDS: usize = 3;
@@ -62,7 +76,8 @@ const MAX_SPREAD_BUNDLES: usize = 4_096;
 
 /// Plans new nodes for `left` and the `spread` groups' bundles on a copy of
 /// `p`; `None` when not tried.
-pub(super) fn plan<'a>(p: &Planner<'a>, left: &[Left], spread: &[Spread]) -> Option<Planner<'a>> {
+/// `work` is what the decision has left, and is charged for what this plan uses.
+pub(super) fn plan<'a>(p: &Planner<'a>, left: &[Left], spread: &[Spread], work: &mut Work) -> Option<Planner<'a>> {
     // The groups' bundles are items like the others, one per group per node at
     // most (so a node holds no more of a shape than there are groups with it).
     let mut items: Vec<Left> = left.to_vec();
@@ -100,7 +115,12 @@ pub(super) fn plan<'a>(p: &Planner<'a>, left: &[Left], spread: &[Spread]) -> Opt
     let mut columns = Master { bins: &bins(&q), global: 0, shapes: &shapes, per_node: &per_node }.initial_columns(&remaining);
     let mut pool: Vec<Slot> = Vec::new();
     let mut opened: Vec<(Vec<u64>, u64)> = Vec::new();
-    let mut budget = Budget { solves: MAX_SOLVES, knapsack_nodes: MAX_KNAPSACK_NODES, per_knapsack: KNAPSACK_NODES };
+    let mut budget = Budget {
+        solves: MAX_SOLVES.min(work.solves),
+        knapsack_nodes: MAX_KNAPSACK_NODES.min(work.knapsack_nodes),
+        per_knapsack: KNAPSACK_NODES,
+    };
+    let granted = (budget.solves, budget.knapsack_nodes);
     let mut first = true;
     while remaining.iter().any(|r| *r > 0) && budget.solves > 0 {
         let rounds = if first { FIRST_ROUNDS } else { LATER_ROUNDS };
@@ -126,6 +146,8 @@ pub(super) fn plan<'a>(p: &Planner<'a>, left: &[Left], spread: &[Spread]) -> Opt
             }
         }
     }
+    work.solves -= granted.0 - budget.solves;
+    work.knapsack_nodes -= granted.1 - budget.knapsack_nodes;
     if !spread.is_empty() {
         assign_spread(&mut q, &mut pool, &opened, spread, &spread_item);
     }

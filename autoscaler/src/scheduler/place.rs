@@ -52,11 +52,12 @@ pub(super) fn place(p: &mut Planner) -> Vec<bool> {
     let start = p.clone();
     let nodes = p.input.nodes.len();
     // Only a joint plan gives up (`None`).
-    let (mut used, spread_launched) = place_with(p, Spreading::Shared).unwrap_or_else(|| (vec![false; nodes], false));
+    let mut work = super::configs::decision_budget();
+    let (mut used, spread_launched) = place_with(p, Spreading::Shared, &mut work).unwrap_or_else(|| (vec![false; nodes], false));
     if spread_launched {
         for how in [Spreading::Alone, Spreading::Joint] {
             let mut q = start.clone();
-            if let Some((used_q, _)) = place_with(&mut q, how)
+            if let Some((used_q, _)) = place_with(&mut q, how, &mut work)
                 && capped(&q) <= capped(p)
                 && cost(&q) < cost(p) - 1e-9
             {
@@ -76,7 +77,7 @@ fn capped(p: &Planner) -> u64 {
 /// `how` says (`None` when the configuration LP cannot take them). Returns the
 /// existing nodes that received work, and whether STRICT_SPREAD groups needed
 /// new nodes.
-fn place_with(p: &mut Planner, how: Spreading) -> Option<(Vec<bool>, bool)> {
+fn place_with(p: &mut Planner, how: Spreading, work: &mut super::configs::Work) -> Option<(Vec<bool>, bool)> {
     let mut used = vec![false; p.input.nodes.len()];
     let mut spread: Vec<super::configs::Spread> = Vec::new();
     let mut spread_launched = false;
@@ -222,7 +223,7 @@ fn place_with(p: &mut Planner, how: Spreading) -> Option<(Vec<bool>, bool)> {
     // patterns and the LP would cost more time than one decision may take
     // (10 ms at 100k bundles x 1,000 nodes); the other two always run.
     if how == Spreading::Joint {
-        *p = super::configs::plan(p, &left, &spread)?;
+        *p = super::configs::plan(p, &left, &spread, work)?;
         return Some((used, spread_launched));
     }
     // No shape left fits what is in the pool now: each was packed into every
@@ -230,7 +231,7 @@ fn place_with(p: &mut Planner, how: Spreading) -> Option<(Vec<bool>, bool)> {
     // nodes' plans start from an empty pool.
     pool.clear();
     let patterned = super::patterns::plan(p, &left);
-    let configured = super::configs::plan(p, &left, &[]);
+    let configured = super::configs::plan(p, &left, &[], work);
     let ffd = {
         let mut q = p.clone();
         let mut pool = Vec::new();

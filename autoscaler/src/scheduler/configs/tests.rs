@@ -38,7 +38,7 @@ fn complementary_shapes_share_nodes_of_the_cheap_type() {
     i.demands.push(Demand { shape: rs(&[("CPU", 3.0), ("memory", 2.0 * GIB)]), count: 40 });
     i.demands.push(Demand { shape: rs(&[("CPU", 1.0), ("memory", 14.0 * GIB)]), count: 40 });
     let p = Planner::new(&i);
-    let q = plan(&p, &left_of(&p, &i), &[]).expect("tried");
+    let q = plan(&p, &left_of(&p, &i), &[], &mut decision_budget()).expect("tried");
     assert_eq!(capped(&q), 0);
     assert_eq!(q.decision.launch_by_type(), BTreeMap::from([("both".to_string(), 40)]), "{:?}", q.decision.launch);
     // decide keeps the cheapest of its plans, which is this one.
@@ -63,7 +63,7 @@ fn the_most_shapes_it_takes_are_planned_within_the_work_budget() {
     let p = Planner::new(&i);
     let left = left_of(&p, &i);
     assert_eq!(left.len(), MAX_SHAPES);
-    let q = plan(&p, &left, &[]).expect("tried");
+    let q = plan(&p, &left, &[], &mut decision_budget()).expect("tried");
     assert_eq!(capped(&q), 0, "{:?}", q.decision.capped);
     let d = decide(&i);
     assert!(d.capped.is_empty());
@@ -72,7 +72,7 @@ fn the_most_shapes_it_takes_are_planned_within_the_work_budget() {
     // One shape more and it is not tried.
     let mut more = left.clone();
     more.push((p.space.vec(&rs(&[("CPU", 3.0)])), 1, rs(&[("CPU", 3.0)]), LaunchReason::Demand));
-    assert!(plan(&p, &more, &[]).is_none());
+    assert!(plan(&p, &more, &[], &mut decision_budget()).is_none());
 }
 
 #[test]
