@@ -78,14 +78,17 @@ fn replay_prints_the_node_count_and_cost_curve() {
 }
 
 #[test]
-fn from_cluster_plans_a_running_clusters_pending_tasks() {
+fn from_cluster_plans_a_running_clusters_pending_tasks_and_requested_resources() {
     use ray_tests::RayEnv;
     let env = RayEnv::new();
     // A head with no CPUs and no autoscaler: every task stays pending.
     env.start_head(&["--num-cpus", "0"]);
     // A driver whose tasks wait, in the background while we take the snapshot.
     let mut driver = Command::new(env.python());
-    driver.args(["-c", "import ray, time\nray.init(address='auto')\n@ray.remote(num_cpus=2)\ndef f(): return 1\nrefs = [f.remote() for _ in range(6)]\ntime.sleep(60)\n"]);
+    driver.args([
+        "-c",
+        "import ray, time\nfrom ray.autoscaler.sdk import request_resources\nray.init(address='auto')\n@ray.remote(num_cpus=2)\ndef f(): return 1\nrefs = [f.remote() for _ in range(6)]\nrequest_resources(bundles=[{'CPU': 1}] * 3)\ntime.sleep(60)\n",
+    ]);
     driver.env("HOME", env.home()).env("RAY_TMPDIR", env.root().parent().unwrap()).env_remove("RAY_ADDRESS");
     let mut driver = driver.spawn().unwrap();
     let snap = env.home().join("snap.json");
@@ -94,16 +97,19 @@ fn from_cluster_plans_a_running_clusters_pending_tasks() {
     let seen = ray_tests::wait_until(std::time::Duration::from_secs(20), || {
         let out = env.ray(&["plan", config.to_str().unwrap(), "--from-cluster", "--json", "--save", snap.to_str().unwrap()]);
         last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        out.status.success() && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["bundles"] == 6)
+        out.status.success() && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["bundles"] == 9)
     });
     let _ = driver.kill();
     let _ = driver.wait();
-    assert!(seen, "the 6 pending tasks never showed in the plan: {last}");
+    assert!(seen, "the 6 pending tasks and 3 requested bundles never showed in the plan: {last}");
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert!(!v["launch"].as_object().unwrap().is_empty(), "{v}");
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&snap).unwrap()).unwrap();
     assert_eq!(saved["bundles"][0]["count"], 6, "{saved}");
     assert_eq!(saved["bundles"][0]["resources"]["CPU"], 2.0, "{saved}");
+    let requested: Vec<&serde_json::Value> = saved["request_resources"].as_array().unwrap().iter().collect();
+    assert_eq!(requested.iter().map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 3, "{saved}");
+    assert!(requested.iter().all(|r| r["resources"]["CPU"] == 1.0), "{saved}");
     // The saved snapshot is a demand file.
     let again = env.ray(&["plan", config.to_str().unwrap(), "--demand", snap.to_str().unwrap(), "--json"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));

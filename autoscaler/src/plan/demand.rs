@@ -7,6 +7,8 @@
 //!   - {resources: {CPU: 2, memory: 4294967296}}      # count defaults to 1
 //! placement_groups:
 //!   - {strategy: STRICT_SPREAD, bundles: [{CPU: 4}, {CPU: 4}], count: 2}
+//! request_resources:                                  # as ray.autoscaler.sdk.request_resources
+//!   - {resources: {CPU: 8}, count: 4}
 //! ```
 //!
 //! Memory is in bytes, as in Ray. Every fault names the file, line, column and
@@ -25,12 +27,22 @@ pub struct DemandFile {
     pub bundles: Vec<Demand>,
     /// Placement groups.
     pub placement_groups: Vec<Gang>,
+    /// A `request_resources` call's bundles: capacity to have, as if idle,
+    /// whether or not work is queued for it.
+    pub request_resources: Vec<Demand>,
 }
 
 impl DemandFile {
-    /// How many bundles in all (placement groups' bundles included).
+    /// How many bundles in all (placement groups' and `request_resources`'
+    /// included).
     pub fn bundle_count(&self) -> u64 {
-        self.bundles.iter().map(|d| d.count).sum::<u64>() + self.placement_groups.iter().map(|g| g.bundles.len() as u64).sum::<u64>()
+        self.bundles.iter().chain(&self.request_resources).map(|d| d.count).sum::<u64>()
+            + self.placement_groups.iter().map(|g| g.bundles.len() as u64).sum::<u64>()
+    }
+
+    /// Nothing asked at all.
+    pub fn is_empty(&self) -> bool {
+        self.bundles.is_empty() && self.placement_groups.is_empty() && self.request_resources.is_empty()
     }
 }
 
@@ -134,11 +146,14 @@ pub(super) fn root(r: &Reader<'_>, text: &str, expected: &str) -> Result<Node, D
 /// Reads a demand file's text (`file` names it in errors).
 pub fn parse(file: &str, text: &str) -> Result<DemandFile, DemandError> {
     let r = Reader { file };
-    let root = root(&r, text, "a mapping with `bundles` and/or `placement_groups`")?;
-    let top = r.mapping(&root, "", &["bundles", "placement_groups"])?;
-    let out = read(&r, top, "")?;
-    if out.bundles.is_empty() && out.placement_groups.is_empty() {
-        return r.fail(root.mark, "", "no demand: expected `bundles` and/or `placement_groups` with at least one entry");
+    let root = root(&r, text, "a mapping with `bundles`, `placement_groups` and/or `request_resources`")?;
+    let top = r.mapping(&root, "", &["bundles", "placement_groups", "request_resources"])?;
+    let mut out = read(&r, top, "")?;
+    if let Some(list) = top.get("request_resources") {
+        out.request_resources = bundle_list(&r, list, "request_resources")?;
+    }
+    if out.is_empty() {
+        return r.fail(root.mark, "", "no demand: expected `bundles`, `placement_groups` and/or `request_resources` with at least one entry");
     }
     Ok(out)
 }
@@ -148,13 +163,7 @@ pub fn parse(file: &str, text: &str) -> Result<DemandFile, DemandError> {
 pub(super) fn read(r: &Reader<'_>, top: &yaml::Mapping, prefix: &str) -> Result<DemandFile, DemandError> {
     let mut out = DemandFile::default();
     if let Some(list) = top.get("bundles") {
-        for (i, item) in r.sequence(list, &format!("{prefix}bundles"))?.iter().enumerate() {
-            let path = format!("{prefix}bundles[{i}]");
-            let m = r.mapping(item, &path, &["resources", "count"])?;
-            let Some(res) = m.get("resources") else { return r.fail(item.mark, &path, "missing `resources`") };
-            let shape = r.resources(res, &format!("{path}.resources"))?;
-            out.bundles.push(Demand { shape, count: r.count(m, &path)? });
-        }
+        out.bundles = bundle_list(r, list, &format!("{prefix}bundles"))?;
     }
     if let Some(list) = top.get("placement_groups") {
         for (i, item) in r.sequence(list, &format!("{prefix}placement_groups"))?.iter().enumerate() {
@@ -188,6 +197,19 @@ pub(super) fn read(r: &Reader<'_>, top: &yaml::Mapping, prefix: &str) -> Result<
     Ok(out)
 }
 
+/// A list of `{resources, count}` entries at `at`.
+fn bundle_list(r: &Reader<'_>, list: &Node, at: &str) -> Result<Vec<Demand>, DemandError> {
+    let mut out = Vec::new();
+    for (i, item) in r.sequence(list, at)?.iter().enumerate() {
+        let path = format!("{at}[{i}]");
+        let m = r.mapping(item, &path, &["resources", "count"])?;
+        let Some(res) = m.get("resources") else { return r.fail(item.mark, &path, "missing `resources`") };
+        let shape = r.resources(res, &format!("{path}.resources"))?;
+        out.push(Demand { shape, count: r.count(m, &path)? });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +225,16 @@ mod tests {
         assert_eq!(a.bundles[0].shape.get("GPU"), FixedPoint::from_f64(0.5));
         assert_eq!(a.placement_groups[0].strategy, PlacementStrategy::StrictSpread);
         assert_eq!(a.bundle_count(), 302);
+        assert!(a.request_resources.is_empty());
+    }
+
+    #[test]
+    fn request_resources_is_read_like_bundles() {
+        let d = parse("d.yaml", "request_resources:\n  - {resources: {CPU: 8}, count: 4}\n").unwrap();
+        assert_eq!(d.request_resources, vec![Demand { shape: [("CPU".to_string(), FixedPoint::from_f64(8.0))].into_iter().collect(), count: 4 }]);
+        assert_eq!(d.bundle_count(), 4);
+        let e = parse("d.yaml", "request_resources:\n  - {resources: {CPU: 8}, cnt: 4}\n").unwrap_err();
+        assert_eq!(e.path, "request_resources[0].cnt", "{e}");
     }
 
     #[test]
@@ -228,6 +260,7 @@ mod tests {
             ("placement_groups: [{bundles: []}]", "placement_groups[0].bundles"),
             ("bundles: {CPU: 1}", "bundles"),
             ("nodes: []", "nodes"),
+            ("request_resources: [{resources: {CPU: x}}]", "request_resources[0].resources.CPU"),
             ("bundles: []", ""),
         ] {
             let e = parse("d.yaml", text).unwrap_err();

@@ -90,6 +90,7 @@ pub fn input(config: &ClusterConfig, demand: &DemandFile) -> Input {
         }],
         demands: demand.bundles.clone(),
         gangs: demand.placement_groups.clone(),
+        constraints: demand.request_resources.clone(),
         ..Default::default()
     }
 }
@@ -124,6 +125,7 @@ pub fn plan(config: &ClusterConfig, demand: &DemandFile) -> Plan {
         unplaced.extend(ds.iter().map(|x| Unplaced { resources: shape_map(&x.shape), count: x.count, why }));
     };
     add(&d.infeasible, "infeasible");
+    add(&d.infeasible_constraint, "infeasible");
     add(&d.capped, "capped");
     for g in &d.infeasible_gangs {
         unplaced.extend(g.bundles.iter().map(|b| Unplaced { resources: shape_map(b), count: 1, why: "infeasible" }));
@@ -142,8 +144,8 @@ pub fn plan(config: &ClusterConfig, demand: &DemandFile) -> Plan {
 }
 
 /// The pending demand of a running cluster (`ray plan --from-cluster`): its
-/// queued tasks and actors by shape, and its pending placement groups.
-/// `request_resources` constraints are not demand for new work and are left out.
+/// queued tasks and actors by shape, its pending placement groups, and its
+/// `request_resources` bundles.
 pub fn demand_from_state(state: &ray_proto::rpc::autoscaler::ClusterResourceState) -> DemandFile {
     let shape = |r: &Option<ray_proto::rpc::autoscaler::ResourceRequest>| {
         r.as_ref().map(|r| ResourceSet::from_f64_map_lossy(&r.resources_bundle)).unwrap_or_default()
@@ -163,6 +165,13 @@ pub fn demand_from_state(state: &ray_proto::rpc::autoscaler::ClusterResourceStat
                 strategy: crate::scheduler::PlacementStrategy::parse(&g.strategy),
             })
             .filter(|g| !g.bundles.is_empty())
+            .collect(),
+        request_resources: state
+            .cluster_resource_constraints
+            .iter()
+            .flat_map(|c| c.resource_requests.iter())
+            .map(|r| Demand { shape: shape(&r.request), count: r.count })
+            .filter(|d| d.count > 0 && !d.shape.is_empty())
             .collect(),
     }
 }

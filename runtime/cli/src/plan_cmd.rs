@@ -16,12 +16,13 @@ use ray_autoscaler::plan;
 pub struct PlanArgs {
     /// The cluster config YAML (Ray's schema; a node type's `price` is its hourly price).
     pub cluster_config: PathBuf,
-    /// The demand: a JSON or YAML file with `bundles` ({resources, count}) and
-    /// `placement_groups` ({strategy, bundles, count}); memory in bytes.
+    /// The demand: a JSON or YAML file with `bundles` ({resources, count}),
+    /// `placement_groups` ({strategy, bundles, count}) and `request_resources`
+    /// ({resources, count}); memory in bytes.
     #[arg(long, required_unless_present_any = ["replay", "from_cluster"], conflicts_with_all = ["replay", "from_cluster"])]
     pub demand: Option<PathBuf>,
-    /// Take the demand from a running cluster: its queued tasks and actors and
-    /// its pending placement groups (see --address).
+    /// Take the demand from a running cluster: its queued tasks and actors, its
+    /// pending placement groups and its request_resources (see --address).
     #[arg(long, conflicts_with = "replay")]
     pub from_cluster: bool,
     /// With --from-cluster: the GCS address as HOST:PORT, or "auto" for the
@@ -89,7 +90,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(demand_path).with_context(|| format!("--demand {file}: cannot read the file"))?;
         plan::demand::parse(&file, &text).map_err(|e| anyhow::anyhow!("--demand {e}"))?
     };
-    if demand.bundles.is_empty() && demand.placement_groups.is_empty() && !a.json {
+    if demand.is_empty() && !a.json {
         println!("The cluster has no pending demand.");
     }
     let p = plan::plan(&config, &demand);
@@ -139,6 +140,7 @@ fn demand_json(d: &plan::DemandFile) -> String {
             "strategy": strategy(g.strategy),
             "bundles": g.bundles.iter().map(shape).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "request_resources": d.request_resources.iter().map(|b| serde_json::json!({"resources": shape(&b.shape), "count": b.count})).collect::<Vec<_>>(),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
