@@ -180,9 +180,12 @@ fn assign_spread(q: &mut Planner, pool: &mut Vec<Slot>, opened: &[(Vec<u64>, u64
     }
     let mut order: Vec<&Spread> = spread.iter().collect();
     order.sort_by_key(|g| std::cmp::Reverse(g.shapes.len()));
+    // For each shape, the groups with a bundle of it still to assign (each
+    // could share a node with one).
+    let first_of = |g: &Spread, k: usize| !g.shapes[..k].contains(&g.shapes[k]);
     let mut unassigned: HashMap<&Vector, u64> = HashMap::new();
     for g in &order {
-        for s in &g.shapes {
+        for (_, s) in g.shapes.iter().enumerate().filter(|(k, _)| first_of(g, *k)) {
             *unassigned.entry(s).or_default() += 1;
         }
     }
@@ -191,9 +194,11 @@ fn assign_spread(q: &mut Planner, pool: &mut Vec<Slot>, opened: &[(Vec<u64>, u64
         let mut taken: Vec<usize> = Vec::new();
         let mut taken_fresh: Vec<usize> = Vec::new();
         let mut stuck = false;
-        for s in &g.shapes {
-            if let Some(n) = unassigned.get_mut(s) {
-                *n -= 1;
+        for (k, s) in g.shapes.iter().enumerate() {
+            if first_of(g, k)
+                && let Some(n) = unassigned.get_mut(s)
+            {
+                *n = n.saturating_sub(1);
             }
             let i = item[s];
             let planned = (0..slots.len()).filter(|k| slots[*k][i] > 0 && !taken.contains(k)).max_by_key(|k| slots[*k][i]);
