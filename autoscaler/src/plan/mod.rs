@@ -50,7 +50,7 @@ pub struct Plan {
     pub unpriced_types: Vec<String>,
     /// What stays unplaced.
     pub unplaced: Vec<Unplaced>,
-    /// Bundles in the demand (placement groups' included).
+    /// Bundles in the demand (placement groups' and request_resources' included).
     pub bundles: u64,
     /// How long the decision took, in milliseconds.
     pub decision_ms: f64,
