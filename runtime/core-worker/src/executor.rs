@@ -49,6 +49,9 @@ pub(crate) struct Executor {
     current: Mutex<Option<(TaskId, ReplyTx)>>,
     /// The task `ray.cancel` asked to interrupt (checked by the signal handler).
     cancel_requested: Mutex<Option<TaskId>>,
+    /// The last task the signal handler interrupted: a cancel asked again for
+    /// it (the owner repeats itself) must not interrupt its clean-up.
+    cancel_taken: Mutex<Option<TaskId>>,
     interrupt: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// This worker is an actor's: lines printed outside any one call go to its
     /// owner's creation stream.
@@ -160,7 +163,16 @@ impl Executor {
             });
             return true;
         }
-        *lock(&self.cancel_requested) = Some(task);
+        {
+            // Both locks in this order here and in take_cancel.
+            let mut requested = lock(&self.cancel_requested);
+            if *lock(&self.cancel_taken) == Some(task) {
+                return true; // already interrupted
+            }
+            *requested = Some(task);
+        }
+        // Asked again while the last signal is not acted on yet: signalling
+        // again is safe, the handler interrupts once (take_cancel).
         if let Some(f) = self.interrupt.get() {
             f();
         }
@@ -173,6 +185,7 @@ impl Executor {
         let mut c = lock(&self.cancel_requested);
         if *c == Some(task) {
             *c = None;
+            *lock(&self.cancel_taken) = Some(task);
             true
         } else {
             false

@@ -242,6 +242,9 @@ impl Submitter {
                         .into_inner()
                         .attempted;
                     if attempted || tokio::time::Instant::now() >= deadline {
+                        if !force {
+                            self.watch_cancel(task, addr.clone(), c.clone());
+                        }
                         return Ok(());
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -251,6 +254,26 @@ impl Submitter {
                 }
             }),
         }
+    }
+
+    /// After `ray.cancel` of a task running on `addr`: while it still runs
+    /// there, asks again now and then (a task that reached its worker late, or
+    /// an interrupt that came before the task could take it, is cancelled
+    /// then; asking again never interrupts a task twice).
+    fn watch_cancel(self: &Arc<Self>, task: ray_common::TaskId, addr: String, mut c: crate::context::WorkerClient) {
+        let weak = Arc::downgrade(self);
+        self.ctx.rt.spawn(async move {
+            let until = tokio::time::Instant::now() + CANCEL_WATCH;
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let Some(s) = weak.upgrade() else { return };
+                if !matches!(s.queues().running_on(task), Some(a) if a == addr) {
+                    return;
+                }
+                drop(s);
+                let _ = c.cancel_task(CancelTaskRequest { task_id: task.as_bytes().to_vec(), force: false }).await;
+            }
+        });
     }
 
     /// Returns every lease (a driver's job is ending).
@@ -264,6 +287,8 @@ impl Submitter {
 
 /// How long a cancel keeps asking a worker that does not know the task yet.
 const CANCEL_IN_TRANSIT: Duration = Duration::from_secs(2);
+/// How long, after that, a cancelled task still running is asked again.
+const CANCEL_WATCH: Duration = Duration::from_secs(30);
 
 /// Returns leases idle past the linger time; stops when the submitter is gone.
 async fn sweeper(weak: Weak<Submitter>) {
