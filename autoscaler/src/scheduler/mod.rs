@@ -645,4 +645,6 @@ pub fn decide(input: &Input) -> Decision {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

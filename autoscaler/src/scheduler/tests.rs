@@ -2,6 +2,8 @@ use super::*;
 use proptest::prelude::*;
 use ray_common::FixedPoint;
 
+use super::test_support::worker;
+
 fn rs(pairs: &[(&str, f64)]) -> ResourceSet {
     pairs.iter().map(|(k, v)| (k.to_string(), FixedPoint::from_f64(*v))).collect()
 }
@@ -25,20 +27,6 @@ fn head_node() -> NodeView {
         unmanaged: false,
         draining: false,
         idle_ms: 1,
-    }
-}
-
-fn worker(id: &str, t: &NodeTypeSpec, idle_ms: u64) -> NodeView {
-    NodeView {
-        id: id.into(),
-        node_type: t.name.clone(),
-        total: t.resources.clone(),
-        available: t.resources.clone(),
-        pending: false,
-        is_head: false,
-        unmanaged: false,
-        draining: false,
-        idle_ms,
     }
 }
 

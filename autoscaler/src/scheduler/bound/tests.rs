@@ -3,21 +3,7 @@ use super::*;
 use proptest::prelude::*;
 use ray_common::FixedPoint;
 
-const GIB: f64 = (1u64 << 30) as f64;
-
-fn rs(pairs: &[(&str, f64)]) -> ResourceSet {
-    pairs.iter().map(|(k, v)| (k.to_string(), FixedPoint::from_f64(*v))).collect()
-}
-
-fn ty(name: &str, res: &[(&str, f64)], max: u32, price: f64) -> NodeTypeSpec {
-    NodeTypeSpec { name: name.into(), resources: rs(res), min_workers: 0, max_workers: max, is_head: false, price: Some(price), priority: 0 }
-}
-
-fn input(types: Vec<NodeTypeSpec>) -> Input {
-    let mut all = vec![NodeTypeSpec { is_head: true, price: Some(0.0), ..ty("head", &[], 0, 0.0) }];
-    all.extend(types);
-    Input { types: all, max_workers: 100_000, upscaling_speed: 1e9, ..Default::default() }
-}
+use crate::scheduler::test_support::{GIB, priced as ty, priced_input as input, rs, worker};
 
 /// A fixed-seed generator (xorshift), so traces are the same in every run.
 struct Rng(u64);
@@ -124,17 +110,7 @@ fn capped_plans_have_no_bound_and_min_workers_are_counted_in_both() {
 fn existing_free_capacity_lowers_the_bound() {
     let t = ty("cpu8", &[("CPU", 8.0)], 10, 1.0);
     let mut i = input(vec![t.clone()]);
-    i.nodes.push(NodeView {
-        id: "w1".into(),
-        node_type: t.name.clone(),
-        total: t.resources.clone(),
-        available: t.resources.clone(),
-        pending: false,
-        is_head: false,
-        unmanaged: false,
-        draining: false,
-        idle_ms: 0,
-    });
+    i.nodes.push(worker("w1", &t, 0));
     i.demands.push(Demand { shape: rs(&[("CPU", 4.0)]), count: 4 });
     let c = costing(&i, &decide(&i));
     assert!((c.plan_per_hour - 1.0).abs() < 1e-9, "{c:?}");
@@ -233,20 +209,9 @@ proptest! {
         }
         // Existing nodes with some CPUs free: capacity that costs nothing.
         for (k, free) in existing.iter().enumerate() {
-            let t = i.types[1].clone();
-            let mut available = t.resources.clone();
-            available.set("CPU", FixedPoint::from_f64(f64::from(*free)));
-            i.nodes.push(NodeView {
-                id: format!("w{k}"),
-                node_type: t.name.clone(),
-                total: t.resources.clone(),
-                available,
-                pending: false,
-                is_head: false,
-                unmanaged: false,
-                draining: false,
-                idle_ms: 0,
-            });
+            let mut w = worker(&format!("w{k}"), &i.types[1], 0);
+            w.available.set("CPU", FixedPoint::from_f64(f64::from(*free)));
+            i.nodes.push(w);
         }
         for _ in 0..spread {
             i.gangs.push(Gang { bundles: vec![rs(&[("CPU", 3.0)]); 3], strategy: PlacementStrategy::StrictSpread });

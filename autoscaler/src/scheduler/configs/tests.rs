@@ -1,22 +1,6 @@
 use super::super::*;
 use super::*;
-use ray_common::FixedPoint;
-
-const GIB: f64 = (1u64 << 30) as f64;
-
-fn rs(pairs: &[(&str, f64)]) -> ResourceSet {
-    pairs.iter().map(|(k, v)| (k.to_string(), FixedPoint::from_f64(*v))).collect()
-}
-
-fn ty(name: &str, res: &[(&str, f64)], max: u32, price: f64) -> NodeTypeSpec {
-    NodeTypeSpec { name: name.into(), resources: rs(res), min_workers: 0, max_workers: max, is_head: false, price: Some(price), priority: 0 }
-}
-
-fn input(types: Vec<NodeTypeSpec>) -> Input {
-    let mut all = vec![NodeTypeSpec { is_head: true, price: Some(0.0), ..ty("head", &[], 0, 0.0) }];
-    all.extend(types);
-    Input { types: all, max_workers: 100_000, upscaling_speed: 1e9, ..Default::default() }
-}
+use crate::scheduler::test_support::{GIB, priced as ty, priced_input as input, rs};
 
 fn left_of(p: &Planner, i: &Input) -> Vec<Left> {
     i.demands.iter().map(|d| (p.space.vec(&d.shape), d.count, d.shape.clone(), LaunchReason::Demand)).collect()
